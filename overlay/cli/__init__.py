@@ -1,0 +1,1 @@
+"""The ``overlay`` command line: argument parsing and terminal output only."""

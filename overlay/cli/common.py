@@ -1,0 +1,74 @@
+"""Argument types and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import trio
+
+from overlay.addresses import Address, parse_address
+from overlay.ids import NodeId
+
+DEFAULT_LISTEN = "127.0.0.1:7400"
+
+
+def address_arg(text: str) -> Address:
+    try:
+        return parse_address(text, default_host="127.0.0.1")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def peer_arg(text: str) -> tuple[NodeId | None, Address]:
+    """``HOST:PORT`` or ``NODEID@HOST:PORT`` (the node id pins who must answer)."""
+    node_text, sep, address_text = text.rpartition("@")
+    node_id = None
+    if sep:
+        try:
+            node_id = NodeId.from_hex(node_text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return node_id, address_arg(address_text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def configure_logging(verbosity: int) -> None:
+    """0: INFO, 1+: DEBUG, -1: WARNING, -2 and below: ERROR.  Always to stderr."""
+    level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity)
+    if level is None:
+        level = logging.DEBUG if verbosity > 0 else logging.ERROR
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+@contextmanager
+def stop_signals() -> Iterator[trio.abc.ReceiveChannel[int]]:
+    """SIGINT and SIGTERM as a channel, so Ctrl-C becomes an orderly stop, not a traceback."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        yield signals  # type: ignore[misc]

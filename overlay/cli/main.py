@@ -1,0 +1,70 @@
+"""Entry point of the ``overlay`` command: parse, set up logging, run, report errors.
+
+A user mistake never shows a traceback: an :class:`~overlay.errors.OverlayError`
+(even when trio wrapped it in an exception group) becomes one line on stderr and
+exit status 1; a bad argument is argparse's usage line and status 2; Ctrl-C
+outside a command's own handling is status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from overlay import __version__
+from overlay.cli import demo, node, status
+from overlay.cli.common import configure_logging
+from overlay.errors import OverlayError
+
+SUBCOMMANDS = (node, status, demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (repeat for debug)")
+    common.add_argument("-q", "--quiet", action="count", default=0,
+                        help="less log output (repeat for errors only)")
+    parser = argparse.ArgumentParser(
+        prog="overlay",
+        description=(
+            "A peer-to-peer overlay network: peers know only their neighbours, measure "
+            "the latency to them and relay msgpack messages along the lowest-latency routes."
+        ),
+        epilog="Run `overlay COMMAND --help` for a command's options.  Try: overlay demo",
+    )
+    parser.add_argument("--version", action="version", version=f"overlay {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(subparsers, common)
+    return parser
+
+
+def _user_error(exc: BaseException) -> OverlayError | None:
+    """The OverlayError behind ``exc`` if that is all it is, else None (a real bug)."""
+    if isinstance(exc, OverlayError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_user_error(inner) for inner in exc.exceptions]
+        if leaves and all(leaf is not None for leaf in leaves):
+            return leaves[0]
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    verbosity = args.verbose - args.quiet + getattr(args, "verbose_default", 0)
+    configure_logging(verbosity)
+    try:
+        result: int = args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        error = _user_error(exc)
+        if error is None:
+            raise
+        print(f"overlay {args.command}: {error}", file=sys.stderr)
+        return 1
+    return result

@@ -1,0 +1,77 @@
+"""``overlay status``: ask a running node, over its control socket, how it is."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from overlay.net.control import control_request
+from overlay.state import control_socket_path, default_state_dir
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+               common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        parents=[common],
+        help="show a running node's id, address and neighbours",
+        description=(
+            "Ask the node running with the given state directory for its node id, listen "
+            "address and neighbours (id, address, direction, state, smoothed RTT)."
+        ),
+    )
+    parser.add_argument(
+        "--state", type=Path, default=None, metavar="DIR",
+        help=f"the node's state directory (default {default_state_dir()})",
+    )
+    parser.add_argument("--json", action="store_true", help="print the status as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = control_socket_path(args.state or default_state_dir())
+    status = trio.run(control_request, path, "status")
+    if args.json:
+        json.dump(status, sys.stdout, indent=2)
+        print()
+    else:
+        print(render(status))
+    return 0
+
+
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f} ms"
+
+
+def render(status: dict[str, Any]) -> str:
+    lines = [
+        f"node        {status['node_id']}",
+        f"listen      {status['listen'] or '-'}",
+        f"uptime      {status['uptime_s']:.1f} s",
+        f"neighbours  {len(status['neighbours'])}",
+    ]
+    rows = status["neighbours"] + status["pending"]
+    if rows:
+        header = ("NODE ID", "ADDRESS", "DIR", "STATE", "SRTT", "RTTVAR", "MISSED")
+        table = [header] + [
+            (
+                row["id"] or "(handshaking)",
+                row["address"],
+                row["direction"],
+                row["state"],
+                _ms(row["srtt_ms"]),
+                _ms(row["rttvar_ms"]),
+                str(row["missed_pongs"]),
+            )
+            for row in rows
+        ]
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        lines.append("")
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                  for r in table]
+    return "\n".join(lines)

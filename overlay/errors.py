@@ -1,0 +1,82 @@
+"""The error hierarchy, one family per layer, all rooted in :class:`OverlayError`.
+
+Protocol cores raise :class:`ProtocolError` subclasses: *Local* when our own
+code misused a core (a bug or a race in the glue), *Remote* when the peer sent
+something the protocol forbids.  A remote error carries the close code the glue
+should send back, in the spirit of wsproto's ``event_hint``.  User-facing
+commands turn any :class:`OverlayError` into one clear line.
+"""
+
+from __future__ import annotations
+
+
+class OverlayError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(OverlayError):
+    """The user's configuration or command line cannot work (bad address, unusable state dir)."""
+
+
+# --- wire and link protocol -------------------------------------------------
+
+
+class ProtocolError(OverlayError):
+    """A protocol rule was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """Our own side misused a protocol core (e.g. sent data before the handshake)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer broke the protocol; the link to it must be closed.
+
+    ``close_code`` is the :class:`overlay.proto.messages.CloseCode` value the
+    link should send in its CLOSE message (an int, to keep this module free of
+    protocol imports).
+    """
+
+    close_code: int = 5  # CloseCode.PROTOCOL_ERROR
+
+    def __init__(self, message: str, *, close_code: int | None = None) -> None:
+        super().__init__(message)
+        if close_code is not None:
+            self.close_code = close_code
+
+
+class FrameTooLarge(RemoteProtocolError):
+    """A length prefix announced a frame larger than the protocol allows."""
+
+
+class MalformedMessage(RemoteProtocolError):
+    """Bytes that are not valid msgpack, or a message with wrong fields or types."""
+
+
+class UnsupportedVersion(RemoteProtocolError):
+    """The peer speaks a protocol version we do not."""
+
+    close_code = 1  # CloseCode.VERSION_MISMATCH
+
+    def __init__(self, version: object, supported: int) -> None:
+        super().__init__(f"peer speaks protocol version {version!r}, we speak {supported}")
+        self.version = version
+        self.supported = supported
+
+
+# --- links -----------------------------------------------------------------
+
+
+class LinkError(OverlayError):
+    """Family of errors about one neighbour link."""
+
+
+class LinkClosed(LinkError):
+    """The link is closed; nothing more can be sent on it."""
+
+
+# --- local control socket ---------------------------------------------------
+
+
+class ControlError(OverlayError):
+    """The local control socket of a running node could not answer."""

@@ -1,0 +1,223 @@
+"""Trio driver of one :class:`~overlay.proto.link.LinkCore` over a byte stream.
+
+Three tasks per link, all in a nursery the link owns: a reader that feeds
+received bytes to the core, a writer that drains the core's outgoing buffer
+(the only task that writes, so writes never interleave), and a timer that
+sleeps until the core's next deadline.  Core events are handed synchronously to
+a :class:`LinkHandler` (the node), which must not block.
+
+When the core closes, the writer gets ``linger`` seconds to flush the final
+CLOSE, then the stream is closed.  ``run()`` returns the :class:`LinkDown`
+event that ended the link, whatever ended it, cancellation included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import trio
+
+from overlay.addresses import Address, format_address
+from overlay.ids import NodeId
+from overlay.proto.link import (
+    LinkCore,
+    LinkDown,
+    LinkEstablished,
+    LinkEvent,
+    MessageReceived,
+    RttMeasured,
+)
+from overlay.proto.messages import CloseCode, Message
+
+RECEIVE_SIZE = 65_536
+
+
+class LinkHandler(Protocol):
+    """What a link tells its owner; every method is synchronous and must not block."""
+
+    def link_established(self, link: Link) -> None: ...
+
+    def link_rtt(self, link: Link, event: RttMeasured) -> None: ...
+
+    def link_message(self, link: Link, message: Message) -> None: ...
+
+    def link_down(self, link: Link, event: LinkDown) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LinkStatistics:
+    """A point-in-time record of one link, for ``status`` and tests."""
+
+    peer_id: NodeId | None
+    address: str
+    direction: str
+    state: str
+    srtt: float | None
+    rttvar: float | None
+    metric_us: int | None
+    rtt_samples: int
+    frames_sent: int
+    frames_received: int
+    bytes_sent: int
+    bytes_received: int
+    pings_sent: int
+    pongs_received: int
+    missed_pongs: int
+
+
+class Link:
+    """One neighbour connection: the core, its stream and the tasks that drive them."""
+
+    def __init__(
+        self,
+        core: LinkCore,
+        stream: trio.abc.Stream,
+        address: Address,
+        handler: LinkHandler,
+        *,
+        linger: float = 1.0,
+    ) -> None:
+        self.core = core
+        self.address = address
+        self._stream = stream
+        self._handler = handler
+        self._linger = linger
+        self._wakeup = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._timer_scope: trio.CancelScope | None = None
+        self.finished = trio.Event()
+
+    def __repr__(self) -> str:
+        peer = self.core.peer_id.short if self.core.peer_id else "?"
+        where = format_address(self.address)
+        return f"<Link {self.direction} {peer} {where} {self.core.state.value}>"
+
+    @property
+    def direction(self) -> str:
+        return "out" if self.core.initiator else "in"
+
+    @property
+    def peer_id(self) -> NodeId | None:
+        return self.core.peer_id
+
+    # --- public API -------------------------------------------------------------
+
+    async def run(self) -> LinkDown:
+        """Drive the link until it is down; closes the stream before returning."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._read_loop)
+                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._timer_loop)
+                self._pump()
+        finally:
+            if not self.core.is_closed:
+                # Cancelled from outside (the node is stopping without a graceful close).
+                self.core.connection_lost("link task cancelled")
+                self._dispatch_events()
+            await trio.aclose_forcefully(self._stream)
+            self.finished.set()
+        assert self.core.down is not None
+        return self.core.down
+
+    def send_nowait(self, message: Message) -> bool:
+        """Queue ``message`` for the peer; False (nothing queued) if the link is down or full."""
+        if not self.core.can_send:
+            return False
+        self.core.send(message)
+        self._pump()
+        return True
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "closed") -> None:
+        """Send CLOSE and end the link; returns at once (``finished`` tells when it is over)."""
+        self.core.close(code, reason)
+        self._pump()
+
+    def statistics(self) -> LinkStatistics:
+        core = self.core
+        return LinkStatistics(
+            peer_id=core.peer_id,
+            address=format_address(self.address),
+            direction=self.direction,
+            state=core.state.value,
+            srtt=core.rtt.srtt,
+            rttvar=core.rtt.rttvar,
+            metric_us=core.metric_us,
+            rtt_samples=core.rtt.samples,
+            **asdict(core.counters),
+        )
+
+    # --- tasks ------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        while not self.core.is_closed:
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.core.connection_lost(str(exc) or type(exc).__name__)
+            else:
+                if data:
+                    self.core.receive_data(data, trio.current_time())
+                else:
+                    self.core.receive_eof(trio.current_time())
+            self._pump()
+
+    async def _write_loop(self) -> None:
+        while True:
+            data = self.core.data_to_send()
+            if data:
+                try:
+                    await self._stream.send_all(data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    self.core.connection_lost(str(exc) or type(exc).__name__)
+                    self._pump()
+            elif self.core.is_closed:
+                assert self._nursery is not None
+                self._nursery.cancel_scope.cancel()
+                return
+            else:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._core_deadline()) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self.core.handle_timer(trio.current_time())
+            self._pump()
+
+    # --- glue -------------------------------------------------------------------
+
+    def _core_deadline(self) -> float:
+        deadline = self.core.get_timer()
+        return math.inf if deadline is None else deadline
+
+    def _pump(self) -> None:
+        """After every call into the core: dispatch its events, wake the writer, re-arm timers."""
+        self._dispatch_events()
+        if self.core.pending_bytes or self.core.is_closed:
+            self._wakeup.set()
+        if self._timer_scope is not None:
+            self._timer_scope.deadline = self._core_deadline()
+        if self.core.is_closed and self._nursery is not None:
+            # Give the writer a bounded time to flush the CLOSE, then tear down.
+            scope = self._nursery.cancel_scope
+            scope.deadline = min(scope.deadline, trio.current_time() + self._linger)
+
+    def _dispatch_events(self) -> None:
+        while (event := self.core.next_event()) is not None:
+            self._dispatch(event)
+
+    def _dispatch(self, event: LinkEvent) -> None:
+        if isinstance(event, MessageReceived):
+            self._handler.link_message(self, event.message)
+        elif isinstance(event, RttMeasured):
+            self._handler.link_rtt(self, event)
+        elif isinstance(event, LinkEstablished):
+            self._handler.link_established(self)
+        elif isinstance(event, LinkDown):
+            self._handler.link_down(self, event)

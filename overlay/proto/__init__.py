@@ -1,0 +1,6 @@
+"""Sans-IO protocol cores: bytes and events in, bytes and events out.
+
+Nothing in this package may import trio, socket, sqlite3, time or any other
+source of I/O or nondeterminism; time arrives as a ``now`` argument and
+randomness as injected bytes.  ``tests/proto/test_purity.py`` enforces it.
+"""

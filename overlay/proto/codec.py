@@ -1,0 +1,106 @@
+"""Framing: a u32 big-endian length, then exactly one msgpack object.
+
+The decoder is fed arbitrary chunks of a byte stream and hands out complete
+payloads.  It rejects an oversized length prefix as soon as the four header
+bytes arrive, so a hostile peer cannot make us buffer more than one maximal
+frame.  :func:`unpack` decodes a payload with every msgpack limit set to what
+a single frame can hold, with extension types (timestamps included) refused,
+so that decoding hostile bytes yields plain Python values or a
+:class:`~overlay.errors.MalformedMessage`, and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from overlay.errors import FrameTooLarge, LocalProtocolError, MalformedMessage
+
+LENGTH_PREFIX = 4
+MAX_PAYLOAD = 65_535
+"""Largest msgpack object (in bytes) one frame may carry, as the length prefix counts it."""
+
+MAX_CONTAINER_LEN = 4_096
+"""Most elements an array or map in a frame may have."""
+
+
+def pack(obj: Any) -> bytes:
+    """Encode ``obj`` as msgpack (bin for bytes, str for text)."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode {type(obj).__name__}: {exc}") from exc
+
+
+def encode_frame(obj: Any) -> bytes:
+    """Length-prefixed frame of ``obj``; a payload over :data:`MAX_PAYLOAD` is our bug."""
+    payload = pack(obj)
+    if len(payload) > MAX_PAYLOAD:
+        raise LocalProtocolError(
+            f"message of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte frame limit"
+        )
+    return len(payload).to_bytes(LENGTH_PREFIX, "big") + payload
+
+
+def unpack(payload: bytes) -> Any:
+    """Decode one msgpack object under strict limits; hostile input -> MalformedMessage."""
+    if len(payload) > MAX_PAYLOAD:
+        raise FrameTooLarge(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    try:
+        return msgpack.unpackb(
+            payload,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=MAX_PAYLOAD,
+            max_bin_len=MAX_PAYLOAD,
+            max_array_len=MAX_CONTAINER_LEN,
+            max_map_len=MAX_CONTAINER_LEN,
+            max_ext_len=0,
+        )
+    except (ValueError, OverflowError, RecursionError) as exc:
+        # msgpack's own exceptions (ExtraData, FormatError, StackError, OutOfData)
+        # and UnicodeDecodeError are all ValueError subclasses.
+        raise MalformedMessage(f"undecodable msgpack: {exc or type(exc).__name__}") from None
+
+
+class FrameDecoder:
+    """Turns a byte stream into frame payloads.
+
+    ``receive_data`` buffers; ``next_payload`` returns one complete payload or
+    ``None`` when more bytes are needed.  Errors are sticky: after a
+    :class:`FrameTooLarge` the stream cannot be resynchronised, so every later
+    call raises again.
+    """
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+        self._max_payload = max_payload
+        self._buffer = bytearray()
+        self._error: FrameTooLarge | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet handed out (at most one partial frame plus a chunk)."""
+        return len(self._buffer)
+
+    def receive_data(self, data: bytes | bytearray) -> None:
+        self._buffer += data
+
+    def next_payload(self) -> bytes | None:
+        if self._error is not None:
+            raise self._error
+        if len(self._buffer) < LENGTH_PREFIX:
+            return None
+        length = int.from_bytes(self._buffer[:LENGTH_PREFIX], "big")
+        if length > self._max_payload:
+            self._error = FrameTooLarge(
+                f"length prefix announces {length} bytes, the limit is {self._max_payload}"
+            )
+            raise self._error
+        end = LENGTH_PREFIX + length
+        if len(self._buffer) < end:
+            return None
+        payload = bytes(self._buffer[LENGTH_PREFIX:end])
+        del self._buffer[:end]
+        return payload

@@ -1,0 +1,419 @@
+"""The neighbour link: authenticated three-way handshake, then keepalive and data.
+
+Theory of operation
+-------------------
+A link runs over one reliable byte stream (TCP in production, a memory stream
+in tests and the simulator).  The side that dialled is the *initiator*.
+
+    initiator                                   responder
+    HELLO(pk_A, nonce_A)            ------>
+                                    <------     HELLO_ACK(pk_B, nonce_B, sig_B)
+    ACK(sig_A)                      ------>
+
+Each signature covers the whole transcript (both keys and both nonces) under a
+role-specific context string, so neither can be replayed into another session
+or reflected back at its signer.  Each side therefore proves it holds the
+private key of the node id it claims.  Each step must arrive within
+``handshake_timeout`` of the previous one.  A refusal is a CLOSE message with a
+code and a reason: version mismatch, bad signature, self-connection, wrong
+peer (when the dialler expected a particular node id); duplicate links are
+detected by the node, which sees all links, and closed with DUPLICATE_LINK.
+
+Once established, the link sends PING every ``hello_interval`` and feeds each
+PONG's round trip into an RFC 6298 estimator; the link metric is SRTT/2 in
+microseconds.  Every tick at which the previous PING is still unanswered
+counts as a miss; after ``dead_after`` consecutive misses the link is dead.
+
+States: HANDSHAKE -> ESTABLISHED -> CLOSED, or HANDSHAKE -> CLOSED.  CLOSED is
+sticky: whatever ended the link (our close, the peer's CLOSE, a protocol
+error, a timeout, EOF) is reported once as a :class:`LinkDown` event, and later
+input is ignored.  The core never raises on peer behaviour; it closes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from overlay.errors import LocalProtocolError, RemoteProtocolError
+from overlay.ids import Identity, NodeId, signature_is_valid
+from overlay.proto.codec import FrameDecoder
+from overlay.proto.messages import (
+    NONCE_LEN,
+    PROTOCOL_VERSION,
+    U32_MAX,
+    Ack,
+    Close,
+    CloseCode,
+    Hello,
+    HelloAck,
+    LinkMessage,
+    Message,
+    Ping,
+    Pong,
+    decode_message,
+    encode_message,
+)
+from overlay.proto.rtt import RttEstimator
+
+INITIATOR_CONTEXT = b"overlay link v1 initiator"
+RESPONDER_CONTEXT = b"overlay link v1 responder"
+
+
+def handshake_transcript(
+    context: bytes, initiator_key: bytes, initiator_nonce: bytes, responder_key: bytes,
+    responder_nonce: bytes,
+) -> bytes:
+    """The bytes each side signs: context, a zero byte, version, then both keys and nonces."""
+    return b"".join(
+        (context, b"\x00", bytes([PROTOCOL_VERSION]), initiator_key, initiator_nonce,
+         responder_key, responder_nonce)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LinkConfig:
+    """Timing of one link, in seconds."""
+
+    handshake_timeout: float = 5.0
+    hello_interval: float = 1.0
+    dead_after: int = 3
+    max_send_buffer: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        if self.handshake_timeout <= 0 or self.hello_interval <= 0:
+            raise ValueError("timeouts and intervals must be positive")
+        if self.dead_after < 1:
+            raise ValueError("dead_after must be at least 1")
+
+    @property
+    def dead_interval(self) -> float:
+        """How long a silent neighbour may go before it is declared dead."""
+        return self.hello_interval * self.dead_after
+
+
+class LinkState(enum.Enum):
+    HANDSHAKE = "handshake"
+    ESTABLISHED = "up"
+    CLOSED = "closed"
+
+
+# --- events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEvent:
+    """Base class of what the link core reports to its driver."""
+
+
+@dataclass(frozen=True, slots=True)
+class LinkEstablished(LinkEvent):
+    peer_id: NodeId
+    peer_public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RttMeasured(LinkEvent):
+    sample: float
+    srtt: float
+    rttvar: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived(LinkEvent):
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown(LinkEvent):
+    """The link is over.  ``by_peer``: the peer sent CLOSE or hung up."""
+
+    code: int
+    reason: str
+    by_peer: bool
+
+    def describe(self) -> str:
+        who = "peer" if self.by_peer else "we"
+        return f"{CloseCode.describe(self.code)} ({who}: {self.reason})"
+
+
+@dataclass(slots=True)
+class LinkCounters:
+    frames_sent: int = 0
+    frames_received: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    pings_sent: int = 0
+    pongs_received: int = 0
+    missed_pongs: int = 0
+
+
+# --- the core -------------------------------------------------------------------
+
+
+class LinkCore:
+    """Sans-IO state machine of one neighbour link (see the module docstring)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        initiator: bool,
+        nonce: bytes,
+        now: float,
+        config: LinkConfig | None = None,
+        expected_peer: NodeId | None = None,
+    ) -> None:
+        if len(nonce) != NONCE_LEN:
+            raise LocalProtocolError(f"a handshake nonce is {NONCE_LEN} bytes")
+        self.identity = identity
+        self.initiator = initiator
+        self.config = config or LinkConfig()
+        self.expected_peer = expected_peer
+        self.state = LinkState.HANDSHAKE
+        self.peer_id: NodeId | None = None
+        self.peer_public_key: bytes | None = None
+        self.rtt = RttEstimator()
+        self.counters = LinkCounters()
+        self.established_at: float | None = None
+        self.down: LinkDown | None = None
+        self._nonce = nonce
+        self._peer_nonce: bytes | None = None
+        self._decoder = FrameDecoder()
+        self._outgoing = bytearray()
+        self._events: list[LinkEvent] = []
+        self._deadline: float | None = now + self.config.handshake_timeout
+        self._next_ping_seq = 0
+        self._outstanding: dict[int, float] = {}
+        self._missed = 0
+        if initiator:
+            self._queue(Hello(identity.public_key, nonce))
+
+    # --- driver interface -----------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state is LinkState.CLOSED
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._outgoing)
+
+    @property
+    def metric_us(self) -> int | None:
+        """Smoothed one-way latency estimate (SRTT/2) in microseconds; None before a sample."""
+        if self.rtt.srtt is None:
+            return None
+        return max(1, round(self.rtt.srtt / 2 * 1_000_000))
+
+    def data_to_send(self) -> bytes:
+        """Bytes the driver must write, in order; empties the outgoing buffer."""
+        data = bytes(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def next_event(self) -> LinkEvent | None:
+        return self._events.pop(0) if self._events else None
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` must next be called (None: no timer)."""
+        return None if self.is_closed else self._deadline
+
+    def receive_data(self, data: bytes | bytearray, now: float) -> None:
+        if self.is_closed:
+            return
+        self.counters.bytes_received += len(data)
+        self._decoder.receive_data(data)
+        try:
+            while not self.is_closed and (payload := self._decoder.next_payload()) is not None:
+                self.counters.frames_received += 1
+                self._handle(decode_message(payload), now)
+        except RemoteProtocolError as exc:
+            self.close(exc.close_code, str(exc))
+
+    def receive_eof(self, now: float) -> None:
+        """The peer closed its side of the stream without a CLOSE message."""
+        if not self.is_closed:
+            what = "connection closed by peer"
+            if self._decoder.buffered:
+                what += f" in the middle of a frame ({self._decoder.buffered} bytes buffered)"
+            self._finish(CloseCode.NORMAL, what, by_peer=True)
+
+    def connection_lost(self, reason: str) -> None:
+        """The stream failed (reset, write error); nothing more can be sent."""
+        if not self.is_closed:
+            self._outgoing.clear()
+            self._finish(CloseCode.NORMAL, f"connection lost: {reason}", by_peer=True)
+
+    def handle_timer(self, now: float) -> None:
+        if self.is_closed or self._deadline is None or now < self._deadline:
+            return
+        if self.state is LinkState.HANDSHAKE:
+            self.close(CloseCode.TIMEOUT, "handshake timed out")
+            return
+        if self._outstanding:
+            self._missed += 1
+            self.counters.missed_pongs += 1
+            if self._missed >= self.config.dead_after:
+                silent = self._missed * self.config.hello_interval
+                self.close(
+                    CloseCode.TIMEOUT, f"no PONG for {self._missed} PINGs ({silent:g} s)"
+                )
+                return
+        self._send_ping(now)
+
+    def send(self, message: Message) -> None:
+        """Queue a non-control message to the peer; only once the link is up."""
+        if self.state is not LinkState.ESTABLISHED:
+            raise LocalProtocolError(f"cannot send on a link in state {self.state.value}")
+        if isinstance(message, LinkMessage):
+            raise LocalProtocolError("link control messages are sent by the link core itself")
+        self._queue(message)
+
+    @property
+    def can_send(self) -> bool:
+        """False when the outgoing buffer is full: the caller should drop and count."""
+        return (
+            self.state is LinkState.ESTABLISHED
+            and len(self._outgoing) < self.config.max_send_buffer
+        )
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "closed") -> None:
+        """Send CLOSE with ``reason`` and end the link (idempotent)."""
+        if not self.is_closed:
+            self._queue(Close(int(code), reason[:256]))
+            self._finish(code, reason, by_peer=False)
+
+    # --- internals -----------------------------------------------------------
+
+    def _queue(self, message: Message) -> None:
+        frame = encode_message(message)
+        self._outgoing += frame
+        self.counters.frames_sent += 1
+        self.counters.bytes_sent += len(frame)
+
+    def _finish(self, code: int, reason: str, *, by_peer: bool) -> None:
+        self.state = LinkState.CLOSED
+        self._deadline = None
+        self.down = LinkDown(int(code), reason, by_peer)
+        self._events.append(self.down)
+
+    def _handle(self, message: Message, now: float) -> None:
+        if isinstance(message, Close):
+            self._finish(message.code, message.reason or "no reason given", by_peer=True)
+        elif self.state is LinkState.HANDSHAKE:
+            self._handle_handshake(message, now)
+        elif isinstance(message, Ping):
+            self._queue(Pong(message.seq))
+        elif isinstance(message, Pong):
+            self._handle_pong(message, now)
+        elif isinstance(message, LinkMessage):
+            raise RemoteProtocolError(f"unexpected {message.TYPE.name} on an established link")
+        else:
+            self._events.append(MessageReceived(message))
+
+    def _handle_handshake(self, message: Message, now: float) -> None:
+        if self.initiator and self._peer_nonce is None and isinstance(message, HelloAck):
+            self._on_hello_ack(message, now)
+        elif not self.initiator and self._peer_nonce is None and isinstance(message, Hello):
+            self._on_hello(message, now)
+        elif not self.initiator and self._peer_nonce is not None and isinstance(message, Ack):
+            self._on_ack(message, now)
+        else:
+            name = type(message).__name__.upper()
+            raise RemoteProtocolError(f"unexpected {name} during the handshake")
+
+    def _refuse_peer_key(self, public_key: bytes) -> bool:
+        """Checks common to both roles on learning the peer's key; True if refused."""
+        if public_key == self.identity.public_key:
+            self.close(CloseCode.SELF_CONNECTION, "connected to ourselves")
+            return True
+        peer_id = NodeId.from_public_key(public_key)
+        if self.expected_peer is not None and peer_id != self.expected_peer:
+            self.close(
+                CloseCode.WRONG_PEER,
+                f"expected node {self.expected_peer.hex()}, found {peer_id.hex()}",
+            )
+            return True
+        return False
+
+    def _on_hello(self, hello: Hello, now: float) -> None:
+        if self._refuse_peer_key(hello.public_key):
+            return
+        self.peer_public_key = hello.public_key
+        self._peer_nonce = hello.nonce
+        transcript = handshake_transcript(
+            RESPONDER_CONTEXT, hello.public_key, hello.nonce, self.identity.public_key,
+            self._nonce,
+        )
+        self._queue(HelloAck(self.identity.public_key, self._nonce, self.identity.sign(transcript)))
+        self._deadline = now + self.config.handshake_timeout
+
+    def _on_hello_ack(self, ack: HelloAck, now: float) -> None:
+        if self._refuse_peer_key(ack.public_key):
+            return
+        transcript = handshake_transcript(
+            RESPONDER_CONTEXT, self.identity.public_key, self._nonce, ack.public_key, ack.nonce
+        )
+        if not signature_is_valid(ack.public_key, transcript, ack.signature):
+            self.close(
+                CloseCode.BAD_SIGNATURE,
+                f"HELLO_ACK signature does not verify for node "
+                f"{NodeId.from_public_key(ack.public_key).hex()}: the peer lacks its private key",
+            )
+            return
+        self.peer_public_key = ack.public_key
+        self._peer_nonce = ack.nonce
+        own = handshake_transcript(
+            INITIATOR_CONTEXT, self.identity.public_key, self._nonce, ack.public_key, ack.nonce
+        )
+        self._queue(Ack(self.identity.sign(own)))
+        self._establish(now)
+
+    def _on_ack(self, ack: Ack, now: float) -> None:
+        assert self.peer_public_key is not None and self._peer_nonce is not None
+        transcript = handshake_transcript(
+            INITIATOR_CONTEXT, self.peer_public_key, self._peer_nonce, self.identity.public_key,
+            self._nonce,
+        )
+        if not signature_is_valid(self.peer_public_key, transcript, ack.signature):
+            self.close(
+                CloseCode.BAD_SIGNATURE,
+                f"ACK signature does not verify for node "
+                f"{NodeId.from_public_key(self.peer_public_key).hex()}: "
+                "the peer lacks its private key",
+            )
+            return
+        self._establish(now)
+
+    def _establish(self, now: float) -> None:
+        assert self.peer_public_key is not None
+        self.state = LinkState.ESTABLISHED
+        self.peer_id = NodeId.from_public_key(self.peer_public_key)
+        self.established_at = now
+        self._events.append(LinkEstablished(self.peer_id, self.peer_public_key))
+        self._send_ping(now)  # measure the RTT straight away
+
+    def _send_ping(self, now: float) -> None:
+        seq = self._next_ping_seq
+        self._next_ping_seq = (seq + 1) & U32_MAX
+        self._outstanding[seq] = now
+        # Remember only as many unanswered pings as can still count before death.
+        while len(self._outstanding) > self.config.dead_after + 1:
+            del self._outstanding[next(iter(self._outstanding))]
+        self.counters.pings_sent += 1
+        self._queue(Ping(seq))
+        self._deadline = now + self.config.hello_interval
+
+    def _handle_pong(self, pong: Pong, now: float) -> None:
+        sent_at = self._outstanding.get(pong.seq)
+        if sent_at is None:
+            return  # a PONG for a ping we gave up on, or never sent: harmless
+        # Answering one ping answers every earlier one: the link is alive.
+        for seq in [s for s in self._outstanding if self._outstanding[s] <= sent_at]:
+            del self._outstanding[seq]
+        self._missed = 0
+        self.counters.pongs_received += 1
+        self.rtt.observe(now - sent_at)
+        assert self.rtt.srtt is not None and self.rtt.rttvar is not None
+        self._events.append(RttMeasured(now - sent_at, self.rtt.srtt, self.rtt.rttvar))

@@ -1,0 +1,289 @@
+"""Every message of the wire protocol, as frozen dataclasses.
+
+A frame's msgpack object is always an array whose first two elements are the
+protocol version and the message type, like the fixed leading fields of an IP
+header.  Link-local control messages (handshake, keepalive, close) follow with
+their own fields; routed packets (types 0x20-0x3f) follow with the fixed
+routing header ``ttl, src, dst, packet_id`` and a body.  Relays forward routed
+types they do not know, as IP routers forward protocols they do not speak.
+
+Constructors validate and raise ``ValueError``; :func:`decode_message` turns
+any flaw in received bytes into :class:`~overlay.errors.MalformedMessage` (or
+:class:`~overlay.errors.UnsupportedVersion`).  docs/protocol.md is the
+normative description; its test vectors are checked against this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, ClassVar
+
+from overlay.errors import MalformedMessage, UnsupportedVersion
+from overlay.ids import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN, NodeId
+from overlay.proto.codec import encode_frame, unpack
+
+PROTOCOL_VERSION = 1
+NONCE_LEN = 32
+MAX_REASON_LEN = 256
+MAX_TTL = 255
+DEFAULT_TTL = 32
+U16_MAX = 2**16 - 1
+U32_MAX = 2**32 - 1
+
+
+class MessageType(IntEnum):
+    """Position 1 of every frame.  0x10-0x1f are reserved for routing control."""
+
+    HELLO = 0x01
+    HELLO_ACK = 0x02
+    ACK = 0x03
+    CLOSE = 0x04
+    PING = 0x05
+    PONG = 0x06
+    DATA = 0x20
+
+
+ROUTED_TYPES = range(0x20, 0x40)
+"""Types carrying the routing header; forwarded by relays without reading the body."""
+
+
+class CloseCode(IntEnum):
+    """Why a link was refused or closed (field 2 of CLOSE)."""
+
+    NORMAL = 0
+    VERSION_MISMATCH = 1
+    BAD_SIGNATURE = 2
+    SELF_CONNECTION = 3
+    DUPLICATE_LINK = 4
+    PROTOCOL_ERROR = 5
+    TIMEOUT = 6
+    WRONG_PEER = 7
+    OVERLOADED = 8
+
+    @classmethod
+    def describe(cls, code: int) -> str:
+        try:
+            return cls(code).name.lower().replace("_", " ")
+        except ValueError:
+            return f"code {code}"
+
+
+# --- field validation ---------------------------------------------------------
+
+
+def _check_uint(value: object, name: str, maximum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in 0..{maximum}, got {value!r:.40}")
+    return value
+
+
+def _check_bin(value: object, name: str, length: int) -> bytes:
+    if not isinstance(value, bytes) or len(value) != length:
+        raise ValueError(f"{name} must be {length} bytes of bin, got {type(value).__name__}")
+    return value
+
+
+def _check_text(value: object, name: str, max_len: int) -> str:
+    if not isinstance(value, str) or len(value) > max_len:
+        raise ValueError(f"{name} must be a string of at most {max_len} characters")
+    return value
+
+
+# --- messages -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """Base class: ``header_type()`` is position 1, ``fields()`` positions 2 onwards."""
+
+    def header_type(self) -> int:
+        raise NotImplementedError
+
+    def fields(self) -> list[Any]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class LinkMessage(Message):
+    """A link-local control message: meaningful only between two neighbours."""
+
+    TYPE: ClassVar[MessageType]
+
+    def header_type(self) -> int:
+        return int(self.TYPE)
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> LinkMessage:
+        return cls(*fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(LinkMessage):
+    """Handshake step 1, initiator -> responder."""
+
+    TYPE: ClassVar[MessageType] = MessageType.HELLO
+    public_key: bytes
+    nonce: bytes
+
+    def __post_init__(self) -> None:
+        _check_bin(self.public_key, "public_key", PUBLIC_KEY_LEN)
+        _check_bin(self.nonce, "nonce", NONCE_LEN)
+
+    def fields(self) -> list[Any]:
+        return [self.public_key, self.nonce]
+
+
+@dataclass(frozen=True, slots=True)
+class HelloAck(LinkMessage):
+    """Handshake step 2, responder -> initiator: its key, nonce and transcript signature."""
+
+    TYPE: ClassVar[MessageType] = MessageType.HELLO_ACK
+    public_key: bytes
+    nonce: bytes
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_bin(self.public_key, "public_key", PUBLIC_KEY_LEN)
+        _check_bin(self.nonce, "nonce", NONCE_LEN)
+        _check_bin(self.signature, "signature", SIGNATURE_LEN)
+
+    def fields(self) -> list[Any]:
+        return [self.public_key, self.nonce, self.signature]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack(LinkMessage):
+    """Handshake step 3, initiator -> responder: the initiator's transcript signature."""
+
+    TYPE: ClassVar[MessageType] = MessageType.ACK
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        _check_bin(self.signature, "signature", SIGNATURE_LEN)
+
+    def fields(self) -> list[Any]:
+        return [self.signature]
+
+
+@dataclass(frozen=True, slots=True)
+class Close(LinkMessage):
+    """Refuses a handshake or ends a link, with a code and a human-readable reason."""
+
+    TYPE: ClassVar[MessageType] = MessageType.CLOSE
+    code: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        _check_uint(self.code, "code", U16_MAX)
+        _check_text(self.reason, "reason", MAX_REASON_LEN)
+
+    def fields(self) -> list[Any]:
+        return [self.code, self.reason]
+
+
+@dataclass(frozen=True, slots=True)
+class Ping(LinkMessage):
+    """Keepalive probe; the RTT is measured by the sender from its own clock."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PING
+    seq: int
+
+    def __post_init__(self) -> None:
+        _check_uint(self.seq, "seq", U32_MAX)
+
+    def fields(self) -> list[Any]:
+        return [self.seq]
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(LinkMessage):
+    """Answer to a PING, echoing its sequence number."""
+
+    TYPE: ClassVar[MessageType] = MessageType.PONG
+    seq: int
+
+    def __post_init__(self) -> None:
+        _check_uint(self.seq, "seq", U32_MAX)
+
+    def fields(self) -> list[Any]:
+        return [self.seq]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedPacket(Message):
+    """``[version, type, ttl, src, dst, packet_id, body]``: a packet relayed hop by hop.
+
+    The body is any msgpack value; its meaning depends on ``type`` and only the
+    destination interprets it.
+    """
+
+    type: int
+    ttl: int
+    src: NodeId
+    dst: NodeId
+    packet_id: int
+    body: Any
+
+    def __post_init__(self) -> None:
+        if self.type not in ROUTED_TYPES:
+            raise ValueError(f"type 0x{self.type:02x} is not a routed packet type")
+        _check_uint(self.ttl, "ttl", MAX_TTL)
+        if not isinstance(self.src, NodeId) or not isinstance(self.dst, NodeId):
+            raise ValueError("src and dst must be node ids")
+        _check_uint(self.packet_id, "packet_id", U32_MAX)
+
+    def header_type(self) -> int:
+        return self.type
+
+    def fields(self) -> list[Any]:
+        return [self.ttl, self.src.raw, self.dst.raw, self.packet_id, self.body]
+
+    @classmethod
+    def from_fields(cls, packet_type: int, fields: list[Any]) -> RoutedPacket:
+        ttl, src, dst, packet_id, body = fields
+        src_id = NodeId(_check_bin(src, "src", NODE_ID_LEN))
+        dst_id = NodeId(_check_bin(dst, "dst", NODE_ID_LEN))
+        return cls(packet_type, ttl, src_id, dst_id, packet_id, body)
+
+
+LINK_MESSAGES: dict[int, type[LinkMessage]] = {
+    cls.TYPE: cls for cls in (Hello, HelloAck, Ack, Close, Ping, Pong)
+}
+ROUTED_FIELD_COUNT = 5
+
+
+def encode_message(message: Message) -> bytes:
+    """The complete frame (length prefix included) carrying ``message``."""
+    return encode_frame([PROTOCOL_VERSION, message.header_type(), *message.fields()])
+
+
+def decode_message(payload: bytes) -> Message:
+    """Parse one frame payload; any flaw raises a RemoteProtocolError subclass."""
+    obj = unpack(payload)
+    if not isinstance(obj, list) or len(obj) < 2:
+        raise MalformedMessage("a message is an array starting with version and type")
+    version, message_type, *fields = obj
+    if version != PROTOCOL_VERSION or isinstance(version, bool):
+        raise UnsupportedVersion(version, PROTOCOL_VERSION)
+    if not isinstance(message_type, int) or isinstance(message_type, bool):
+        raise MalformedMessage(f"message type must be an integer, got {message_type!r:.40}")
+    try:
+        if message_type in ROUTED_TYPES:
+            if len(fields) != ROUTED_FIELD_COUNT:
+                raise ValueError(f"expected {ROUTED_FIELD_COUNT} fields, got {len(fields)}")
+            return RoutedPacket.from_fields(message_type, fields)
+        cls = LINK_MESSAGES.get(message_type)
+        if cls is None:
+            raise MalformedMessage(f"unknown message type 0x{message_type:02x}")
+        return cls.from_fields(fields)
+    except (TypeError, ValueError) as exc:
+        name = _type_name(message_type)
+        raise MalformedMessage(f"bad {name} message: {exc}") from None
+
+
+def _type_name(message_type: int) -> str:
+    try:
+        return MessageType(message_type).name
+    except ValueError:
+        return f"0x{message_type:02x}"
