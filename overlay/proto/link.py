@@ -21,8 +21,9 @@ detected by the node, which sees all links, and closed with DUPLICATE_LINK.
 
 Once established, the link sends PING every ``hello_interval`` and feeds each
 PONG's round trip into an RFC 6298 estimator; the link metric is SRTT/2 in
-microseconds.  Every tick at which the previous PING is still unanswered
-counts as a miss; after ``dead_after`` consecutive misses the link is dead.
+microseconds.  Any frame from the peer shows it is alive; when nothing has
+been heard for ``dead_after`` hello intervals (the *dead interval*, i.e.
+``dead_after`` PONGs missed in a row) the link is declared dead.
 
 States: HANDSHAKE -> ESTABLISHED -> CLOSED, or HANDSHAKE -> CLOSED.  CLOSED is
 sticky: whatever ended the link (our close, the peer's CLOSE, a protocol
@@ -182,10 +183,11 @@ class LinkCore:
         self._decoder = FrameDecoder()
         self._outgoing = bytearray()
         self._events: list[LinkEvent] = []
-        self._deadline: float | None = now + self.config.handshake_timeout
+        self._handshake_deadline = now + self.config.handshake_timeout
+        self._next_ping_at = 0.0
+        self._last_heard = now
         self._next_ping_seq = 0
         self._outstanding: dict[int, float] = {}
-        self._missed = 0
         if initiator:
             self._queue(Hello(identity.public_key, nonce))
 
@@ -217,7 +219,11 @@ class LinkCore:
 
     def get_timer(self) -> float | None:
         """When :meth:`handle_timer` must next be called (None: no timer)."""
-        return None if self.is_closed else self._deadline
+        if self.state is LinkState.HANDSHAKE:
+            return self._handshake_deadline
+        if self.state is LinkState.ESTABLISHED:
+            return min(self._next_ping_at, self._last_heard + self.config.dead_interval)
+        return None
 
     def receive_data(self, data: bytes | bytearray, now: float) -> None:
         if self.is_closed:
@@ -227,6 +233,7 @@ class LinkCore:
         try:
             while not self.is_closed and (payload := self._decoder.next_payload()) is not None:
                 self.counters.frames_received += 1
+                self._last_heard = now
                 self._handle(decode_message(payload), now)
         except RemoteProtocolError as exc:
             self.close(exc.close_code, str(exc))
@@ -246,21 +253,20 @@ class LinkCore:
             self._finish(CloseCode.NORMAL, f"connection lost: {reason}", by_peer=True)
 
     def handle_timer(self, now: float) -> None:
-        if self.is_closed or self._deadline is None or now < self._deadline:
-            return
         if self.state is LinkState.HANDSHAKE:
-            self.close(CloseCode.TIMEOUT, "handshake timed out")
-            return
-        if self._outstanding:
-            self._missed += 1
-            self.counters.missed_pongs += 1
-            if self._missed >= self.config.dead_after:
-                silent = self._missed * self.config.hello_interval
+            if now >= self._handshake_deadline:
+                self.close(CloseCode.TIMEOUT, "handshake timed out")
+        elif self.state is LinkState.ESTABLISHED:
+            if now >= self._last_heard + self.config.dead_interval:
+                self.counters.missed_pongs += len(self._outstanding)
+                self._outstanding.clear()
                 self.close(
-                    CloseCode.TIMEOUT, f"no PONG for {self._missed} PINGs ({silent:g} s)"
+                    CloseCode.TIMEOUT,
+                    f"nothing heard for {now - self._last_heard:.3g} s "
+                    f"({self.config.dead_after} hello intervals)",
                 )
-                return
-        self._send_ping(now)
+            elif now >= self._next_ping_at:
+                self._send_ping(now)
 
     def send(self, message: Message) -> None:
         """Queue a non-control message to the peer; only once the link is up."""
@@ -294,7 +300,6 @@ class LinkCore:
 
     def _finish(self, code: int, reason: str, *, by_peer: bool) -> None:
         self.state = LinkState.CLOSED
-        self._deadline = None
         self.down = LinkDown(int(code), reason, by_peer)
         self._events.append(self.down)
 
@@ -347,7 +352,7 @@ class LinkCore:
             self._nonce,
         )
         self._queue(HelloAck(self.identity.public_key, self._nonce, self.identity.sign(transcript)))
-        self._deadline = now + self.config.handshake_timeout
+        self._handshake_deadline = now + self.config.handshake_timeout
 
     def _on_hello_ack(self, ack: HelloAck, now: float) -> None:
         if self._refuse_peer_key(ack.public_key):
@@ -401,9 +406,10 @@ class LinkCore:
         # Remember only as many unanswered pings as can still count before death.
         while len(self._outstanding) > self.config.dead_after + 1:
             del self._outstanding[next(iter(self._outstanding))]
+            self.counters.missed_pongs += 1
         self.counters.pings_sent += 1
         self._queue(Ping(seq))
-        self._deadline = now + self.config.hello_interval
+        self._next_ping_at = now + self.config.hello_interval
 
     def _handle_pong(self, pong: Pong, now: float) -> None:
         sent_at = self._outstanding.get(pong.seq)
@@ -412,7 +418,6 @@ class LinkCore:
         # Answering one ping answers every earlier one: the link is alive.
         for seq in [s for s in self._outstanding if self._outstanding[s] <= sent_at]:
             del self._outstanding[seq]
-        self._missed = 0
         self.counters.pongs_received += 1
         self.rtt.observe(now - sent_at)
         assert self.rtt.srtt is not None and self.rtt.rttvar is not None

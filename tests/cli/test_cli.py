@@ -1,0 +1,160 @@
+"""The ``overlay`` command line as a user runs it: real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from tests.procs import node_processes, run_overlay, short_tempdir
+
+FAST = ("--hello-interval", "0.2", "--dead-after", "3")
+
+
+def neighbour_ids(status: dict[str, object]) -> set[str]:
+    return {n["id"] for n in status["neighbours"]}  # type: ignore[attr-defined]
+
+
+def test_two_nodes_become_neighbours_and_status_shows_each_other() -> None:
+    with node_processes() as start:
+        a = start("a", "--listen", "127.0.0.1:0", *FAST)
+        a_status = a.ready()
+        b = start("b", "--listen", "127.0.0.1:0", "--connect", a_status["listen"], *FAST)
+        b_status = b.ready()
+        a_status = a.wait_status(lambda s: neighbour_ids(s) == {b_status["node_id"]},
+                                 "a to see b")
+        b_status = b.wait_status(
+            lambda s: any(n["srtt_ms"] is not None for n in s["neighbours"]), "b's RTT to a")
+        [to_a] = b_status["neighbours"]
+        assert to_a["id"] == a_status["node_id"] and to_a["address"] == a_status["listen"]
+        assert to_a["state"] == "up" and to_a["srtt_ms"] > 0
+        human = run_overlay("status", "--state", str(b.state))
+        assert human.returncode == 0
+        assert a_status["node_id"] in human.stdout and "SRTT" in human.stdout
+        assert "up via" in b.log  # neighbour up is logged with its RTT
+        assert a.stop(signal.SIGINT) == 0 and b.stop(signal.SIGTERM) == 0
+        for node in (a, b):
+            assert "Traceback" not in node.log
+
+
+def test_ctrl_c_and_sigterm_stop_a_node_promptly_and_quietly() -> None:
+    with node_processes() as start:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            node = start(f"n{sig}", "--listen", "127.0.0.1:0")
+            node.ready()
+            began = time.monotonic()
+            assert node.stop(sig) == 0
+            elapsed = time.monotonic() - began
+            # The target is 1 s; this bound only catches a hang on a loaded machine.
+            assert elapsed < 5, f"took {elapsed:.2f} s to stop"
+            assert "Traceback" not in node.log
+            assert not (node.state / "control.sock").exists()
+
+
+def test_hung_neighbour_is_declared_dead_and_the_link_returns_after_restart() -> None:
+    with node_processes() as start:
+        b = start("b", "--listen", "127.0.0.1:0", *FAST)
+        b_status = b.ready()
+        a = start("a", "--listen", "127.0.0.1:0", "--connect", b_status["listen"], *FAST)
+        a.wait_status(lambda s: neighbour_ids(s) == {b_status["node_id"]}, "a to link to b")
+        b.proc.send_signal(signal.SIGSTOP)  # alive to TCP, silent to pings
+        stopped = time.monotonic()
+        a.wait_status(lambda s: not s["neighbours"], "a to declare b dead")
+        detected = time.monotonic() - stopped
+        assert "nothing heard for" in a.log
+        assert detected < 0.6 + 5, f"took {detected:.2f} s with a 0.6 s dead interval"
+        b.kill()
+        b2 = start("b", "--listen", b_status["listen"], *FAST)  # same key, same address
+        assert b2.ready()["node_id"] == b_status["node_id"]
+        a.wait_status(lambda s: neighbour_ids(s) == {b_status["node_id"]},
+                      "a to relink to the restarted b")
+
+
+def test_a_second_node_cannot_share_a_state_directory() -> None:
+    with node_processes() as start:
+        first = start("same", "--listen", "127.0.0.1:0")
+        first.ready()
+        second = run_overlay("node", "--state", str(first.state), "--listen", "127.0.0.1:0")
+        assert second.returncode == 1
+        assert "in use by another overlay process" in second.stderr
+        assert "Traceback" not in second.stderr and len(second.stderr.splitlines()) == 1
+
+
+def test_busy_port_is_one_clear_line() -> None:
+    with node_processes() as start:
+        first = start("first", "--listen", "127.0.0.1:0")
+        listen = first.ready()["listen"]
+        state = short_tempdir()
+        second = run_overlay("node", "--state", str(state), "--listen", listen)
+        assert second.returncode == 1
+        assert f"cannot listen on {listen}" in second.stderr
+        assert "Traceback" not in second.stderr
+
+
+def test_bad_arguments_print_one_line_and_the_usage_with_status_2() -> None:
+    for args in (
+        ("node", "--listen", "nowhere"),
+        ("node", "--listen", "127.0.0.1:99999"),
+        ("node", "--connect", "zz@127.0.0.1:1"),
+        ("node", "--hello-interval", "-1"),
+        ("node", "--dead-after", "0"),
+        ("status", "--frobnicate"),
+        ("launch",),
+        (),
+    ):
+        result = run_overlay(*args)
+        assert result.returncode == 2, args
+        assert result.stderr.startswith("usage: overlay"), args
+        errors = [line for line in result.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_status_without_a_running_node_is_one_clear_line() -> None:
+    state = short_tempdir()
+    result = run_overlay("status", "--state", str(state))
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"overlay status: no node is running with state directory {state} "
+        f"(no answer on {state}/control.sock)"
+    )
+
+
+def test_help_teaches_each_command() -> None:
+    top = run_overlay("--help")
+    assert top.returncode == 0
+    for command in ("node", "status", "demo"):
+        assert command in top.stdout
+        sub = run_overlay(command, "--help")
+        assert sub.returncode == 0 and "usage: overlay " + command in sub.stdout
+    assert "--connect" in run_overlay("node", "--help").stdout
+
+
+def test_node_key_is_created_private_and_reused() -> None:
+    with node_processes() as start:
+        node = start("keyed", "--listen", "127.0.0.1:0")
+        first_id = node.ready()["node_id"]
+        key = node.state / "node.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        node.stop()
+        again = start("keyed", "--listen", "127.0.0.1:0")
+        assert again.ready()["node_id"] == first_id
+
+
+def test_demo_prints_three_nodes_and_their_link_rtts() -> None:
+    result = run_overlay("demo")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith(("  A ", "  B ", "  C ")) for line in lines) == 3
+    assert any(line.startswith("  A-B ") and " ms" in line for line in lines)
+    assert any(line.startswith("  B-C ") and " ms" in line for line in lines)
+    assert "stopped cleanly" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_status_json_is_valid_json() -> None:
+    with node_processes() as start:
+        node = start("j", "--listen", "127.0.0.1:0")
+        node.ready()
+        result = run_overlay("status", "--json", "--state", str(node.state))
+        assert json.loads(result.stdout)["listen"].startswith("127.0.0.1:")

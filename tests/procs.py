@@ -1,0 +1,117 @@
+"""Running ``overlay`` as real processes from tests (bounded waits, no leftovers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+WAIT = 20.0  # upper bound on any single wait; the machines are shared and noisy
+
+
+def overlay_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "overlay", *args]
+
+
+def run_overlay(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(overlay_command(*args), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def short_tempdir() -> Path:
+    """Unix socket paths must stay under 108 bytes: pytest's tmp_path can be longer."""
+    return Path(tempfile.mkdtemp(prefix="ovl-", dir="/tmp"))
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class NodeProcess:
+    """``overlay node`` in a child process, its log in a file."""
+
+    def __init__(self, state: Path, *args: str) -> None:
+        self.state = state
+        state.mkdir(parents=True, exist_ok=True)
+        self.log_path = state.with_suffix(".log")
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            overlay_command("node", "--state", str(state), *args),
+            stdout=self._log, stderr=subprocess.STDOUT, text=True,
+        )
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def status(self) -> dict[str, Any] | None:
+        """The node's ``status --json``, or None while it is not answering."""
+        result = run_overlay("status", "--json", "--state", str(self.state), timeout=WAIT)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    def wait_status(self, predicate: Callable[[dict[str, Any]], bool], what: str,
+                    timeout: float = WAIT) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"node exited with {self.proc.returncode}:\n{self.log}")
+            status = self.status()
+            if status is not None and predicate(status):
+                found.append(status)
+                return True
+            return False
+
+        wait_until(check, what, timeout)
+        return found[0]
+
+    def ready(self) -> dict[str, Any]:
+        return self.wait_status(lambda s: True, "the control socket")
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = WAIT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            if self.proc.returncode is None:
+                os.kill(self.proc.pid, signal.SIGCONT)  # in case a test stopped it
+            self.proc.kill()
+            self.proc.wait(WAIT)
+        self._log.close()
+
+
+@contextmanager
+def node_processes() -> Iterator[Callable[..., NodeProcess]]:
+    """A factory of node processes; every one is killed and its state removed at the end."""
+    root = short_tempdir()
+    started: list[NodeProcess] = []
+
+    def start(name: str, *args: str) -> NodeProcess:
+        node = NodeProcess(root / name, *args)
+        started.append(node)
+        return node
+
+    try:
+        yield start
+    finally:
+        for node in started:
+            node.kill()
+        shutil.rmtree(root, ignore_errors=True)
