@@ -82,7 +82,8 @@ def _remove_socket_file(path: Path) -> None:
 
 
 def _answer(request: Any, handler: ControlHandler) -> dict[str, Any]:
-    if not isinstance(request, dict) or request.get("v") != CONTROL_VERSION:
+    if not isinstance(request, dict) or type(request.get("v")) is not int \
+            or request["v"] != CONTROL_VERSION:
         return {"ok": False, "error": f"expected a version {CONTROL_VERSION} request map"}
     op = request.get("op")
     if not isinstance(op, str):

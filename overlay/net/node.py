@@ -21,6 +21,7 @@ linked through some other connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import secrets
@@ -40,7 +41,7 @@ from overlay.net.control import serve_control
 from overlay.net.link import Link, LinkStatistics
 from overlay.net.transport import TcpTransport, Transport
 from overlay.proto.link import LinkConfig, LinkCore, LinkDown, LinkState, RttMeasured
-from overlay.proto.messages import NONCE_LEN, CloseCode, Message
+from overlay.proto.messages import NONCE_LEN, Close, CloseCode, Message, encode_message
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +237,9 @@ class Node:
         if pending >= self.config.max_pending_handshakes:
             log.warning("refusing connection from %s: %d handshakes already pending",
                         format_address(address), pending)
+            with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError):
+                reason = f"{pending} handshakes already pending"
+                await stream.send_all(encode_message(Close(CloseCode.OVERLOADED, reason)))
             await trio.aclose_forcefully(stream)
             return
         await self._run_link(self._new_link(stream, address, initiator=False))

@@ -62,7 +62,7 @@ def unpack(payload: bytes) -> Any:
     except (ValueError, OverflowError, RecursionError) as exc:
         # msgpack's own exceptions (ExtraData, FormatError, StackError, OutOfData)
         # and UnicodeDecodeError are all ValueError subclasses.
-        raise MalformedMessage(f"undecodable msgpack: {exc or type(exc).__name__}") from None
+        raise MalformedMessage(f"undecodable msgpack: {str(exc) or type(exc).__name__}") from None
 
 
 class FrameDecoder:

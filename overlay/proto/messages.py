@@ -33,7 +33,8 @@ U32_MAX = 2**32 - 1
 
 
 class MessageType(IntEnum):
-    """Position 1 of every frame.  0x10-0x1f are reserved for routing control."""
+    """Position 1 of every frame: 0x01-0x0f link control, 0x10-0x1f routing control
+    (both link-local), 0x20-0x3f routed packets."""
 
     HELLO = 0x01
     HELLO_ACK = 0x02
@@ -41,7 +42,13 @@ class MessageType(IntEnum):
     CLOSE = 0x04
     PING = 0x05
     PONG = 0x06
+    ROUTE_UPDATE = 0x10
+    SEQNO_REQUEST = 0x11
     DATA = 0x20
+    ECHO_REQUEST = 0x21
+    ECHO_REPLY = 0x22
+    TIME_EXCEEDED = 0x23
+    UNREACHABLE = 0x24
 
 
 ROUTED_TYPES = range(0x20, 0x40)
@@ -210,6 +217,90 @@ class Pong(LinkMessage):
         return [self.seq]
 
 
+U16_MAX_SEQNO = U16_MAX
+METRIC_INFINITY = U32_MAX
+"""A metric of 2**32 - 1 microseconds means "no route" (a retraction)."""
+MAX_UPDATE_ENTRIES = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class RouteEntry:
+    """One destination in a ROUTE_UPDATE: the sender's route to ``destination``."""
+
+    destination: NodeId
+    seqno: int
+    metric: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.destination, NodeId):
+            raise ValueError("destination must be a node id")
+        _check_uint(self.seqno, "seqno", U16_MAX)
+        _check_uint(self.metric, "metric", METRIC_INFINITY)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteUpdate(LinkMessage):
+    """Distance-vector advertisement: the sender's routes, and when it will next refresh them.
+
+    ``interval_ms`` is the sender's periodic update interval; a receiver expires
+    a route that has not been refreshed for 3.5 intervals.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.ROUTE_UPDATE
+    interval_ms: int
+    entries: tuple[RouteEntry, ...]
+
+    def __post_init__(self) -> None:
+        _check_uint(self.interval_ms, "interval_ms", U32_MAX)
+        if not isinstance(self.entries, tuple) or len(self.entries) > MAX_UPDATE_ENTRIES:
+            raise ValueError(f"entries must be a tuple of at most {MAX_UPDATE_ENTRIES}")
+
+    def fields(self) -> list[Any]:
+        return [self.interval_ms, [[e.destination.raw, e.seqno, e.metric] for e in self.entries]]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> LinkMessage:
+        interval_ms, entries = fields
+        if not isinstance(entries, list):
+            raise ValueError("entries must be an array")
+        parsed = []
+        for entry in entries:
+            if not isinstance(entry, list) or len(entry) != 3:
+                raise ValueError("each entry is [destination, seqno, metric]")
+            destination, seqno, metric = entry
+            parsed.append(RouteEntry(NodeId(_check_bin(destination, "destination", NODE_ID_LEN)),
+                                     seqno, metric))
+        return cls(interval_ms, tuple(parsed))
+
+
+@dataclass(frozen=True, slots=True)
+class SeqnoRequest(LinkMessage):
+    """Asks for a route to ``destination`` with a sequence number of at least ``seqno``.
+
+    Sent when every route a node has to a destination is unfeasible (starvation);
+    forwarded towards the destination at most ``hop_count`` times.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.SEQNO_REQUEST
+    destination: NodeId
+    seqno: int
+    hop_count: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.destination, NodeId):
+            raise ValueError("destination must be a node id")
+        _check_uint(self.seqno, "seqno", U16_MAX)
+        _check_uint(self.hop_count, "hop_count", MAX_TTL)
+
+    def fields(self) -> list[Any]:
+        return [self.destination.raw, self.seqno, self.hop_count]
+
+    @classmethod
+    def from_fields(cls, fields: list[Any]) -> LinkMessage:
+        destination, seqno, hop_count = fields
+        return cls(NodeId(_check_bin(destination, "destination", NODE_ID_LEN)), seqno, hop_count)
+
+
 @dataclass(frozen=True, slots=True)
 class RoutedPacket(Message):
     """``[version, type, ttl, src, dst, packet_id, body]``: a packet relayed hop by hop.
@@ -248,7 +339,7 @@ class RoutedPacket(Message):
 
 
 LINK_MESSAGES: dict[int, type[LinkMessage]] = {
-    cls.TYPE: cls for cls in (Hello, HelloAck, Ack, Close, Ping, Pong)
+    cls.TYPE: cls for cls in (Hello, HelloAck, Ack, Close, Ping, Pong, RouteUpdate, SeqnoRequest)
 }
 ROUTED_FIELD_COUNT = 5
 
@@ -264,7 +355,7 @@ def decode_message(payload: bytes) -> Message:
     if not isinstance(obj, list) or len(obj) < 2:
         raise MalformedMessage("a message is an array starting with version and type")
     version, message_type, *fields = obj
-    if version != PROTOCOL_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != PROTOCOL_VERSION:  # not 1.0, not True
         raise UnsupportedVersion(version, PROTOCOL_VERSION)
     if not isinstance(message_type, int) or isinstance(message_type, bool):
         raise MalformedMessage(f"message type must be an integer, got {message_type!r:.40}")

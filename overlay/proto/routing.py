@@ -1,0 +1,498 @@
+"""Latency-weighted distance-vector routing with Babel's loop-freedom (RFC 8966).
+
+Theory of operation
+-------------------
+A node knows its neighbours, the cost of the link to each (half the smoothed
+RTT, in microseconds) and the routes each neighbour advertises: for every
+destination, a sequence number and a metric.  It never sees the graph.  A
+route's metric is the neighbour's advertised metric plus the link cost; the
+node selects, per destination, the feasible route with the smallest metric and
+advertises it in turn.
+
+Loop freedom at all times comes from Babel's *feasibility condition*.  For
+each destination the node keeps a feasibility distance FD = (seqno, metric):
+the best it has advertised for the newest sequence number.  An advertisement
+(s, m) from a neighbour is feasible when s is newer than FD's seqno, or equal
+with m < FD's metric.  Selecting only feasible routes means a node only ever
+picks a next hop that is strictly closer to the destination than the node
+itself has claimed to be, so following next hops strictly decreases a
+quantity and can never return to a node: no loop, even mid-convergence.
+
+When every route to a destination is unfeasible (starvation) the node asks for
+a newer sequence number with a SEQNO_REQUEST; only the destination itself may
+increase its own seqno, and the new advertisement is feasible everywhere.
+Lost routes are retracted (metric = infinity) at once, so bad news travels as
+fast as good news and never counts to infinity.
+
+Updates are sent periodically (every ``update_interval``, jittered) and
+triggered after a change (coalesced for ``triggered_delay``).  A route not
+refreshed for 3.5 of its sender's intervals expires.
+
+Hysteresis: the RTT of a link is noisy, so its cost is only changed when the
+new estimate differs from the cost in use by more than ``cost_hysteresis``
+(relative) and ``cost_floor_us`` (absolute).  Route selection itself is exact
+(the strictly smallest metric wins; ties keep the current route), so with
+exact latencies every route in steady state is a shortest path.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from overlay.ids import NodeId
+from overlay.proto.messages import (
+    MAX_TTL,
+    MAX_UPDATE_ENTRIES,
+    METRIC_INFINITY,
+    U16_MAX,
+    LinkMessage,
+    RouteEntry,
+    RouteUpdate,
+    SeqnoRequest,
+)
+
+SEQNO_MODULUS = U16_MAX + 1
+EXPIRY_FACTOR = 3.5
+
+
+def seqno_newer(a: int, b: int) -> bool:
+    """True if ``a`` is after ``b`` in 16-bit modular order (RFC 8966 3.2.1)."""
+    return a != b and (a - b) % SEQNO_MODULUS < SEQNO_MODULUS // 2
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """Timers in seconds."""
+
+    update_interval: float = 4.0
+    triggered_delay: float = 0.02
+    request_timeout: float = 0.5
+    request_retries: int = 4
+    request_hops: int = 64
+    retraction_hold: float = 8.0
+    cost_hysteresis: float = 0.1
+    cost_floor_us: int = 100
+
+    def __post_init__(self) -> None:
+        if self.update_interval <= 0 or self.triggered_delay < 0 or self.request_timeout <= 0:
+            raise ValueError("routing intervals must be positive")
+        if not 1 <= self.request_hops <= MAX_TTL:
+            raise ValueError(f"request_hops must be in 1..{MAX_TTL}")
+
+
+@dataclass(slots=True)
+class Route:
+    """A route to ``destination`` through ``neighbour``, as last advertised by it."""
+
+    destination: NodeId
+    neighbour: NodeId
+    seqno: int
+    advertised: int
+    metric: int
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """One row of the routing table, for ``status`` and tests."""
+
+    destination: NodeId
+    next_hop: NodeId | None
+    metric: int
+    seqno: int
+    routes: int
+    feasible: int
+
+
+@dataclass(slots=True)
+class RoutingCounters:
+    updates_sent: int = 0
+    updates_received: int = 0
+    entries_sent: int = 0
+    entries_received: int = 0
+    requests_sent: int = 0
+    requests_received: int = 0
+    requests_forwarded: int = 0
+    unfeasible_ignored: int = 0
+    route_changes: int = 0
+    next_hop_changes: int = 0
+
+
+@dataclass(slots=True)
+class _PendingRequest:
+    seqno: int
+    next_at: float
+    retries_left: int
+
+
+@dataclass(slots=True)
+class _Neighbour:
+    cost: int
+    routes: set[NodeId] = field(default_factory=set)
+
+
+Outgoing = tuple[NodeId | None, LinkMessage]
+"""A message for one neighbour, or for every neighbour when the target is None."""
+
+
+class Router:
+    """Sans-IO routing core of one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        node_id: NodeId,
+        *,
+        now: float,
+        rng: random.Random,
+        config: RoutingConfig | None = None,
+        seqno: int = 0,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config or RoutingConfig()
+        self.seqno = seqno % SEQNO_MODULUS
+        self.counters = RoutingCounters()
+        self.last_change = now
+        self._rng = rng
+        self._neighbours: dict[NodeId, _Neighbour] = {}
+        self._routes: dict[NodeId, dict[NodeId, Route]] = {}
+        self._selected: dict[NodeId, Route] = {}
+        self._fd: dict[NodeId, tuple[int, int]] = {}
+        self._advertised: dict[NodeId, tuple[int, int]] = {}
+        self._retracted: dict[NodeId, float] = {}
+        self._requests: dict[NodeId, _PendingRequest] = {}
+        self._forwarded_requests: dict[tuple[NodeId, int], float] = {}
+        self._dirty: set[NodeId] = set()
+        self._flush_at: float | None = None
+        self._outbox: list[Outgoing] = []
+        self._next_periodic = now + self._jittered(self.config.update_interval)
+        self._next_expiry_check = now + self.config.update_interval
+
+    # --- queries --------------------------------------------------------------
+
+    def next_hop(self, destination: NodeId) -> NodeId | None:
+        route = self._selected.get(destination)
+        return route.neighbour if route is not None else None
+
+    def metric(self, destination: NodeId) -> int:
+        if destination == self.node_id:
+            return 0
+        route = self._selected.get(destination)
+        return route.metric if route is not None else METRIC_INFINITY
+
+    def destinations(self) -> list[NodeId]:
+        return list(self._selected)
+
+    def table(self) -> list[RouteInfo]:
+        rows = []
+        for destination in sorted(self._routes.keys() | self._selected.keys()):
+            routes = self._routes.get(destination, {})
+            selected = self._selected.get(destination)
+            fd_seqno = self._fd.get(destination, (0, 0))[0]
+            rows.append(RouteInfo(
+                destination=destination,
+                next_hop=selected.neighbour if selected else None,
+                metric=selected.metric if selected else METRIC_INFINITY,
+                seqno=selected.seqno if selected else fd_seqno,
+                routes=len(routes),
+                feasible=sum(1 for r in routes.values() if self._usable(r)),
+            ))
+        return rows
+
+    def neighbour_cost(self, neighbour: NodeId) -> int | None:
+        state = self._neighbours.get(neighbour)
+        return state.cost if state is not None else None
+
+    # --- driver interface -------------------------------------------------------
+
+    def next_outgoing(self) -> Outgoing | None:
+        return self._outbox.pop(0) if self._outbox else None
+
+    def get_timer(self) -> float:
+        deadlines = [self._next_periodic, self._next_expiry_check]
+        if self._flush_at is not None:
+            deadlines.append(self._flush_at)
+        deadlines.extend(request.next_at for request in self._requests.values())
+        return min(deadlines)
+
+    def handle_timer(self, now: float) -> None:
+        if self._flush_at is not None and now >= self._flush_at:
+            self._flush(now)
+        if now >= self._next_expiry_check:
+            self._expire(now)
+            self._next_expiry_check = now + self.config.update_interval
+        for destination, request in list(self._requests.items()):
+            if now >= request.next_at:
+                self._resend_request(destination, request, now)
+        if now >= self._next_periodic:
+            self._send_full_table(None, now)
+            self._next_periodic = now + self._jittered(self.config.update_interval)
+
+    def add_neighbour(self, neighbour: NodeId, cost_us: int, now: float) -> None:
+        """A link came up and has its first RTT sample: start routing through it."""
+        if neighbour in self._neighbours:
+            self.update_cost(neighbour, cost_us, now)
+            return
+        self._neighbours[neighbour] = _Neighbour(cost=max(1, cost_us))
+        self._send_full_table(neighbour, now)
+
+    def update_cost(self, neighbour: NodeId, cost_us: int, now: float) -> None:
+        """A new smoothed cost for a link; applied only beyond the hysteresis band."""
+        state = self._neighbours.get(neighbour)
+        if state is None:
+            return
+        cost_us = max(1, cost_us)
+        band = max(state.cost * self.config.cost_hysteresis, self.config.cost_floor_us)
+        if abs(cost_us - state.cost) <= band:
+            return
+        state.cost = cost_us
+        for destination in list(state.routes):
+            route = self._routes[destination][neighbour]
+            route.metric = _add(route.advertised, cost_us)
+            self._reselect(destination, now)
+
+    def remove_neighbour(self, neighbour: NodeId, now: float) -> None:
+        """The link is gone: every route through it goes with it."""
+        state = self._neighbours.pop(neighbour, None)
+        if state is None:
+            return
+        for destination in state.routes:
+            del self._routes[destination][neighbour]
+            if not self._routes[destination]:
+                del self._routes[destination]
+            self._reselect(destination, now)
+
+    def receive(self, neighbour: NodeId, message: LinkMessage, now: float) -> None:
+        if neighbour not in self._neighbours:
+            return  # not (yet) a routing neighbour: its advertisements cannot be costed
+        if isinstance(message, RouteUpdate):
+            self.counters.updates_received += 1
+            interval = message.interval_ms / 1000
+            for entry in message.entries:
+                self._receive_entry(neighbour, entry, interval, now)
+        elif isinstance(message, SeqnoRequest):
+            self._receive_request(neighbour, message, now)
+
+    # --- updates ----------------------------------------------------------------
+
+    def _receive_entry(self, neighbour: NodeId, entry: RouteEntry, interval: float,
+                       now: float) -> None:
+        self.counters.entries_received += 1
+        destination = entry.destination
+        if destination == self.node_id:
+            if seqno_newer(entry.seqno, self.seqno):
+                # Someone remembers a newer seqno of ours (we restarted): overtake it.
+                self.seqno = (entry.seqno + 1) % SEQNO_MODULUS
+                self._mark_dirty(self.node_id, now)
+            return
+        routes = self._routes.setdefault(destination, {})
+        route = routes.get(neighbour)
+        feasible = self._feasible(destination, entry.seqno, entry.metric)
+        selected = self._selected.get(destination)
+        if route is None:
+            if entry.metric == METRIC_INFINITY:
+                if not routes:
+                    del self._routes[destination]
+                return
+            if not feasible:
+                self.counters.unfeasible_ignored += 1
+            route = Route(destination, neighbour, entry.seqno, entry.metric, 0, 0.0)
+            routes[neighbour] = route
+            self._neighbours[neighbour].routes.add(destination)
+        elif not feasible and selected is route:
+            # RFC 8966 3.5.4: an unfeasible update for the selected route is a retraction.
+            self.counters.unfeasible_ignored += 1
+        route.seqno = entry.seqno
+        route.advertised = entry.metric
+        route.metric = _add(entry.metric, self._neighbours[neighbour].cost)
+        route.expires_at = now + EXPIRY_FACTOR * max(interval, 0.001)
+        if entry.metric == METRIC_INFINITY:
+            self._drop_route(route)
+        self._reselect(destination, now)
+
+    def _drop_route(self, route: Route) -> None:
+        routes = self._routes.get(route.destination)
+        if routes is not None and routes.get(route.neighbour) is route:
+            del routes[route.neighbour]
+            if not routes:
+                del self._routes[route.destination]
+        state = self._neighbours.get(route.neighbour)
+        if state is not None:
+            state.routes.discard(route.destination)
+
+    def _feasible(self, destination: NodeId, seqno: int, advertised: int) -> bool:
+        if advertised == METRIC_INFINITY:
+            return True
+        fd = self._fd.get(destination)
+        if fd is None:
+            return True
+        fd_seqno, fd_metric = fd
+        return seqno_newer(seqno, fd_seqno) or (seqno == fd_seqno and advertised < fd_metric)
+
+    def _usable(self, route: Route) -> bool:
+        return route.metric < METRIC_INFINITY and self._feasible(
+            route.destination, route.seqno, route.advertised)
+
+    def _reselect(self, destination: NodeId, now: float) -> None:
+        """Choose the best feasible route; advertise any change; ask for help if starved."""
+        current = self._selected.get(destination)
+        routes = self._routes.get(destination, {})
+        best: Route | None = None
+        for route in routes.values():
+            if self._usable(route) and (
+                best is None
+                or route.metric < best.metric
+                or (route.metric == best.metric and route.neighbour < best.neighbour)
+            ):
+                best = route
+        if current is not None and current is not best and best is not None:
+            current_ok = routes.get(current.neighbour) is current and self._usable(current)
+            if current_ok and current.metric <= best.metric:
+                best = current  # ties keep the route in use: no gratuitous changes
+        if best is None:
+            if current is not None:
+                del self._selected[destination]
+                self.counters.next_hop_changes += 1
+                self._retracted[destination] = now + self.config.retraction_hold
+                self._changed(destination, now)
+            if any(r.metric < METRIC_INFINITY for r in routes.values()):
+                self._start_request(destination, now)
+            return
+        self._requests.pop(destination, None)
+        self._retracted.pop(destination, None)
+        if best is not current:
+            self._selected[destination] = best
+            if current is None or current.neighbour != best.neighbour:
+                self.counters.next_hop_changes += 1
+            self._changed(destination, now)
+        elif self._advertised_differs(destination, best):
+            self._changed(destination, now)
+
+    def _advertised_differs(self, destination: NodeId, route: Route) -> bool:
+        return self._advertised.get(destination) != (route.seqno, route.metric)
+
+    def _changed(self, destination: NodeId, now: float) -> None:
+        self.counters.route_changes += 1
+        self.last_change = now
+        self._mark_dirty(destination, now)
+
+    def _mark_dirty(self, destination: NodeId, now: float) -> None:
+        self._dirty.add(destination)
+        if self._flush_at is None:
+            self._flush_at = now + self.config.triggered_delay
+
+    def _entry_for(self, destination: NodeId) -> RouteEntry | None:
+        """What we advertise for ``destination`` now, updating its feasibility distance."""
+        if destination == self.node_id:
+            return RouteEntry(destination, self.seqno, 0)
+        route = self._selected.get(destination)
+        if route is None:
+            fd = self._fd.get(destination)
+            if fd is None:
+                return None
+            return RouteEntry(destination, fd[0], METRIC_INFINITY)
+        fd = self._fd.get(destination)
+        if (fd is None or seqno_newer(route.seqno, fd[0])
+                or (route.seqno == fd[0] and route.metric < fd[1])):
+            self._fd[destination] = (route.seqno, route.metric)
+        self._advertised[destination] = (route.seqno, route.metric)
+        return RouteEntry(destination, route.seqno, route.metric)
+
+    def _flush(self, now: float) -> None:
+        dirty, self._dirty, self._flush_at = self._dirty, set(), None
+        entries = [e for d in sorted(dirty) if (e := self._entry_for(d)) is not None]
+        self._emit(None, entries)
+
+    def _send_full_table(self, target: NodeId | None, now: float) -> None:
+        for destination, until in list(self._retracted.items()):
+            if now >= until:
+                del self._retracted[destination]
+        destinations = [self.node_id, *self._selected, *self._retracted]
+        entries = [e for d in destinations if (e := self._entry_for(d)) is not None]
+        if target is None:
+            self._dirty.clear()
+            self._flush_at = None
+        self._emit(target, entries)
+
+    def _emit(self, target: NodeId | None, entries: list[RouteEntry]) -> None:
+        if not self._neighbours:
+            return
+        interval_ms = round(self.config.update_interval * 1000)
+        for start in range(0, len(entries), MAX_UPDATE_ENTRIES):
+            chunk = tuple(entries[start:start + MAX_UPDATE_ENTRIES])
+            self._outbox.append((target, RouteUpdate(interval_ms, chunk)))
+            self.counters.updates_sent += 1
+            self.counters.entries_sent += len(chunk)
+
+    def _expire(self, now: float) -> None:
+        for destination, routes in list(self._routes.items()):
+            expired = [r for r in routes.values() if r.expires_at <= now]
+            for route in expired:
+                self._drop_route(route)
+            if expired:
+                self._reselect(destination, now)
+        for key, until in list(self._forwarded_requests.items()):
+            if now >= until:
+                del self._forwarded_requests[key]
+
+    # --- seqno requests -------------------------------------------------------------
+
+    def _start_request(self, destination: NodeId, now: float) -> None:
+        if destination in self._requests:
+            return
+        fd_seqno = self._fd.get(destination, (self._newest_seqno(destination), 0))[0]
+        wanted = (fd_seqno + 1) % SEQNO_MODULUS
+        self._requests[destination] = _PendingRequest(
+            wanted, now + self.config.request_timeout, self.config.request_retries)
+        self._send_request(destination, wanted)
+
+    def _newest_seqno(self, destination: NodeId) -> int:
+        seqnos = [r.seqno for r in self._routes.get(destination, {}).values()]
+        return max(seqnos) if seqnos else 0
+
+    def _send_request(self, destination: NodeId, seqno: int) -> None:
+        if self._neighbours:
+            self.counters.requests_sent += 1
+            self._outbox.append(
+                (None, SeqnoRequest(destination, seqno, self.config.request_hops)))
+
+    def _resend_request(self, destination: NodeId, request: _PendingRequest, now: float) -> None:
+        if request.retries_left <= 0 or destination in self._selected:
+            del self._requests[destination]
+            return
+        request.retries_left -= 1
+        request.next_at = now + self.config.request_timeout * 2 ** (
+            self.config.request_retries - request.retries_left)
+        self._send_request(destination, request.seqno)
+
+    def _receive_request(self, neighbour: NodeId, request: SeqnoRequest, now: float) -> None:
+        self.counters.requests_received += 1
+        destination = request.destination
+        if destination == self.node_id:
+            if seqno_newer(request.seqno, self.seqno):
+                self.seqno = request.seqno
+            elif request.seqno != self.seqno:
+                return
+            self._mark_dirty(self.node_id, now)
+            return
+        route = self._selected.get(destination)
+        if route is None:
+            return
+        if not seqno_newer(request.seqno, route.seqno):
+            self._mark_dirty(destination, now)  # what we have is new enough: say it
+            return
+        key = (destination, request.seqno)
+        if (request.hop_count > 1 and route.neighbour != neighbour
+                and key not in self._forwarded_requests):
+            self._forwarded_requests[key] = now + self.config.request_timeout * 4
+            self.counters.requests_forwarded += 1
+            self._outbox.append((route.neighbour, SeqnoRequest(
+                destination, request.seqno, request.hop_count - 1)))
+
+    def _jittered(self, interval: float) -> float:
+        return interval * self._rng.uniform(0.75, 1.0)
+
+
+def _add(metric: int, cost: int) -> int:
+    return METRIC_INFINITY if metric >= METRIC_INFINITY else min(metric + cost,
+                                                                  METRIC_INFINITY - 1)

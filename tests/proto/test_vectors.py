@@ -1,0 +1,387 @@
+"""The test vectors of docs/protocol.md, checked against the reference implementation.
+
+Every fenced block of the document whose info string is ``vector``,
+``handshake-vector``, ``exchange-vector`` or ``rtt-vector`` is parsed here (the
+format is described in section 17 of the document).  Valid frames must decode
+to the documented message and re-encode to the documented bytes; invalid
+frames must raise the documented :class:`~overlay.errors.ProtocolError`
+subclass and make a link close with the documented code.  Deleting the vectors
+of a message type from the document makes :func:`test_every_message_type_has_a_vector`
+fail.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from overlay import errors
+from overlay.ids import Identity, NodeId, signature_is_valid
+from overlay.proto.codec import FrameDecoder, unpack
+from overlay.proto.link import (
+    INITIATOR_CONTEXT,
+    RESPONDER_CONTEXT,
+    LinkCore,
+    LinkState,
+    handshake_transcript,
+)
+from overlay.proto.messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    Close,
+    CloseCode,
+    Hello,
+    HelloAck,
+    Message,
+    MessageType,
+    Ping,
+    Pong,
+    RoutedPacket,
+    decode_message,
+    encode_message,
+)
+
+PROTOCOL_MD = Path(__file__).parents[2] / "docs" / "protocol.md"
+
+_BLOCK = re.compile(r"^```(?P<kind>[A-Za-z][\w-]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
+
+VALID_KEYS = {"name", "msgpack", "message", "hex"}
+INVALID_KEYS = {"name", "note", "error", "close", "hex"}
+
+# What a ``message:`` line may refer to; no builtins.
+MESSAGE_NAMESPACE: dict[str, Any] = {
+    "Hello": Hello,
+    "HelloAck": HelloAck,
+    "Ack": Ack,
+    "Close": Close,
+    "Ping": Ping,
+    "Pong": Pong,
+    "RoutedPacket": RoutedPacket,
+    "NodeId": NodeId,
+    "bytes": bytes,
+}
+
+
+# --- parsing the document ---------------------------------------------------------
+
+
+def _blocks(kind: str) -> list[str]:
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    return [m["body"] for m in _BLOCK.finditer(text) if m["kind"] == kind]
+
+
+def _lines(body: str) -> list[tuple[str, str]]:
+    """``key: value`` lines of a block, in order (blank lines skipped)."""
+    pairs = []
+    for line in body.splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(": ")
+        assert sep, f"not a 'key: value' line in a vector block: {line!r}"
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+def _fields(body: str) -> dict[str, str]:
+    pairs = _lines(body)
+    fields = dict(pairs)
+    assert len(fields) == len(pairs), f"repeated key in vector block: {body[:80]!r}"
+    return fields
+
+
+@dataclass(frozen=True)
+class Vector:
+    fields: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.fields["name"]
+
+    @property
+    def frame(self) -> bytes:
+        return bytes.fromhex(self.fields["hex"])
+
+    @property
+    def valid(self) -> bool:
+        return "error" not in self.fields
+
+    def expected_message(self) -> Message:
+        message = eval(self.fields["message"], {"__builtins__": {}}, dict(MESSAGE_NAMESPACE))
+        assert isinstance(message, Message), f"{self.name}: 'message' is not a Message"
+        return message
+
+
+def _load_vectors() -> list[Vector]:
+    return [Vector(_fields(body)) for body in _blocks("vector")]
+
+
+VECTORS = _load_vectors()
+VALID = [v for v in VECTORS if v.valid]
+INVALID = [v for v in VECTORS if not v.valid]
+
+
+def _single_block(kind: str) -> str:
+    blocks = _blocks(kind)
+    assert len(blocks) == 1, f"expected exactly one {kind!r} block, found {len(blocks)}"
+    return blocks[0]
+
+
+# --- helpers ----------------------------------------------------------------------
+
+
+def diag(obj: Any) -> str:
+    """The document's diagnostic notation of a decoded msgpack value."""
+    if obj is None:
+        return "nil"
+    if isinstance(obj, bool):
+        return "true" if obj else "false"
+    if isinstance(obj, int | float):
+        return repr(obj)
+    if isinstance(obj, str):
+        return json.dumps(obj, ensure_ascii=False)
+    if isinstance(obj, bytes):
+        return f"h'{obj.hex()}'"
+    if isinstance(obj, list):
+        return "[" + ", ".join(diag(item) for item in obj) + "]"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{diag(k)}: {diag(v)}" for k, v in obj.items()) + "}"
+    raise TypeError(f"no diagnostic notation for {type(obj).__name__}")
+
+
+def receive_frame(frame: bytes) -> Message:
+    """Run ``frame`` through the framing and the message decoder, as a link does."""
+    decoder = FrameDecoder()
+    decoder.receive_data(frame)
+    payload = decoder.next_payload()
+    assert payload is not None, "the vector's frame is incomplete"
+    assert decoder.buffered == 0, "the vector holds bytes beyond one frame"
+    return decode_message(payload)
+
+
+def error_class(name: str) -> type[errors.ProtocolError]:
+    cls = getattr(errors, name, None)
+    assert isinstance(cls, type) and issubclass(cls, errors.ProtocolError), (
+        f"{name!r} is not a ProtocolError subclass in overlay.errors"
+    )
+    return cls
+
+
+@dataclass(frozen=True)
+class HandshakeVector:
+    initiator: Identity
+    responder: Identity
+    values: dict[str, bytes]
+
+
+def handshake_vector() -> HandshakeVector:
+    values = {k: bytes.fromhex(v) for k, v in _fields(_single_block("handshake-vector")).items()}
+    return HandshakeVector(
+        Identity.from_seed(values["initiator_seed"]),
+        Identity.from_seed(values["responder_seed"]),
+        values,
+    )
+
+
+def link_pair(hv: HandshakeVector) -> tuple[LinkCore, LinkCore]:
+    initiator = LinkCore(hv.initiator, initiator=True, nonce=hv.values["initiator_nonce"], now=0.0)
+    responder = LinkCore(hv.responder, initiator=False, nonce=hv.values["responder_nonce"], now=0.0)
+    return initiator, responder
+
+
+def established_pair(hv: HandshakeVector) -> tuple[LinkCore, LinkCore]:
+    initiator, responder = link_pair(hv)
+    for _ in range(4):
+        responder.receive_data(initiator.data_to_send(), 0.0)
+        initiator.receive_data(responder.data_to_send(), 0.0)
+    assert initiator.state is LinkState.ESTABLISHED
+    assert responder.state is LinkState.ESTABLISHED
+    return initiator, responder
+
+
+# --- the document's structure --------------------------------------------------------
+
+
+def test_vector_blocks_are_well_formed() -> None:
+    assert VECTORS, f"no ```vector blocks in {PROTOCOL_MD}"
+    names = [v.name for v in VECTORS]
+    assert len(names) == len(set(names)), "vector names must be unique"
+    for vector in VECTORS:
+        keys = set(vector.fields)
+        if vector.valid:
+            assert keys == VALID_KEYS, f"{vector.name}: keys {sorted(keys)}"
+        else:
+            assert keys == INVALID_KEYS, f"{vector.name}: keys {sorted(keys)}"
+        frame = vector.frame
+        assert len(frame) >= 4, f"{vector.name}: shorter than a length prefix"
+
+
+def test_every_message_type_has_a_vector() -> None:
+    kinds = {type(v.expected_message()) for v in VALID}
+    assert {Hello, HelloAck, Ack, Close, Ping, Pong, RoutedPacket} <= kinds
+    routed_types = {
+        m.type for m in (v.expected_message() for v in VALID) if isinstance(m, RoutedPacket)
+    }
+    assert MessageType.DATA in routed_types
+    assert len(INVALID) >= 3
+    assert {"FrameTooLarge", "UnsupportedVersion", "MalformedMessage"} <= {
+        v.fields["error"] for v in INVALID
+    }
+
+
+# --- valid frames -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", VALID, ids=lambda v: v.name)
+def test_valid_vector_decodes(vector: Vector) -> None:
+    expected = vector.expected_message()
+    decoded = receive_frame(vector.frame)
+    assert type(decoded) is type(expected)
+    assert decoded == expected
+    obj = unpack(vector.frame[4:])
+    assert obj[0] == PROTOCOL_VERSION
+    assert obj[1] == expected.header_type()
+    assert diag(obj) == vector.fields["msgpack"]
+
+
+@pytest.mark.parametrize("vector", VALID, ids=lambda v: v.name)
+def test_valid_vector_encodes_exactly(vector: Vector) -> None:
+    assert encode_message(vector.expected_message()).hex() == vector.fields["hex"]
+
+
+@pytest.mark.parametrize("vector", VALID, ids=lambda v: v.name)
+def test_valid_vector_byte_by_byte(vector: Vector) -> None:
+    decoder = FrameDecoder()
+    frame = vector.frame
+    payloads = []
+    for i in range(len(frame)):
+        decoder.receive_data(frame[i : i + 1])
+        if (payload := decoder.next_payload()) is not None:
+            payloads.append((i, payload))
+    assert payloads == [(len(frame) - 1, frame[4:])]
+
+
+# --- invalid frames ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vector", INVALID, ids=lambda v: v.name)
+def test_invalid_vector_raises(vector: Vector) -> None:
+    cls = error_class(vector.fields["error"])
+    with pytest.raises(errors.ProtocolError) as info:
+        receive_frame(vector.frame)
+    assert type(info.value) is cls, f"raised {type(info.value).__name__}: {info.value}"
+    assert isinstance(info.value, errors.RemoteProtocolError)
+    assert info.value.close_code == CloseCode[vector.fields["close"]]
+
+
+@pytest.mark.parametrize("established", [False, True], ids=["handshake", "established"])
+@pytest.mark.parametrize("vector", INVALID, ids=lambda v: v.name)
+def test_invalid_vector_closes_link(vector: Vector, established: bool) -> None:
+    hv = handshake_vector()
+    if established:
+        _, link = established_pair(hv)
+    else:
+        _, link = link_pair(hv)
+    link.data_to_send()
+    link.receive_data(vector.frame, 1.0)
+    code = CloseCode[vector.fields["close"]]
+    assert link.down is not None and link.down.code == code and not link.down.by_peer
+    sent = link.data_to_send()
+    assert isinstance(close := receive_frame(sent), Close)
+    assert close.code == code
+
+
+# --- handshake -------------------------------------------------------------------------
+
+
+def test_handshake_identities() -> None:
+    hv = handshake_vector()
+    v = hv.values
+    assert hv.initiator.public_key == v["initiator_public_key"]
+    assert hv.responder.public_key == v["responder_public_key"]
+    assert hv.initiator.node_id == NodeId(v["initiator_node_id"])
+    assert hv.responder.node_id == NodeId(v["responder_node_id"])
+    assert len(v["initiator_nonce"]) == len(v["responder_nonce"]) == 32
+
+
+@pytest.mark.parametrize(
+    ("role", "context", "signer"),
+    [
+        ("responder", RESPONDER_CONTEXT, "responder"),
+        ("initiator", INITIATOR_CONTEXT, "initiator"),
+    ],
+)
+def test_handshake_transcript_and_signature(role: str, context: bytes, signer: str) -> None:
+    hv = handshake_vector()
+    v = hv.values
+    parts = (
+        v["initiator_public_key"],
+        v["initiator_nonce"],
+        v["responder_public_key"],
+        v["responder_nonce"],
+    )
+    transcript = v[f"{role}_transcript"]
+    # The layout the document describes, independently of handshake_transcript().
+    assert transcript == context + b"\x00" + bytes([PROTOCOL_VERSION]) + b"".join(parts)
+    assert len(transcript) == 155
+    assert handshake_transcript(context, *parts) == transcript
+    identity = hv.responder if signer == "responder" else hv.initiator
+    signature = v[f"{role}_signature"]
+    assert identity.sign(transcript) == signature
+    assert signature_is_valid(identity.public_key, transcript, signature)
+    tampered = bytearray(transcript)
+    tampered[-1] ^= 1
+    assert not signature_is_valid(identity.public_key, bytes(tampered), signature)
+    other = hv.initiator if signer == "responder" else hv.responder
+    assert not signature_is_valid(other.public_key, transcript, signature)
+
+
+def test_handshake_message_vectors_match_the_handshake() -> None:
+    v = handshake_vector().values
+    messages = [vector.expected_message() for vector in VALID]
+    assert Hello(v["initiator_public_key"], v["initiator_nonce"]) in messages
+    assert (
+        HelloAck(v["responder_public_key"], v["responder_nonce"], v["responder_signature"])
+        in messages
+    )
+    assert Ack(v["initiator_signature"]) in messages
+
+
+def test_exchange_vector() -> None:
+    hv = handshake_vector()
+    initiator, responder = link_pair(hv)
+    cores = {"initiator": initiator, "responder": responder}
+    steps = _lines(_single_block("exchange-vector"))
+    assert steps and steps[0][0] == "initiator"
+    for number, (side, hex_data) in enumerate(steps, 1):
+        assert side in cores, f"line {number}: unknown side {side!r}"
+        sender = cores[side]
+        receiver = responder if sender is initiator else initiator
+        assert sender.data_to_send().hex() == hex_data, f"line {number} ({side})"
+        receiver.receive_data(bytes.fromhex(hex_data), 0.0)
+    assert initiator.data_to_send() == responder.data_to_send() == b""
+    assert initiator.state is responder.state is LinkState.ESTABLISHED
+    assert initiator.peer_id == hv.responder.node_id
+    assert responder.peer_id == hv.initiator.node_id
+    assert initiator.rtt.samples == responder.rtt.samples == 1
+
+
+# --- RTT ---------------------------------------------------------------------------------
+
+
+def test_rtt_vector() -> None:
+    hv = handshake_vector()
+    core = LinkCore(hv.initiator, initiator=True, nonce=bytes(32), now=0.0)
+    rows = _single_block("rtt-vector").strip().splitlines()
+    assert len(rows) >= 2
+    for row in rows:
+        values = dict(re.findall(r"(\w+): (\S+)", row))
+        assert set(values) == {"sample_s", "srtt_s", "rttvar_s", "metric_us"}, row
+        core.rtt.observe(float(values["sample_s"]))
+        assert core.rtt.srtt == pytest.approx(float(values["srtt_s"]), rel=1e-9, abs=1e-12)
+        assert core.rtt.rttvar == pytest.approx(float(values["rttvar_s"]), rel=1e-9, abs=1e-12)
+        assert core.metric_us == int(values["metric_us"])
