@@ -17,6 +17,16 @@ keep the older.  The other is closed with DUPLICATE_LINK.
 Dialers reconnect with exponential backoff and jitter (``reconnect_initial``
 doubling up to ``reconnect_max``), and stay quiet while the peer they reach is
 linked through some other connection.
+
+Routing and forwarding
+----------------------
+A neighbour joins the routing core once its link has a first RTT sample (its
+cost); route updates and seqno requests travel over the links, and a routing
+timer task drives the core's periodic work.  Routed packets go through the
+forwarding core, whose decisions this driver carries out: deliver to a local
+handler, send to the next hop's link (a full send buffer drops the packet and
+counts it), or drop.  ``echo()`` sends an ECHO_REQUEST and waits for the reply
+or for an error report naming the hop that dropped it: ping and traceroute.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import random
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -40,8 +50,29 @@ from overlay.ids import Identity, NodeId
 from overlay.net.control import serve_control
 from overlay.net.link import Link, LinkStatistics
 from overlay.net.transport import TcpTransport, Transport
+from overlay.proto.forwarding import (
+    ERROR_TYPES,
+    Action,
+    Deliver,
+    ErrorReport,
+    Forward,
+    Forwarder,
+)
 from overlay.proto.link import LinkConfig, LinkCore, LinkDown, LinkState, RttMeasured
-from overlay.proto.messages import NONCE_LEN, Close, CloseCode, Message, encode_message
+from overlay.proto.messages import (
+    DEFAULT_TTL,
+    METRIC_INFINITY,
+    NONCE_LEN,
+    Close,
+    CloseCode,
+    Message,
+    MessageType,
+    RoutedPacket,
+    RouteUpdate,
+    SeqnoRequest,
+    encode_message,
+)
+from overlay.proto.routing import RouteInfo, Router, RoutingConfig
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +89,8 @@ class NodeConfig:
     connect_timeout: float = 5.0
     max_pending_handshakes: int = 64
     shutdown_grace: float = 0.5
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    default_ttl: int = DEFAULT_TTL
 
 
 def keep_new_link(own_id: NodeId, peer_id: NodeId, existing_outgoing: bool,
@@ -75,9 +108,37 @@ class NodeStatistics:
     listen: str | None
     neighbours: tuple[LinkStatistics, ...]
     pending: tuple[LinkStatistics, ...]
+    routes: tuple[RouteInfo, ...]
     links_accepted: int
     links_refused: int
-    packets_received: int
+    forwarding: dict[str, int]
+    routing: dict[str, int]
+    dropped_queue_full: int
+    dropped_no_link: int
+
+
+@dataclass(frozen=True, slots=True)
+class EchoResult:
+    """The outcome of one ECHO_REQUEST: a reply, an error report, or silence."""
+
+    kind: str  # "reply", "time_exceeded", "unreachable" or "timeout"
+    responder: NodeId | None
+    address: str | None
+    rtt: float | None
+    ttl: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "responder": self.responder.hex() if self.responder else None,
+            "address": self.address,
+            "rtt_ms": None if self.rtt is None else round(self.rtt * 1000, 3),
+            "ttl": self.ttl,
+        }
+
+
+PacketHandler = Callable[[RoutedPacket], None]
+PacketTrace = Callable[[str, NodeId, RoutedPacket], None]
 
 
 class Node:
@@ -108,9 +169,19 @@ class Node:
         self._started_at = 0.0
         self._links_accepted = 0
         self._links_refused = 0
-        self._packets_received = 0
+        self._dropped_queue_full = 0
+        self._dropped_no_link = 0
         self._running_cm: Any = None
-        self.packet_handler: Callable[[Link, Message], None] | None = None
+        self._routing_scope: trio.CancelScope | None = None
+        self._router: Router | None = None
+        self.forwarder = Forwarder(self.node_id, self._next_hop,
+                                   default_ttl=self.config.default_ttl,
+                                   first_packet_id=self._rng.getrandbits(32))
+        self._handlers: dict[int, PacketHandler] = {}
+        self._echoes: dict[int, tuple[float, trio.Event, list[EchoResult]]] = {}
+        self.trace: PacketTrace | None = None
+        """Called as ``trace(event, node_id, packet)`` for every packet this node
+        originates, forwards, delivers or drops (the simulator checks paths with it)."""
 
     def __repr__(self) -> str:
         return f"<Node {self.node_id.short}>"
@@ -132,8 +203,11 @@ class Node:
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:
         self._started_at = trio.current_time()
+        self._router = Router(self.node_id, now=self._started_at, rng=self._rng,
+                              config=self.config.routing)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._routing_timer)
             if self.config.listen is not None:
                 try:
                     self.listen_address = await nursery.start(
@@ -146,6 +220,7 @@ class Node:
                     ) from None
                 log.info("node %s listening on %s", self.node_id,
                          format_address(self.listen_address))
+                self.forwarder.address = format_address(self.listen_address)
             if self._control_path is not None:
                 await nursery.start(serve_control, self._control_path, self._control)
             for address in self.config.connect:
@@ -172,6 +247,43 @@ class Node:
         self._nursery.start_soon(self._dial_loop, address, expected_peer)
 
     @property
+    def router(self) -> Router:
+        if self._router is None:
+            raise RuntimeError("the node is not running")
+        return self._router
+
+    def register_handler(self, packet_type: int, handler: PacketHandler) -> None:
+        """Deliver routed packets of ``packet_type`` addressed to this node to ``handler``."""
+        self._handlers[packet_type] = handler
+
+    def send_packet(self, packet_type: int, dst: NodeId, body: Any,
+                    ttl: int | None = None) -> RoutedPacket:
+        """Originate a routed packet (best effort: it may be dropped on the way)."""
+        packet = self.forwarder.new_packet(packet_type, dst, body, ttl)
+        self._trace("originate", packet)
+        self._execute(self.forwarder.originate(packet))
+        return packet
+
+    async def echo(self, dst: NodeId, *, ttl: int | None = None,
+                   patience: float = 2.0) -> EchoResult:
+        """Send one ECHO_REQUEST; the reply, an error report, or a timeout after ``patience``."""
+        sent_at = trio.current_time()
+        done, slot = trio.Event(), list[EchoResult]()
+        packet = self.forwarder.new_packet(MessageType.ECHO_REQUEST, dst, None, ttl)
+        self._echoes[packet.packet_id] = (sent_at, done, slot)
+        try:
+            self._trace("originate", packet)
+            self._execute(self.forwarder.originate(packet))
+            with trio.move_on_after(patience):
+                await done.wait()
+        finally:
+            del self._echoes[packet.packet_id]
+        if slot:
+            result: EchoResult = replace(slot[0], ttl=packet.ttl)
+            return result
+        return EchoResult("timeout", None, None, None, packet.ttl)
+
+    @property
     def neighbours(self) -> dict[NodeId, Link]:
         """Established links by peer id (a copy)."""
         return dict(self._neighbours)
@@ -191,9 +303,13 @@ class Node:
             listen=format_address(self.listen_address) if self.listen_address else None,
             neighbours=neighbours,
             pending=pending,
+            routes=tuple(self._router.table()) if self._router else (),
             links_accepted=self._links_accepted,
             links_refused=self._links_refused,
-            packets_received=self._packets_received,
+            forwarding=asdict(self.forwarder.counters),
+            routing=asdict(self._router.counters) if self._router else {},
+            dropped_queue_full=self._dropped_queue_full,
+            dropped_no_link=self._dropped_no_link,
         )
 
     def status(self) -> dict[str, Any]:
@@ -205,8 +321,20 @@ class Node:
             "uptime_s": round(trio.current_time() - self._started_at, 3),
             "neighbours": [_link_json(s) for s in stats.neighbours],
             "pending": [_link_json(s) for s in stats.pending],
+            "routes": [
+                {
+                    "destination": r.destination.hex(),
+                    "next_hop": r.next_hop.hex() if r.next_hop else None,
+                    "metric_us": None if r.metric >= METRIC_INFINITY else r.metric,
+                    "seqno": r.seqno,
+                }
+                for r in stats.routes
+            ],
             "links_accepted": stats.links_accepted,
             "links_refused": stats.links_refused,
+            "forwarding": {**stats.forwarding, "dropped_queue_full": stats.dropped_queue_full,
+                           "dropped_no_link": stats.dropped_no_link},
+            "routing": stats.routing,
         }
 
     # --- link tasks ---------------------------------------------------------------
@@ -299,15 +427,28 @@ class Node:
         self._notify()
 
     def link_rtt(self, link: Link, event: RttMeasured) -> None:
-        if link.core.rtt.samples == 1 and link.peer_id is not None:
-            log.info("neighbour %s up via %s (%s), rtt %.3f ms", link.peer_id,
+        peer, cost = link.peer_id, link.core.metric_us
+        if peer is None or cost is None or self._neighbours.get(peer) is not link:
+            return
+        if link.core.rtt.samples == 1:
+            log.info("neighbour %s up via %s (%s), rtt %.3f ms", peer,
                      format_address(link.address), link.direction, event.sample * 1000)
+            self.router.add_neighbour(peer, cost, trio.current_time())
+        else:
+            self.router.update_cost(peer, cost, trio.current_time())
+        self._after_routing()
         self._notify()
 
     def link_message(self, link: Link, message: Message) -> None:
-        self._packets_received += 1
-        if self.packet_handler is not None:
-            self.packet_handler(link, message)
+        peer = link.peer_id
+        if peer is None or self._neighbours.get(peer) is not link:
+            return  # a duplicate link being closed: ignore what it still carries
+        if isinstance(message, RoutedPacket):
+            self._trace("receive", message)
+            self._execute(self.forwarder.receive(message))
+        elif isinstance(message, RouteUpdate | SeqnoRequest):
+            self.router.receive(peer, message, trio.current_time())
+            self._after_routing()
 
     def link_down(self, link: Link, event: LinkDown) -> None:
         peer = link.peer_id
@@ -315,6 +456,9 @@ class Node:
         if peer is not None and self._neighbours.get(peer) is link:
             del self._neighbours[peer]
             log.info("neighbour %s down (%s): %s", peer, where, event.describe())
+            if self._router is not None:
+                self._router.remove_neighbour(peer, trio.current_time())
+                self._after_routing()
         elif link.core.established_at is None:
             self._links_refused += 1
             level = logging.DEBUG if event.code == CloseCode.NORMAL else logging.WARNING
@@ -323,6 +467,85 @@ class Node:
         else:
             log.debug("duplicate link %s %s closed: %s", link.direction, where, event.describe())
         self._notify()
+
+    # --- routing and forwarding -------------------------------------------------------
+
+    def _next_hop(self, destination: NodeId) -> NodeId | None:
+        return self._router.next_hop(destination) if self._router else None
+
+    async def _routing_timer(self) -> None:
+        while True:
+            with trio.CancelScope(deadline=self.router.get_timer()) as scope:
+                self._routing_scope = scope
+                await trio.sleep_forever()
+            self.router.handle_timer(trio.current_time())
+            self._after_routing()
+
+    def _after_routing(self) -> None:
+        """Send what the routing core queued and re-arm its timer."""
+        router = self.router
+        while (out := router.next_outgoing()) is not None:
+            target, message = out
+            links = [self._neighbours.get(target)] if target else list(self._neighbours.values())
+            for link in links:
+                if link is not None and not link.send_nowait(message):
+                    self._dropped_queue_full += 1
+        if self._routing_scope is not None:
+            self._routing_scope.deadline = router.get_timer()
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Forward):
+                link = self._neighbours.get(action.next_hop)
+                if link is None:
+                    self._dropped_no_link += 1
+                    self._trace("drop", action.packet)
+                elif link.send_nowait(action.packet):
+                    self._trace("forward", action.packet)
+                else:
+                    self._dropped_queue_full += 1
+                    self._trace("drop", action.packet)
+            elif isinstance(action, Deliver):
+                self._trace("deliver", action.packet)
+                self._deliver(action.packet)
+            else:
+                log.debug("dropped %s: %s", action.packet, action.reason)
+                self._trace("drop", action.packet)
+
+    def _deliver(self, packet: RoutedPacket) -> None:
+        if packet.type == MessageType.ECHO_REPLY:
+            self._echo_answered(packet, "reply", packet.src, None, packet.body)
+        elif packet.type in ERROR_TYPES:
+            try:
+                report = ErrorReport.from_body(packet.body)
+            except ValueError as exc:
+                log.debug("malformed error report from %s: %s", packet.src, exc)
+                return
+            kind = "time_exceeded" if packet.type == MessageType.TIME_EXCEEDED else "unreachable"
+            self._echo_answered(packet, kind, packet.src, report.reporter_address,
+                                [report.original_packet_id])
+        elif (handler := self._handlers.get(packet.type)) is not None:
+            handler(packet)
+        else:
+            log.debug("no handler for packet type 0x%02x from %s", packet.type, packet.src)
+
+    def _echo_answered(self, packet: RoutedPacket, kind: str, responder: NodeId,
+                       address: str | None, body: Any) -> None:
+        if not isinstance(body, list) or not body or not isinstance(body[0], int):
+            return
+        pending = self._echoes.get(body[0])
+        if pending is None or pending[2]:
+            return  # late, duplicate, or not ours
+        sent_at, done, slot = pending
+        if address is None:
+            link = self._neighbours.get(responder)
+            address = format_address(link.address) if link is not None else None
+        slot.append(EchoResult(kind, responder, address, trio.current_time() - sent_at, 0))
+        done.set()
+
+    def _trace(self, event: str, packet: RoutedPacket) -> None:
+        if self.trace is not None:
+            self.trace(event, self.node_id, packet)
 
     # --- helpers --------------------------------------------------------------------
 

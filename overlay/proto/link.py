@@ -40,6 +40,7 @@ from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.ids import Identity, NodeId, signature_is_valid
 from overlay.proto.codec import FrameDecoder
 from overlay.proto.messages import (
+    LINK_CONTROL_TYPES,
     NONCE_LEN,
     PROTOCOL_VERSION,
     U32_MAX,
@@ -272,7 +273,7 @@ class LinkCore:
         """Queue a non-control message to the peer; only once the link is up."""
         if self.state is not LinkState.ESTABLISHED:
             raise LocalProtocolError(f"cannot send on a link in state {self.state.value}")
-        if isinstance(message, LinkMessage):
+        if message.header_type() in LINK_CONTROL_TYPES:
             raise LocalProtocolError("link control messages are sent by the link core itself")
         self._queue(message)
 
@@ -312,7 +313,7 @@ class LinkCore:
             self._queue(Pong(message.seq))
         elif isinstance(message, Pong):
             self._handle_pong(message, now)
-        elif isinstance(message, LinkMessage):
+        elif isinstance(message, LinkMessage) and message.header_type() in LINK_CONTROL_TYPES:
             raise RemoteProtocolError(f"unexpected {message.TYPE.name} on an established link")
         else:
             self._events.append(MessageReceived(message))

@@ -51,6 +51,9 @@ class MessageType(IntEnum):
     UNREACHABLE = 0x24
 
 
+LINK_CONTROL_TYPES = frozenset(range(0x01, 0x10))
+"""Messages the link core itself sends and consumes (handshake, keepalive, close)."""
+
 ROUTED_TYPES = range(0x20, 0x40)
 """Types carrying the routing header; forwarded by relays without reading the body."""
 

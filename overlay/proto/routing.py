@@ -18,9 +18,11 @@ picks a next hop that is strictly closer to the destination than the node
 itself has claimed to be, so following next hops strictly decreases a
 quantity and can never return to a node: no loop, even mid-convergence.
 
-When every route to a destination is unfeasible (starvation) the node asks for
-a newer sequence number with a SEQNO_REQUEST; only the destination itself may
-increase its own seqno, and the new advertisement is feasible everywhere.
+When every route to a destination is unfeasible (starvation), or an
+unfeasible route would be better than the selected one, the node asks for a
+newer sequence number with a SEQNO_REQUEST; only the destination itself may
+increase its own seqno, and its new advertisement is feasible everywhere.  This
+is what makes routes optimal again after a failure, not merely loop-free.
 Lost routes are retracted (metric = infinity) at once, so bad news travels as
 fast as good news and never counts to infinity.
 
@@ -358,8 +360,14 @@ class Router:
             if any(r.metric < METRIC_INFINITY for r in routes.values()):
                 self._start_request(destination, now)
             return
-        self._requests.pop(destination, None)
         self._retracted.pop(destination, None)
+        # An unfeasible route that would be better stays unusable until the
+        # destination issues a newer seqno (RFC 8966 3.8.2.2): ask for one.
+        chosen = best
+        if any(r.metric < chosen.metric and not self._usable(r) for r in routes.values()):
+            self._start_request(destination, now)
+        else:
+            self._requests.pop(destination, None)
         if best is not current:
             self._selected[destination] = best
             if current is None or current.neighbour != best.neighbour:

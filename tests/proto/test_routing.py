@@ -1,0 +1,212 @@
+"""The routing core: optimality, loop freedom at every instant, retraction, starvation."""
+
+from __future__ import annotations
+
+import random
+
+import networkx as nx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from overlay.proto.messages import METRIC_INFINITY, RouteEntry, RouteUpdate, SeqnoRequest
+from overlay.proto.routing import Router, RoutingConfig, seqno_newer
+from tests.proto.routing_harness import RouterNet, assert_loop_free, assert_optimal, node_id
+
+
+def weighted(graph: nx.Graph, seed: int, low: float = 0.001, high: float = 0.05) -> nx.Graph:
+    rng = random.Random(seed)
+    for a, b in graph.edges:
+        graph.edges[a, b]["latency"] = round(rng.uniform(low, high), 6)
+    return graph
+
+
+def connected_random(n: int, p: float, seed: int) -> nx.Graph:
+    for attempt in range(100):
+        g = nx.gnp_random_graph(n, p, seed=seed * 101 + attempt)
+        if nx.is_connected(g):
+            return weighted(g, seed)
+    raise AssertionError("no connected graph")
+
+
+def test_seqno_comparison_is_modular() -> None:
+    assert seqno_newer(1, 0) and not seqno_newer(0, 1)
+    assert seqno_newer(0, 65535) and not seqno_newer(65535, 0)
+    assert not seqno_newer(5, 5)
+    assert seqno_newer(32767, 0) and not seqno_newer(32768, 0)
+
+
+def test_line_converges_to_summed_metrics() -> None:
+    g = nx.path_graph(4)
+    nx.set_edge_attributes(g, 0.010, "latency")
+    net = RouterNet(g)
+    net.run_until(5.0)
+    assert net.path(0, 3) == [0, 1, 2, 3]
+    assert net.routers[0].metric(node_id(3)) == 30_000
+    assert net.routers[3].metric(node_id(0)) == 30_000
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_graphs_converge_to_shortest_paths_without_ever_looping(seed: int) -> None:
+    g = connected_random(40, 0.1, seed)
+    net = RouterNet(g, seed=seed)
+    net.checks.append(assert_loop_free)
+    net.run_until(20.0)
+    assert_optimal(net)
+
+
+def test_prefers_the_lower_latency_path_over_fewer_hops() -> None:
+    g = nx.Graph()
+    g.add_edge(0, 1, latency=0.100)  # direct but slow
+    g.add_edge(0, 2, latency=0.010)
+    g.add_edge(2, 1, latency=0.010)
+    net = RouterNet(g)
+    net.run_until(5.0)
+    assert net.path(0, 1) == [0, 2, 1]
+
+
+def test_count_to_infinity_does_not_happen_when_the_end_of_a_line_is_cut() -> None:
+    g = nx.path_graph(5)
+    nx.set_edge_attributes(g, 0.010, "latency")
+    net = RouterNet(g)
+    net.checks.append(assert_loop_free)
+    net.run_until(10.0)
+    before = {n: net.routers[n].metric(node_id(4)) for n in range(4)}
+    cut_at = net.now
+    net.advertised.clear()
+    net.link_down(3, 4)
+    net.run_until(cut_at + 1.0)
+    assert all(net.next_hop(n, 4) is None for n in range(4)), "every node retracted node 4"
+    finite = [
+        (t, sender, entry.metric)
+        for t, sender, message in net.advertised if isinstance(message, RouteUpdate)
+        for entry in message.entries
+        if entry.destination == node_id(4) and entry.metric != METRIC_INFINITY
+    ]
+    assert all(metric <= before[sender] for _, sender, metric in finite if sender in before), (
+        "no node may advertise node 4 as farther than before: that would be counting up")
+    assert not finite, f"only retractions of node 4 after the cut, got {finite}"
+
+
+def test_failure_reroutes_around_the_broken_link() -> None:
+    g = nx.cycle_graph(6)
+    nx.set_edge_attributes(g, 0.010, "latency")
+    net = RouterNet(g)
+    net.checks.append(assert_loop_free)
+    net.run_until(10.0)
+    assert net.path(0, 2) == [0, 1, 2]
+    net.link_down(1, 2)
+    net.run_until(net.now + 2.0)
+    assert net.path(0, 2) == [0, 5, 4, 3, 2]
+    net.link_up(1, 2)
+    net.run_until(net.now + 2.0)
+    assert net.path(0, 2) == [0, 1, 2]
+
+
+def test_starved_node_gets_a_route_through_a_seqno_request() -> None:
+    """B's only remaining route is unfeasible: it must ask D for a newer seqno."""
+    g = nx.Graph()
+    d, a, b, c = 0, 1, 2, 3
+    g.add_edge(a, d, latency=0.001)
+    g.add_edge(a, b, latency=0.001)
+    g.add_edge(b, c, latency=0.001)
+    g.add_edge(c, d, latency=0.010)  # c reaches d directly, but it is far
+    net = RouterNet(g)
+    net.checks.append(assert_loop_free)
+    net.run_until(10.0)
+    assert net.path(b, d) == [b, a, d]
+    seqno_before = net.routers[d].seqno
+    net.link_down(a, d)
+    net.run_until(net.now + 3.0)
+    assert net.path(b, d) == [b, c, d]
+    assert net.path(a, d) == [a, b, c, d]
+    assert net.routers[b].counters.requests_sent >= 1
+    assert seqno_newer(net.routers[d].seqno, seqno_before)
+
+
+def test_cost_noise_inside_the_hysteresis_band_changes_nothing() -> None:
+    g = nx.Graph()
+    g.add_edge(0, 1, latency=0.010)
+    g.add_edge(1, 3, latency=0.010)
+    g.add_edge(0, 2, latency=0.0105)
+    g.add_edge(2, 3, latency=0.0105)
+    net = RouterNet(g)
+    net.run_until(5.0)
+    assert net.path(0, 3) == [0, 1, 3]
+    changes = net.routers[0].counters.next_hop_changes
+    rng = random.Random(7)
+    for _ in range(50):  # +-5% noise on every link
+        a, b = rng.choice(list(g.edges))
+        base = 0.010 if 2 not in (a, b) else 0.0105
+        net.set_cost(a, b, base * rng.uniform(0.95, 1.05))
+        net.run_until(net.now + 0.5)
+    assert net.routers[0].counters.next_hop_changes == changes
+    net.set_cost(1, 3, 0.030)  # a real change, well outside the band
+    net.run_until(net.now + 3.0)
+    assert net.path(0, 3) == [0, 2, 3]
+
+
+def test_routes_expire_when_their_neighbour_stops_refreshing_them() -> None:
+    config = RoutingConfig(update_interval=1.0)
+    router = Router(node_id(0), now=0.0, rng=random.Random(1), config=config)
+    router.add_neighbour(node_id(1), 1000, 0.0)
+    router.receive(node_id(1), RouteUpdate(1000, (RouteEntry(node_id(9), 3, 500),)), 0.0)
+    assert router.next_hop(node_id(9)) == node_id(1)
+    t = 0.0
+    while router.next_hop(node_id(9)) is not None:
+        t = router.get_timer()
+        router.handle_timer(t)
+    assert 3.5 <= t <= 3.5 + config.update_interval
+
+
+def test_a_restarted_destination_overtakes_its_old_seqno() -> None:
+    router = Router(node_id(0), now=0.0, rng=random.Random(1))
+    router.add_neighbour(node_id(1), 1000, 0.0)
+    router.receive(node_id(1), RouteUpdate(4000, (RouteEntry(node_id(0), 40, 2000),)), 0.0)
+    assert router.seqno == 41  # newer than anything the network remembers
+    router.receive(node_id(1), SeqnoRequest(node_id(0), 50, 10), 0.0)
+    assert router.seqno == 50
+
+
+def test_updates_are_split_to_fit_in_a_frame() -> None:
+    router = Router(node_id(0), now=0.0, rng=random.Random(1))
+    router.add_neighbour(node_id(1), 1000, 0.0)
+    entries = tuple(RouteEntry(node_id(i), 1, 10) for i in range(2, 1502))
+    router.receive(node_id(1), RouteUpdate(4000, entries[:1000]), 0.0)
+    router.receive(node_id(1), RouteUpdate(4000, entries[1000:]), 0.0)
+    router.add_neighbour(node_id(2), 1000, 0.0)  # gets the full table
+    sizes = []
+    while (out := router.next_outgoing()) is not None:
+        if out[0] == node_id(2) and isinstance(out[1], RouteUpdate):
+            sizes.append(len(out[1].entries))
+    assert sum(sizes) == 1500 + 1 and max(sizes) <= 1000  # 1,500 learned + ourselves
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 10_000), events=st.lists(
+    st.tuples(st.sampled_from(["down", "up", "cost"]), st.integers(0, 10_000)),
+    min_size=1, max_size=12))
+def test_loop_free_at_every_instant_under_random_failures_and_cost_changes(
+    seed: int, events: list[tuple[str, int]],
+) -> None:
+    g = connected_random(12, 0.3, seed)
+    net = RouterNet(g, seed=seed)
+    net.checks.append(assert_loop_free)
+    net.run_until(5.0)
+    edges = list(g.edges)
+    rng = random.Random(seed)
+    for kind, pick in events:
+        a, b = edges[pick % len(edges)]
+        if kind == "down" and frozenset((a, b)) in net.up:
+            net.link_down(a, b)
+        elif kind == "up" and frozenset((a, b)) not in net.up:
+            net.link_up(a, b)
+        elif kind == "cost" and frozenset((a, b)) in net.up:
+            net.set_cost(a, b, rng.uniform(0.001, 0.05))
+        net.run_until(net.now + rng.uniform(0.0, 0.3))
+    net.run_until(net.now + 30.0)
+    live = nx.Graph()
+    live.add_nodes_from(g.nodes)
+    live.add_edges_from((a, b, g.edges[a, b]) for a, b in g.edges if frozenset((a, b)) in net.up)
+    net.graph = live
+    assert_optimal(net)
