@@ -48,6 +48,13 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{value:.3f} ms"
 
 
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    table = [header, *rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in table]
+
+
 def render(status: dict[str, Any]) -> str:
     lines = [
         f"node        {status['node_id']}",
@@ -57,21 +64,21 @@ def render(status: dict[str, Any]) -> str:
     ]
     rows = status["neighbours"] + status["pending"]
     if rows:
-        header = ("NODE ID", "ADDRESS", "DIR", "STATE", "SRTT", "RTTVAR", "MISSED")
-        table = [header] + [
-            (
-                row["id"] or "(handshaking)",
-                row["address"],
-                row["direction"],
-                row["state"],
-                _ms(row["srtt_ms"]),
-                _ms(row["rttvar_ms"]),
-                str(row["missed_pongs"]),
-            )
-            for row in rows
-        ]
-        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
         lines.append("")
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                  for r in table]
+        lines += _table(
+            ("NODE ID", "ADDRESS", "DIR", "STATE", "SRTT", "RTTVAR", "MISSED"),
+            [(row["id"] or "(handshaking)", row["address"], row["direction"], row["state"],
+              _ms(row["srtt_ms"]), _ms(row["rttvar_ms"]), str(row["missed_pongs"]))
+             for row in rows],
+        )
+    routes = status.get("routes", [])
+    lines += ["", f"routes      {sum(1 for r in routes if r['next_hop'])}"]
+    if routes:
+        lines.append("")
+        lines += _table(
+            ("DESTINATION", "NEXT HOP", "METRIC", "SEQNO"),
+            [(r["destination"], (r["next_hop"] or "-")[:8],
+              "unreachable" if r["metric_us"] is None else f"{r['metric_us'] / 1000:.3f} ms",
+              str(r["seqno"])) for r in routes],
+        )
     return "\n".join(lines)

@@ -2,8 +2,10 @@
 
 A Unix stream socket in the node's state directory (so only users who can read
 that directory can ask), speaking the project's framing: one request frame
-``{"v": 1, "op": "status"}``, one response frame ``{"ok": true, "result": ...}``
-or ``{"ok": false, "error": "..."}``, then the server closes.
+``{"v": 1, "op": "status"}`` (or ``"echo"`` with ``dst``, ``ttl`` and
+``patience``), one response frame ``{"ok": true, "result": ...}`` or
+``{"ok": false, "error": "..."}``, then the server closes.  Requests must
+answer within ``REQUEST_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 CONTROL_VERSION = 1
 REQUEST_TIMEOUT = 5.0
 
-ControlHandler = Callable[[str, dict[str, Any]], Any]
+ControlHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
 async def _read_frame(stream: trio.abc.Stream) -> Any:
@@ -63,7 +65,7 @@ async def serve_control(
                 with trio.move_on_after(REQUEST_TIMEOUT):
                     try:
                         request = await _read_frame(stream)
-                        response = _answer(request, handler)
+                        response = await _answer(request, handler)
                         await stream.send_all(encode_frame(response))
                     except (ProtocolError, ControlError, trio.BrokenResourceError) as exc:
                         log.debug("control request failed: %s", exc)
@@ -81,7 +83,7 @@ def _remove_socket_file(path: Path) -> None:
         path.unlink()
 
 
-def _answer(request: Any, handler: ControlHandler) -> dict[str, Any]:
+async def _answer(request: Any, handler: ControlHandler) -> dict[str, Any]:
     if not isinstance(request, dict) or type(request.get("v")) is not int \
             or request["v"] != CONTROL_VERSION:
         return {"ok": False, "error": f"expected a version {CONTROL_VERSION} request map"}
@@ -89,7 +91,7 @@ def _answer(request: Any, handler: ControlHandler) -> dict[str, Any]:
     if not isinstance(op, str):
         return {"ok": False, "error": "missing 'op'"}
     try:
-        return {"ok": True, "result": handler(op, request)}
+        return {"ok": True, "result": await handler(op, request)}
     except ControlError as exc:
         return {"ok": False, "error": str(exc)}
 

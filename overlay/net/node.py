@@ -46,7 +46,7 @@ import trio
 
 from overlay.addresses import Address, format_address
 from overlay.errors import ConfigError, ControlError
-from overlay.ids import Identity, NodeId
+from overlay.ids import NODE_ID_LEN, Identity, NodeId
 from overlay.net.control import serve_control
 from overlay.net.link import Link, LinkStatistics
 from overlay.net.transport import TcpTransport, Transport
@@ -61,6 +61,7 @@ from overlay.proto.forwarding import (
 from overlay.proto.link import LinkConfig, LinkCore, LinkDown, LinkState, RttMeasured
 from overlay.proto.messages import (
     DEFAULT_TTL,
+    MAX_TTL,
     METRIC_INFINITY,
     NONCE_LEN,
     Close,
@@ -514,7 +515,10 @@ class Node:
 
     def _deliver(self, packet: RoutedPacket) -> None:
         if packet.type == MessageType.ECHO_REPLY:
-            self._echo_answered(packet, "reply", packet.src, None, packet.body)
+            body = packet.body
+            address = body[2] if isinstance(body, list) and len(body) == 3 else None
+            self._echo_answered(packet, "reply", packet.src,
+                                address if isinstance(address, str) else None, body)
         elif packet.type in ERROR_TYPES:
             try:
                 report = ErrorReport.from_body(packet.body)
@@ -553,10 +557,36 @@ class Node:
         self._changed.set()
         self._changed = trio.Event()
 
-    def _control(self, op: str, request: dict[str, Any]) -> Any:
+    async def _control(self, op: str, request: dict[str, Any]) -> Any:
         if op == "status":
             return self.status()
+        if op == "echo":
+            dst = self.resolve_node_id(str(request.get("dst", "")))
+            ttl, patience = request.get("ttl"), request.get("patience", 2.0)
+            if ttl is not None and (not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL):
+                raise ControlError(f"ttl must be an integer from 1 to {MAX_TTL}")
+            if not isinstance(patience, int | float) or not 0 < patience <= 4:
+                raise ControlError("patience must be a number of seconds in (0, 4]")
+            return (await self.echo(dst, ttl=ttl, patience=float(patience))).to_json()
         raise ControlError(f"unknown control operation {op!r}")
+
+    def resolve_node_id(self, text: str) -> NodeId:
+        """A full hex id, or a unique prefix of a known destination or neighbour."""
+        text = text.strip().lower()
+        if len(text) == 2 * NODE_ID_LEN:
+            try:
+                return NodeId.from_hex(text)
+            except ValueError as exc:
+                raise ControlError(str(exc)) from None
+        if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
+            raise ControlError(f"not a node id or a prefix of at least 4 hex digits: {text!r}")
+        known = {self.node_id, *self._neighbours, *self.router.destinations()}
+        matches = [n for n in known if n.hex().startswith(text)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise ControlError(f"no known node id starts with {text} (give the full id)")
+        raise ControlError(f"{text} is ambiguous: {len(matches)} known node ids start with it")
 
 
 def _link_json(stats: LinkStatistics) -> dict[str, Any]:

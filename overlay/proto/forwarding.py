@@ -89,9 +89,9 @@ class ErrorReport:
         return cls(original_type, packet_id, NodeId(dst), address, code)
 
 
-def echo_reply_body(request: RoutedPacket) -> list[Any]:
-    """ECHO_REPLY carries ``[request_packet_id, request_body]``."""
-    return [request.packet_id, request.body]
+def echo_reply_body(request: RoutedPacket, address: str | None) -> list[Any]:
+    """ECHO_REPLY carries ``[request_packet_id, request_body, responder_address]``."""
+    return [request.packet_id, request.body, address]
 
 
 @dataclass(slots=True)
@@ -166,7 +166,8 @@ class Forwarder:
         self.counters.delivered += 1
         if packet.type == MessageType.ECHO_REQUEST:
             self.counters.echo_replies_sent += 1
-            reply = self.new_packet(MessageType.ECHO_REPLY, packet.src, echo_reply_body(packet))
+            reply = self.new_packet(MessageType.ECHO_REPLY, packet.src,
+                                    echo_reply_body(packet, self.address))
             return self.originate(reply)
         return [Deliver(packet)]
 

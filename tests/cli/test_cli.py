@@ -158,3 +158,54 @@ def test_status_json_is_valid_json() -> None:
         node.ready()
         result = run_overlay("status", "--json", "--state", str(node.state))
         assert json.loads(result.stdout)["listen"].startswith("127.0.0.1:")
+
+
+def start_line(start, count: int) -> list:  # type: ignore[no-untyped-def]
+    """``count`` node processes in a line, each connecting to the previous one."""
+    nodes, previous = [], None
+    for i in range(count):
+        args = ["--listen", "127.0.0.1:0", *FAST]
+        if previous is not None:
+            args += ["--connect", previous]
+        node = start(f"line{i}", *args)
+        previous = node.ready()["listen"]
+        nodes.append(node)
+    return nodes
+
+
+def test_traceroute_across_real_processes_prints_the_five_hops_in_order() -> None:
+    with node_processes() as start:
+        nodes = start_line(start, 6)
+        ids = [n.ready()["node_id"] for n in nodes]
+        listens = [n.ready()["listen"] for n in nodes]
+        nodes[0].wait_status(lambda s: sum(1 for r in s["routes"] if r["next_hop"]) == 5,
+                             "routes to all five other nodes")
+        result = run_overlay("traceroute", ids[-1], "--state", str(nodes[0].state))
+        assert result.returncode == 0, result.stderr
+        hops = [line.split() for line in result.stdout.splitlines()[1:]]
+        assert [h[0] for h in hops] == ["1", "2", "3", "4", "5"]
+        assert [h[1] for h in hops] == ids[1:]
+        assert [h[2] for h in hops] == listens[1:]
+        assert all(h[-1] == "ms" for h in hops)
+        status = run_overlay("status", "--state", str(nodes[0].state))
+        assert "routes      5" in status.stdout
+
+
+def test_ping_by_prefix_and_ttl_exceeded_and_bad_destination() -> None:
+    with node_processes() as start:
+        nodes = start_line(start, 3)
+        target = nodes[2].ready()["node_id"]
+        nodes[0].wait_status(lambda s: any(r["destination"] == target and r["next_hop"]
+                                           for r in s["routes"]), "a route to the last node")
+        state = str(nodes[0].state)
+        ok = run_overlay("ping", target[:8], "-c", "2", "-i", "0.1", "--state", state)
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.count("reply from") == 2 and "0% loss" in ok.stdout
+        short = run_overlay("ping", target, "-c", "1", "--ttl", "1", "--state", state)
+        assert short.returncode == 1 and "time exceeded from" in short.stdout
+        unknown = run_overlay("ping", "ffff", "-c", "1", "--state", state)
+        assert unknown.returncode == 1
+        assert unknown.stderr.strip() == (
+            "overlay ping: no known node id starts with ffff (give the full id)")
+        as_json = run_overlay("ping", target, "-c", "1", "--json", "--state", state)
+        assert json.loads(as_json.stdout)["kind"] == "reply"

@@ -25,7 +25,9 @@ from overlay.proto.messages import (
     Hello,
     HelloAck,
     Message,
+    MessageType,
     Ping,
+    RoutedPacket,
     decode_message,
     encode_message,
 )
@@ -275,3 +277,77 @@ async def test_node_stops_promptly_and_closes_links_gracefully() -> None:
         link = b.neighbours[a.node_id]
     assert link.core.down is not None
     assert link.core.down.reason == "node shutting down"
+
+
+@asynccontextmanager
+async def chain(count: int) -> AsyncIterator[list[Node]]:
+    """``count`` nodes in a line over TCP, each dialling the previous one, routes converged."""
+    async with contextlib.AsyncExitStack() as stack:
+        nodes: list[Node] = []
+        for i in range(count):
+            node = await stack.enter_async_context(Node(make_identity(f"chain{i}"), config()))
+            if nodes:
+                node.connect(listen(nodes[-1]))
+            nodes.append(node)
+        for node in nodes:
+            others = [n.node_id for n in nodes if n is not node]
+            await wait_for(node, lambda node=node, others=others:  # type: ignore[misc]
+                           all(node.router.next_hop(o) is not None for o in others))
+        yield nodes
+
+
+async def test_routes_span_a_line_and_echo_crosses_it() -> None:
+    async with chain(4) as nodes:
+        first, last = nodes[0], nodes[-1]
+        assert first.router.next_hop(last.node_id) == nodes[1].node_id
+        result = await first.echo(last.node_id)
+        assert result.kind == "reply" and result.responder == last.node_id
+        assert result.address == f"127.0.0.1:{listen(last)[1]}"
+        # The middle nodes forward the request one way and the reply the other.
+        assert [n.forwarder.counters.forwarded for n in nodes] == [0, 2, 2, 0]
+        status = first.status()
+        assert {r["destination"] for r in status["routes"]} == {n.node_id.hex() for n in nodes[1:]}
+
+
+async def test_ttl_expiry_is_reported_by_the_hop_where_it_ran_out() -> None:
+    async with chain(4) as nodes:
+        result = await nodes[0].echo(nodes[3].node_id, ttl=2)
+        assert result.kind == "time_exceeded" and result.responder == nodes[2].node_id
+        assert result.address == f"127.0.0.1:{listen(nodes[2])[1]}"
+
+
+async def test_unknown_destination_is_unreachable_at_once() -> None:
+    async with chain(2) as nodes:
+        result = await nodes[0].echo(make_identity("nobody").node_id)
+        assert result.kind == "unreachable" and result.responder == nodes[0].node_id
+
+
+async def test_routes_are_retracted_when_a_node_leaves() -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = []
+        for i in range(3):
+            node = await stack.enter_async_context(Node(make_identity(f"r{i}"), config()))
+            if nodes:
+                node.connect(listen(nodes[-1]))
+            nodes.append(node)
+        a, _, c = nodes
+        await wait_for(a, lambda: a.router.next_hop(c.node_id) is not None)
+        await stack.aclose()  # all stop; a stops last and must have seen c retracted or gone
+    assert a.router.next_hop(c.node_id) is None
+
+
+async def test_data_packets_reach_a_registered_handler() -> None:
+    async with chain(3) as nodes:
+        received: list[RoutedPacket] = []
+        arrived = trio.Event()
+
+        def handler(packet: RoutedPacket) -> None:
+            received.append(packet)
+            arrived.set()
+
+        nodes[2].register_handler(MessageType.DATA, handler)
+        sent = nodes[0].send_packet(MessageType.DATA, nodes[2].node_id, b"across")
+        with trio.fail_after(LIMIT):
+            await arrived.wait()
+        assert received[0].body == b"across" and received[0].packet_id == sent.packet_id
+        assert received[0].ttl == sent.ttl - 1
