@@ -174,6 +174,8 @@ class Node:
         self._dropped_no_link = 0
         self._running_cm: Any = None
         self._routing_scope: trio.CancelScope | None = None
+        self._stopping = False
+        self._routes_seen = 0
         self._router: Router | None = None
         self.forwarder = Forwarder(self.node_id, self._next_hop,
                                    default_ttl=self.config.default_ttl,
@@ -233,6 +235,7 @@ class Node:
                 nursery.cancel_scope.cancel()
 
     async def _close_links_gracefully(self) -> None:
+        self._stopping = True  # no more routing work: the routes are going away with us
         for link in list(self._links):
             link.close(CloseCode.NORMAL, "node shutting down")
         with trio.move_on_after(self.config.shutdown_grace, shield=True):
@@ -290,7 +293,7 @@ class Node:
         return dict(self._neighbours)
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Return once ``predicate()`` holds; it is re-checked after every link change."""
+        """Return once ``predicate()`` holds; re-checked after every link or route change."""
         while not predicate():
             await self._changed.wait()
 
@@ -457,7 +460,7 @@ class Node:
         if peer is not None and self._neighbours.get(peer) is link:
             del self._neighbours[peer]
             log.info("neighbour %s down (%s): %s", peer, where, event.describe())
-            if self._router is not None:
+            if self._router is not None and not self._stopping:
                 self._router.remove_neighbour(peer, trio.current_time())
                 self._after_routing()
         elif link.core.established_at is None:
@@ -493,6 +496,9 @@ class Node:
                     self._dropped_queue_full += 1
         if self._routing_scope is not None:
             self._routing_scope.deadline = router.get_timer()
+        if router.counters.route_changes != self._routes_seen:
+            self._routes_seen = router.counters.route_changes
+            self._notify()  # wait_until() predicates may look at routes
 
     def _execute(self, actions: list[Action]) -> None:
         for action in actions:

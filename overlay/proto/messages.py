@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from overlay.errors import MalformedMessage, UnsupportedVersion
 from overlay.ids import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN, NodeId
@@ -226,19 +226,17 @@ METRIC_INFINITY = U32_MAX
 MAX_UPDATE_ENTRIES = 1_000
 
 
-@dataclass(frozen=True, slots=True)
-class RouteEntry:
-    """One destination in a ROUTE_UPDATE: the sender's route to ``destination``."""
+class RouteEntry(NamedTuple):
+    """One destination in a ROUTE_UPDATE: the sender's route to ``destination``.
+
+    A NamedTuple rather than a validating dataclass: a full table is thousands
+    of entries, so they are validated in bulk when decoded (``RouteUpdate.from_fields``)
+    and built only by the routing core when sent.
+    """
 
     destination: NodeId
     seqno: int
     metric: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.destination, NodeId):
-            raise ValueError("destination must be a node id")
-        _check_uint(self.seqno, "seqno", U16_MAX)
-        _check_uint(self.metric, "metric", METRIC_INFINITY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,11 +266,14 @@ class RouteUpdate(LinkMessage):
             raise ValueError("entries must be an array")
         parsed = []
         for entry in entries:
-            if not isinstance(entry, list) or len(entry) != 3:
+            if type(entry) is not list or len(entry) != 3:
                 raise ValueError("each entry is [destination, seqno, metric]")
             destination, seqno, metric = entry
-            parsed.append(RouteEntry(NodeId(_check_bin(destination, "destination", NODE_ID_LEN)),
-                                     seqno, metric))
+            if type(seqno) is not int or not 0 <= seqno <= U16_MAX:
+                raise ValueError(f"seqno must be an integer in 0..{U16_MAX}")
+            if type(metric) is not int or not 0 <= metric <= METRIC_INFINITY:
+                raise ValueError(f"metric must be an integer in 0..{METRIC_INFINITY}")
+            parsed.append(RouteEntry(NodeId(destination), seqno, metric))
         return cls(interval_ms, tuple(parsed))
 
 

@@ -67,7 +67,7 @@ def seqno_newer(a: int, b: int) -> bool:
 class RoutingConfig:
     """Timers in seconds."""
 
-    update_interval: float = 4.0
+    update_interval: float = 16.0
     triggered_delay: float = 0.02
     request_timeout: float = 0.5
     request_retries: int = 4
@@ -185,6 +185,11 @@ class Router:
     def destinations(self) -> list[NodeId]:
         return list(self._selected)
 
+    @property
+    def route_count(self) -> int:
+        """How many destinations have a selected route."""
+        return len(self._selected)
+
     def table(self) -> list[RouteInfo]:
         rows = []
         for destination in sorted(self._routes.keys() | self._selected.keys()):
@@ -281,6 +286,12 @@ class Router:
                        now: float) -> None:
         self.counters.entries_received += 1
         destination = entry.destination
+        known = self._routes.get(destination)
+        route = known.get(neighbour) if known is not None else None
+        if route is not None and route.seqno == entry.seqno and route.advertised == entry.metric:
+            # A periodic refresh of what we already hold: nothing can change but the expiry.
+            route.expires_at = now + EXPIRY_FACTOR * max(interval, 0.001)
+            return
         if destination == self.node_id:
             if seqno_newer(entry.seqno, self.seqno):
                 # Someone remembers a newer seqno of ours (we restarted): overtake it.
@@ -304,12 +315,25 @@ class Router:
         elif not feasible and selected is route:
             # RFC 8966 3.5.4: an unfeasible update for the selected route is a retraction.
             self.counters.unfeasible_ignored += 1
+        old_metric = route.metric
         route.seqno = entry.seqno
         route.advertised = entry.metric
         route.metric = _add(entry.metric, self._neighbours[neighbour].cost)
         route.expires_at = now + EXPIRY_FACTOR * max(interval, 0.001)
         if entry.metric == METRIC_INFINITY:
             self._drop_route(route)
+        elif selected is not None and selected is not route and (
+                route.metric >= selected.metric or not feasible):
+            # The fast path of a full table refresh: an alternative that cannot win.
+            # Only an unfeasible route that would win needs action (a seqno request).
+            if not feasible and route.metric < selected.metric:
+                self._start_request(destination, now)
+            return
+        elif selected is route and feasible and route.metric <= old_metric:
+            # The route in use stayed as good or got better: it still wins.
+            if self._advertised_differs(destination, route):
+                self._changed(destination, now)
+            return
         self._reselect(destination, now)
 
     def _drop_route(self, route: Route) -> None:

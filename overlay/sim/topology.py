@@ -179,6 +179,11 @@ def _grid_of(n: int, seed: int) -> nx.Graph[int]:
     return mesh
 
 
+def _barabasi_albert_of(n: int, seed: int) -> nx.Graph[int]:
+    """m = 2, or 1 for two nodes (where m = 2 is impossible)."""
+    return barabasi_albert(n, seed, m=min(2, n - 1))
+
+
 GENERATORS: dict[str, Callable[[int, int], nx.Graph[int]]] = {
     "line": lambda n, seed: line(n),
     "ring": lambda n, seed: ring(n),
@@ -186,8 +191,8 @@ GENERATORS: dict[str, Callable[[int, int], nx.Graph[int]]] = {
     "geometric": random_geometric,
     "random-geometric": random_geometric,
     "waxman": waxman,
-    "ba": barabasi_albert,
-    "barabasi-albert": barabasi_albert,
+    "ba": _barabasi_albert_of,
+    "barabasi-albert": _barabasi_albert_of,
 }
 KINDS = tuple(GENERATORS)
 

@@ -169,14 +169,36 @@ def assert_loop_free(net: RouterNet) -> None:
                 state[w] = 2
 
 
-def assert_optimal(net: RouterNet, tolerance: float = 1e-9) -> None:
+def costs_in_use(net: RouterNet) -> nx.DiGraph:
+    """Each link weighted by the cost its sending router currently uses (after hysteresis)."""
+    used = nx.DiGraph()
+    used.add_nodes_from(net.graph.nodes)
+    for a, b in net.graph.edges:
+        for x, y in ((a, b), (b, a)):
+            cost = net.routers[x].neighbour_cost(node_id(y))
+            if cost is not None:
+                used.add_edge(x, y, latency=cost / 1_000_000)
+    return used
+
+
+def assert_optimal(net: RouterNet) -> None:
+    """Every route is a shortest path by the link costs the routers use, and within the
+    hysteresis band of a shortest path by the true latencies."""
+    used = costs_in_use(net)
+    by_cost = dict(nx.all_pairs_dijkstra_path_length(used, weight="latency"))
     truth = dict(nx.all_pairs_dijkstra_path_length(net.graph, weight="latency"))
+    band = net.config.cost_hysteresis
+    floor = net.config.cost_floor_us / 1_000_000
     for src in net.graph.nodes:
         for dst in net.graph.nodes:
             if src == dst or dst not in truth[src]:
                 continue
             path = net.path(src, dst)
             assert path is not None, f"{src} has no route to {dst}"
-            got = net.path_latency(path)
-            assert abs(got - truth[src][dst]) <= tolerance + 1e-6 * len(path), (
-                f"{src}->{dst}: {path} costs {got}, shortest {truth[src][dst]}")
+            cost = sum(used.edges[a, b]["latency"] for a, b in itertools.pairwise(path))
+            assert abs(cost - by_cost[src][dst]) <= 1e-6 * len(path), (
+                f"{src}->{dst}: {path} costs {cost}, shortest by cost {by_cost[src][dst]}")
+            true = net.path_latency(path)
+            slack = (len(path) - 1) * floor + band * true + 1e-6 * len(path)
+            assert true <= truth[src][dst] * (1 + band) + slack, (
+                f"{src}->{dst}: {path} takes {true}, shortest {truth[src][dst]}")
