@@ -41,6 +41,21 @@ class NodeId(bytes):
         return bytes(self)
 
     @classmethod
+    def interned(cls, raw: bytes) -> NodeId:
+        """The same as ``NodeId(raw)``, but ids seen before are reused, not rebuilt.
+
+        Route updates carry the same few thousand ids over and over; the cache is
+        bounded so that a peer inventing ids cannot grow it without limit.
+        """
+        known = _INTERNED.get(raw)
+        if known is not None:
+            return known
+        node_id = cls(raw)
+        if len(_INTERNED) < MAX_INTERNED:
+            _INTERNED[bytes(raw)] = node_id
+        return node_id
+
+    @classmethod
     def from_public_key(cls, public_key: bytes) -> NodeId:
         return cls(hashlib.sha256(public_key).digest()[:NODE_ID_LEN])
 
@@ -67,6 +82,10 @@ class NodeId(bytes):
 
     def __repr__(self) -> str:
         return f"NodeId({self.short})"
+
+
+MAX_INTERNED = 100_000
+_INTERNED: dict[bytes, NodeId] = {}
 
 
 @dataclass(frozen=True)

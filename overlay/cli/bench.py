@@ -53,8 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                          help="random extra delay per message, up to this (RTT noise)")
     routing.add_argument("--hello-interval", type=positive_float, default=1.0, metavar="S",
                          help="keepalive interval (default 1)")
-    routing.add_argument("--update-interval", type=positive_float, default=4.0, metavar="S",
-                         help="periodic route update interval (default 4)")
+    routing.add_argument("--update-interval", type=positive_float, default=16.0, metavar="S",
+                         help="periodic route update interval (default 16)")
     routing.add_argument("--json", action="store_true", help="print the figures as JSON")
     routing.set_defaults(run=run_routing, verbose_default=-2)
 

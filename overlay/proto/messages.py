@@ -257,14 +257,16 @@ class RouteUpdate(LinkMessage):
             raise ValueError(f"entries must be a tuple of at most {MAX_UPDATE_ENTRIES}")
 
     def fields(self) -> list[Any]:
-        return [self.interval_ms, [[e.destination.raw, e.seqno, e.metric] for e in self.entries]]
+        # A NodeId is a bytes subclass: msgpack packs it as bin without a copy.
+        return [self.interval_ms, [[e.destination, e.seqno, e.metric] for e in self.entries]]
 
     @classmethod
     def from_fields(cls, fields: list[Any]) -> LinkMessage:
         interval_ms, entries = fields
         if not isinstance(entries, list):
             raise ValueError("entries must be an array")
-        parsed = []
+        parsed: list[RouteEntry] = []
+        append, interned, new_entry = parsed.append, NodeId.interned, tuple.__new__
         for entry in entries:
             if type(entry) is not list or len(entry) != 3:
                 raise ValueError("each entry is [destination, seqno, metric]")
@@ -273,7 +275,8 @@ class RouteUpdate(LinkMessage):
                 raise ValueError(f"seqno must be an integer in 0..{U16_MAX}")
             if type(metric) is not int or not 0 <= metric <= METRIC_INFINITY:
                 raise ValueError(f"metric must be an integer in 0..{METRIC_INFINITY}")
-            parsed.append(RouteEntry(NodeId(destination), seqno, metric))
+            # tuple.__new__ skips the NamedTuple's Python-level __new__: the hot path.
+            append(new_entry(RouteEntry, (interned(destination), seqno, metric)))
         return cls(interval_ms, tuple(parsed))
 
 

@@ -274,23 +274,23 @@ class Router:
             return  # not (yet) a routing neighbour: its advertisements cannot be costed
         if isinstance(message, RouteUpdate):
             self.counters.updates_received += 1
-            interval = message.interval_ms / 1000
+            self.counters.entries_received += len(message.entries)
+            expires_at = now + EXPIRY_FACTOR * max(message.interval_ms / 1000, 0.001)
             for entry in message.entries:
-                self._receive_entry(neighbour, entry, interval, now)
+                self._receive_entry(neighbour, entry, expires_at, now)
         elif isinstance(message, SeqnoRequest):
             self._receive_request(neighbour, message, now)
 
     # --- updates ----------------------------------------------------------------
 
-    def _receive_entry(self, neighbour: NodeId, entry: RouteEntry, interval: float,
+    def _receive_entry(self, neighbour: NodeId, entry: RouteEntry, expires_at: float,
                        now: float) -> None:
-        self.counters.entries_received += 1
-        destination = entry.destination
+        destination, seqno, metric = entry
         known = self._routes.get(destination)
         route = known.get(neighbour) if known is not None else None
-        if route is not None and route.seqno == entry.seqno and route.advertised == entry.metric:
+        if route is not None and route.seqno == seqno and route.advertised == metric:
             # A periodic refresh of what we already hold: nothing can change but the expiry.
-            route.expires_at = now + EXPIRY_FACTOR * max(interval, 0.001)
+            route.expires_at = expires_at
             return
         if destination == self.node_id:
             if seqno_newer(entry.seqno, self.seqno):
@@ -319,7 +319,7 @@ class Router:
         route.seqno = entry.seqno
         route.advertised = entry.metric
         route.metric = _add(entry.metric, self._neighbours[neighbour].cost)
-        route.expires_at = now + EXPIRY_FACTOR * max(interval, 0.001)
+        route.expires_at = expires_at
         if entry.metric == METRIC_INFINITY:
             self._drop_route(route)
         elif selected is not None and selected is not route and (

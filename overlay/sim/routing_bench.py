@@ -57,9 +57,10 @@ class BenchConfig:
     jitter: float = 0.0
     hello_interval: float = 1.0
     dead_after: int = 3
-    update_interval: float = 4.0
+    update_interval: float = 16.0
     quiet: float = 2.0
-    measure: float = 10.0
+    measure: float | None = None
+    """Steady-state window; default one update interval, so periodic updates count fairly."""
     max_virtual: float = 600.0
     traffic_rate: float = 200.0
     bandwidth: float | None = None
@@ -195,7 +196,7 @@ async def run(graph: nx.Graph[int], topology: str, config: BenchConfig,
         bytes_before = _total_bytes(net)
         changes_before = _next_hop_changes(nodes)
         measure_start = trio.current_time()
-        await trio.sleep(config.measure)
+        await trio.sleep(config.measure if config.measure is not None else config.update_interval)
         elapsed = trio.current_time() - measure_start
         report.control_bytes_per_node_s = round((_total_bytes(net) - bytes_before) / n / elapsed, 1)
         report.steady_next_hop_changes = _next_hop_changes(nodes) - changes_before
@@ -416,7 +417,7 @@ async def _failure_phase(run: _Run) -> None:
     async with trio.open_nursery() as nursery:
         warmup = 1.0
         fail_at = trio.current_time() + warmup
-        nursery.start_soon(traffic, fail_at + detection + 4 * config.update_interval + 5.0)
+        nursery.start_soon(traffic, fail_at + config.max_virtual)
         await trio.sleep_until(fail_at)
         progress("failing links", 0.0)
         for a, b in failed:
@@ -441,8 +442,9 @@ async def _failure_phase(run: _Run) -> None:
         if reconverged is not None:
             report.reconvergence_s = round(reconverged - fail_at, 3)
             report.reconvergence_ratio = round(report.reconvergence_s / detection, 3)
-        await trio.sleep(2.0)  # let the last packets land
-        nursery.cancel_scope.cancel()
+        await trio.sleep(1.0)  # some traffic on the new routes
+        nursery.cancel_scope.cancel()  # stop sending...
+    await trio.sleep(2.0)  # ...and let every packet still in flight land before counting
     for node in nodes:
         node.trace = None
     endpoints = {n for pair in failed for n in pair} | crashed
