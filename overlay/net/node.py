@@ -439,7 +439,9 @@ class Node:
                      format_address(link.address), link.direction, event.sample * 1000)
             self.router.add_neighbour(peer, cost, trio.current_time())
         else:
-            self.router.update_cost(peer, cost, trio.current_time())
+            # A change smaller than the spread of recent samples is noise, not news.
+            self.router.update_cost(peer, cost, trio.current_time(),
+                                    noise_us=link.core.metric_noise_us)
         self._after_routing()
         self._notify()
 
@@ -569,9 +571,9 @@ class Node:
         if op == "echo":
             dst = self.resolve_node_id(str(request.get("dst", "")))
             ttl, patience = request.get("ttl"), request.get("patience", 2.0)
-            if ttl is not None and (not isinstance(ttl, int) or not 1 <= ttl <= MAX_TTL):
+            if ttl is not None and (type(ttl) is not int or not 1 <= ttl <= MAX_TTL):
                 raise ControlError(f"ttl must be an integer from 1 to {MAX_TTL}")
-            if not isinstance(patience, int | float) or not 0 < patience <= 4:
+            if type(patience) not in (int, float) or not 0 < patience <= 4:
                 raise ControlError("patience must be a number of seconds in (0, 4]")
             return (await self.echo(dst, ttl=ttl, patience=float(patience))).to_json()
         raise ControlError(f"unknown control operation {op!r}")

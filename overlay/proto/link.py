@@ -20,8 +20,13 @@ peer (when the dialler expected a particular node id); duplicate links are
 detected by the node, which sees all links, and closed with DUPLICATE_LINK.
 
 Once established, the link sends PING every ``hello_interval`` and feeds each
-PONG's round trip into an RFC 6298 estimator; the link metric is SRTT/2 in
-microseconds.  Any frame from the peer shows it is alive; when nothing has
+PONG's round trip into an RFC 6298 estimator (SRTT, RTTVAR: shown by
+``status``, used for timeouts).  The link *metric* that routing uses is half
+the smallest RTT of the last ``cost_window`` samples, in microseconds: queueing
+and jitter only ever add delay, so the windowed minimum tracks the path's real
+latency and ignores noise that would make SRTT, and routes, wander.
+
+Any frame from the peer shows it is alive; when nothing has
 been heard for ``dead_after`` hello intervals (the *dead interval*, i.e.
 ``dead_after`` PONGs missed in a row) the link is declared dead.
 
@@ -34,6 +39,7 @@ input is ignored.  The core never raises on peer behaviour; it closes.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from dataclasses import dataclass
 
 from overlay.errors import LocalProtocolError, RemoteProtocolError
@@ -51,6 +57,7 @@ from overlay.proto.messages import (
     HelloAck,
     LinkMessage,
     Message,
+    MessageType,
     Ping,
     Pong,
     decode_message,
@@ -81,12 +88,16 @@ class LinkConfig:
     hello_interval: float = 1.0
     dead_after: int = 3
     max_send_buffer: int = 1 << 20
+    cost_window: int = 30
+    """RTT samples the link metric takes its minimum over (30 hello intervals).  Longer
+    is steadier under noise; a real latency increase is believed after at most this
+    many samples, a decrease at once."""
 
     def __post_init__(self) -> None:
         if self.handshake_timeout <= 0 or self.hello_interval <= 0:
             raise ValueError("timeouts and intervals must be positive")
-        if self.dead_after < 1:
-            raise ValueError("dead_after must be at least 1")
+        if self.dead_after < 1 or self.cost_window < 1:
+            raise ValueError("dead_after and cost_window must be at least 1")
 
     @property
     def dead_interval(self) -> float:
@@ -189,6 +200,7 @@ class LinkCore:
         self._last_heard = now
         self._next_ping_seq = 0
         self._outstanding: dict[int, float] = {}
+        self._recent_rtts: deque[float] = deque(maxlen=self.config.cost_window)
         if initiator:
             self._queue(Hello(identity.public_key, nonce))
 
@@ -204,10 +216,18 @@ class LinkCore:
 
     @property
     def metric_us(self) -> int | None:
-        """Smoothed one-way latency estimate (SRTT/2) in microseconds; None before a sample."""
-        if self.rtt.srtt is None:
+        """One-way latency estimate for routing: min RTT of the recent window / 2, in us."""
+        if not self._recent_rtts:
             return None
-        return max(1, round(self.rtt.srtt / 2 * 1_000_000))
+        return max(1, round(min(self._recent_rtts) / 2 * 1_000_000))
+
+    @property
+    def metric_noise_us(self) -> int:
+        """The spread of the metric's sample window as one-way time, in us: the noise a
+        change in the metric must exceed to be believed (0 with steady samples)."""
+        if not self._recent_rtts:
+            return 0
+        return round((max(self._recent_rtts) - min(self._recent_rtts)) / 2 * 1_000_000)
 
     def data_to_send(self) -> bytes:
         """Bytes the driver must write, in order; empties the outgoing buffer."""
@@ -326,7 +346,7 @@ class LinkCore:
         elif not self.initiator and self._peer_nonce is not None and isinstance(message, Ack):
             self._on_ack(message, now)
         else:
-            name = type(message).__name__.upper()
+            name = MessageType(message.header_type()).name
             raise RemoteProtocolError(f"unexpected {name} during the handshake")
 
     def _refuse_peer_key(self, public_key: bytes) -> bool:
@@ -420,6 +440,11 @@ class LinkCore:
         for seq in [s for s in self._outstanding if self._outstanding[s] <= sent_at]:
             del self._outstanding[seq]
         self.counters.pongs_received += 1
-        self.rtt.observe(now - sent_at)
+        self.record_rtt(now - sent_at)
         assert self.rtt.srtt is not None and self.rtt.rttvar is not None
         self._events.append(RttMeasured(now - sent_at, self.rtt.srtt, self.rtt.rttvar))
+
+    def record_rtt(self, sample: float) -> None:
+        """Fold one RTT sample into both the estimator and the metric's window."""
+        self.rtt.observe(sample)
+        self._recent_rtts.append(max(sample, 0.0))

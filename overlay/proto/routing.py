@@ -72,7 +72,9 @@ class RoutingConfig:
     request_timeout: float = 0.5
     request_retries: int = 4
     request_hops: int = 64
-    retraction_hold: float = 8.0
+    retraction_hold: float | None = None
+    """How long a retraction stays in full tables; default two update intervals, so at
+    least one periodic update repeats it."""
     cost_hysteresis: float = 0.1
     cost_floor_us: int = 100
 
@@ -155,6 +157,7 @@ class Router:
         self.seqno = seqno % SEQNO_MODULUS
         self.counters = RoutingCounters()
         self.last_change = now
+        self.last_next_hop_change = now
         self._rng = rng
         self._neighbours: dict[NodeId, _Neighbour] = {}
         self._routes: dict[NodeId, dict[NodeId, Route]] = {}
@@ -243,13 +246,19 @@ class Router:
         self._neighbours[neighbour] = _Neighbour(cost=max(1, cost_us))
         self._send_full_table(neighbour, now)
 
-    def update_cost(self, neighbour: NodeId, cost_us: int, now: float) -> None:
-        """A new smoothed cost for a link; applied only beyond the hysteresis band."""
+    def update_cost(self, neighbour: NodeId, cost_us: int, now: float, *,
+                    noise_us: int = 0) -> None:
+        """A new estimate of a link's cost; applied only beyond the hysteresis band.
+
+        The band is the larger of ``cost_hysteresis`` (relative), ``cost_floor_us``
+        and ``noise_us``, the link's own measured jitter: a link's cost moves only
+        when it moves by more than its noise.
+        """
         state = self._neighbours.get(neighbour)
         if state is None:
             return
         cost_us = max(1, cost_us)
-        band = max(state.cost * self.config.cost_hysteresis, self.config.cost_floor_us)
+        band = max(state.cost * self.config.cost_hysteresis, self.config.cost_floor_us, noise_us)
         if abs(cost_us - state.cost) <= band:
             return
         state.cost = cost_us
@@ -379,7 +388,11 @@ class Router:
             if current is not None:
                 del self._selected[destination]
                 self.counters.next_hop_changes += 1
-                self._retracted[destination] = now + self.config.retraction_hold
+                self.last_next_hop_change = now
+                hold = self.config.retraction_hold
+                if hold is None:
+                    hold = 2 * self.config.update_interval
+                self._retracted[destination] = now + hold
                 self._changed(destination, now)
             if any(r.metric < METRIC_INFINITY for r in routes.values()):
                 self._start_request(destination, now)
@@ -396,6 +409,7 @@ class Router:
             self._selected[destination] = best
             if current is None or current.neighbour != best.neighbour:
                 self.counters.next_hop_changes += 1
+                self.last_next_hop_change = now
             self._changed(destination, now)
         elif self._advertised_differs(destination, best):
             self._changed(destination, now)
@@ -479,8 +493,11 @@ class Router:
         self._send_request(destination, wanted)
 
     def _newest_seqno(self, destination: NodeId) -> int:
-        seqnos = [r.seqno for r in self._routes.get(destination, {}).values()]
-        return max(seqnos) if seqnos else 0
+        newest: int | None = None
+        for route in self._routes.get(destination, {}).values():
+            if newest is None or seqno_newer(route.seqno, newest):
+                newest = route.seqno
+        return 0 if newest is None else newest
 
     def _send_request(self, destination: NodeId, seqno: int) -> None:
         if self._neighbours:
@@ -488,8 +505,16 @@ class Router:
             self._outbox.append(
                 (None, SeqnoRequest(destination, seqno, self.config.request_hops)))
 
+    def _request_needed(self, destination: NodeId) -> bool:
+        """Starved (finite routes, none usable), or an unusable route would be better."""
+        routes = self._routes.get(destination, {}).values()
+        selected = self._selected.get(destination)
+        if selected is None:
+            return any(r.metric < METRIC_INFINITY for r in routes)
+        return any(r.metric < selected.metric and not self._usable(r) for r in routes)
+
     def _resend_request(self, destination: NodeId, request: _PendingRequest, now: float) -> None:
-        if request.retries_left <= 0 or destination in self._selected:
+        if request.retries_left <= 0 or not self._request_needed(destination):
             del self._requests[destination]
             return
         request.retries_left -= 1
@@ -514,9 +539,11 @@ class Router:
             self._mark_dirty(destination, now)  # what we have is new enough: say it
             return
         key = (destination, request.seqno)
+        recently = self._forwarded_requests.get(key)
         if (request.hop_count > 1 and route.neighbour != neighbour
-                and key not in self._forwarded_requests):
-            self._forwarded_requests[key] = now + self.config.request_timeout * 4
+                and (recently is None or now >= recently)):
+            # Suppress duplicates of one request, but let its retries through.
+            self._forwarded_requests[key] = now + self.config.request_timeout / 2
             self.counters.requests_forwarded += 1
             self._outbox.append((route.neighbour, SeqnoRequest(
                 destination, request.seqno, request.hop_count - 1)))

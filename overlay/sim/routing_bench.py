@@ -8,9 +8,10 @@ take seconds.  A run is reproducible from its seed.
 Phases
 ------
 1. *Convergence*: all nodes start together and dial their graph neighbours.
-   Converged means every node has a route to every other and no route has
+   Converged means every node has a route to every other and no next hop has
    changed for ``quiet`` seconds; the convergence time is that of the last
-   change.
+   next-hop change.  (With RTT noise, advertised metrics keep wobbling a
+   little; what must settle is the choice of routes.)
 2. *Quality*: every node's next hops are followed to every destination (one
    tree per destination, so n^2 work, not n^3) and compared with Dijkstra on
    the true latencies: share of pairs on an optimal route (within the metric's
@@ -186,7 +187,8 @@ async def run(graph: nx.Graph[int], topology: str, config: BenchConfig,
         report.convergence_wall_s = round(time.perf_counter() - wall_start, 2)
 
         report_progress("checking routes", 0.0)
-        quality = _route_quality(graph, nodes, index_of)
+        truth = _expected_latencies(graph, config.jitter)
+        quality = _route_quality(truth, nodes, index_of)
         report.pairs, report.optimal_share = quality.pairs, quality.optimal_share
         report.mean_stretch, report.p99_stretch = quality.mean_stretch, quality.p99_stretch
         report.max_stretch = quality.max_stretch
@@ -215,6 +217,20 @@ def _finish(report: RoutingReport, wall_start: float) -> RoutingReport:
     return report
 
 
+def _expected_latencies(graph: nx.Graph[int], jitter: float) -> nx.Graph[int]:
+    """The graph with each link's *expected* one-way delay: latency plus mean jitter.
+
+    Jitter is uniform in [0, jitter] per message, so a hop costs jitter/2 more on
+    average; the lowest-latency route under noise is the shortest path by this.
+    """
+    if jitter <= 0:
+        return graph
+    expected = graph.copy()
+    for a, b in expected.edges:
+        expected.edges[a, b]["latency"] += jitter / 2
+    return expected
+
+
 def _complete(nodes: list[Node]) -> float:
     """Share of (live node, live destination) pairs with a route, and none to the dead."""
     n = len(nodes)
@@ -225,7 +241,8 @@ def _complete(nodes: list[Node]) -> float:
 
 
 def _last_change(nodes: list[Node]) -> float:
-    return max(node.router.last_change for node in nodes)
+    """When any node last changed a route's next hop (metrics may still wobble with noise)."""
+    return max(node.router.last_next_hop_change for node in nodes)
 
 
 def _next_hop_changes(nodes: list[Node]) -> int:
@@ -239,13 +256,18 @@ def _total_bytes(net: EmulatedNetwork) -> int:
 async def _wait_converged(nodes: list[Node], *, start: float, config: BenchConfig,
                           progress: Progress, phase: str) -> float | None:
     """Poll until every route exists and none changed for ``quiet`` s; the last change time."""
-    step = min(0.1, config.quiet / 4)
+    # With RTT noise, link costs settle only once each link's window of RTT samples
+    # has filled, so routes are judged stable only after that long without change.
+    quiet = config.quiet
+    if config.jitter > 0:
+        quiet = max(quiet, (LinkConfig().cost_window + 2) * config.hello_interval)
+    step = min(0.1, quiet / 4)
     while trio.current_time() - start < config.max_virtual:
         await trio.sleep(step)
         share = _complete(nodes)
         progress(phase, share)
         now = trio.current_time()
-        if share >= 1.0 and now - _last_change(nodes) >= config.quiet:
+        if share >= 1.0 and now - _last_change(nodes) >= quiet:
             return _last_change(nodes)
     return None
 
@@ -450,6 +472,7 @@ async def _failure_phase(run: _Run) -> None:
     endpoints = {n for pair in failed for n in pair} | crashed
     endpoints.update(j for i in crashed for j in graph.neighbors(i))
     _traffic_outcome(tracer, endpoints, report)
+    remaining = _expected_latencies(remaining, config.jitter)
     remaining.remove_nodes_from(crashed)
     # Renumber the survivors 0..k-1 in the order of ``live``.
     survivors = nx.relabel_nodes(remaining, {old: new for new, old in enumerate(live_index)})

@@ -161,7 +161,8 @@ def test_status_json_is_valid_json() -> None:
 
 
 def start_line(start, count: int) -> list:  # type: ignore[no-untyped-def]
-    """``count`` node processes in a line, each connecting to the previous one."""
+    """``count`` node processes in a line, each connecting to the previous one, and
+    every node with a route to every other (replies need the way back too)."""
     nodes, previous = [], None
     for i in range(count):
         args = ["--listen", "127.0.0.1:0", *FAST]
@@ -170,6 +171,9 @@ def start_line(start, count: int) -> list:  # type: ignore[no-untyped-def]
         node = start(f"line{i}", *args)
         previous = node.ready()["listen"]
         nodes.append(node)
+    for node in nodes:
+        node.wait_status(lambda s: sum(1 for r in s["routes"] if r["next_hop"]) == count - 1,
+                         f"routes to all {count - 1} other nodes")
     return nodes
 
 
@@ -178,8 +182,6 @@ def test_traceroute_across_real_processes_prints_the_five_hops_in_order() -> Non
         nodes = start_line(start, 6)
         ids = [n.ready()["node_id"] for n in nodes]
         listens = [n.ready()["listen"] for n in nodes]
-        nodes[0].wait_status(lambda s: sum(1 for r in s["routes"] if r["next_hop"]) == 5,
-                             "routes to all five other nodes")
         result = run_overlay("traceroute", ids[-1], "--state", str(nodes[0].state))
         assert result.returncode == 0, result.stderr
         hops = [line.split() for line in result.stdout.splitlines()[1:]]
@@ -195,8 +197,6 @@ def test_ping_by_prefix_and_ttl_exceeded_and_bad_destination() -> None:
     with node_processes() as start:
         nodes = start_line(start, 3)
         target = nodes[2].ready()["node_id"]
-        nodes[0].wait_status(lambda s: any(r["destination"] == target and r["next_hop"]
-                                           for r in s["routes"]), "a route to the last node")
         state = str(nodes[0].state)
         ok = run_overlay("ping", target[:8], "-c", "2", "-i", "0.1", "--state", state)
         assert ok.returncode == 0, ok.stderr

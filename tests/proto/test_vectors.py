@@ -7,14 +7,15 @@ to the documented message and re-encode to the documented bytes; invalid
 frames must raise the documented :class:`~overlay.errors.ProtocolError`
 subclass and make a link close with the documented code.  Deleting the vectors
 of a message type from the document makes :func:`test_every_message_type_has_a_vector`
-fail.
+fail.  The echo reply and error report vectors are also re-derived from the
+forwarding core, so their bodies are exactly what a node sends.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,15 @@ import pytest
 
 from overlay import errors
 from overlay.ids import Identity, NodeId, signature_is_valid
-from overlay.proto.codec import FrameDecoder, unpack
+from overlay.proto.codec import MAX_PAYLOAD, FrameDecoder, unpack
+from overlay.proto.forwarding import (
+    ERROR_TYPES,
+    Dropped,
+    ErrorReport,
+    Forward,
+    Forwarder,
+    UnreachableCode,
+)
 from overlay.proto.link import (
     INITIATOR_CONTEXT,
     RESPONDER_CONTEXT,
@@ -31,7 +40,11 @@ from overlay.proto.link import (
     handshake_transcript,
 )
 from overlay.proto.messages import (
+    DEFAULT_TTL,
+    MAX_UPDATE_ENTRIES,
+    METRIC_INFINITY,
     PROTOCOL_VERSION,
+    U16_MAX,
     Ack,
     Close,
     CloseCode,
@@ -42,6 +55,9 @@ from overlay.proto.messages import (
     Ping,
     Pong,
     RoutedPacket,
+    RouteEntry,
+    RouteUpdate,
+    SeqnoRequest,
     decode_message,
     encode_message,
 )
@@ -61,6 +77,9 @@ MESSAGE_NAMESPACE: dict[str, Any] = {
     "Close": Close,
     "Ping": Ping,
     "Pong": Pong,
+    "RouteUpdate": RouteUpdate,
+    "RouteEntry": RouteEntry,
+    "SeqnoRequest": SeqnoRequest,
     "RoutedPacket": RoutedPacket,
     "NodeId": NodeId,
     "bytes": bytes,
@@ -220,17 +239,38 @@ def test_vector_blocks_are_well_formed() -> None:
         assert len(frame) >= 4, f"{vector.name}: shorter than a length prefix"
 
 
+def valid_messages() -> list[Message]:
+    return [v.expected_message() for v in VALID]
+
+
 def test_every_message_type_has_a_vector() -> None:
-    kinds = {type(v.expected_message()) for v in VALID}
-    assert {Hello, HelloAck, Ack, Close, Ping, Pong, RoutedPacket} <= kinds
-    routed_types = {
-        m.type for m in (v.expected_message() for v in VALID) if isinstance(m, RoutedPacket)
-    }
-    assert MessageType.DATA in routed_types
+    kinds = {type(m) for m in valid_messages()}
+    assert {
+        Hello,
+        HelloAck,
+        Ack,
+        Close,
+        Ping,
+        Pong,
+        RouteUpdate,
+        SeqnoRequest,
+        RoutedPacket,
+    } <= kinds
+    covered = {m.header_type() for m in valid_messages()}
+    missing = [t.name for t in MessageType if t not in covered]
+    assert not missing, f"no valid vector for {missing}"
+    assert any(t not in set(MessageType) for t in covered), "no vector of an unassigned routed type"
     assert len(INVALID) >= 3
     assert {"FrameTooLarge", "UnsupportedVersion", "MalformedMessage"} <= {
         v.fields["error"] for v in INVALID
     }
+
+
+def test_route_update_vectors_cover_empty_and_retraction() -> None:
+    updates = [m for m in valid_messages() if isinstance(m, RouteUpdate)]
+    assert {len(u.entries) for u in updates} >= {0, 1, 2}
+    metrics = {e.metric for u in updates for e in u.entries}
+    assert METRIC_INFINITY in metrics and min(metrics) == 0
 
 
 # --- valid frames -------------------------------------------------------------------
@@ -293,6 +333,71 @@ def test_invalid_vector_closes_link(vector: Vector, established: bool) -> None:
     sent = link.data_to_send()
     assert isinstance(close := receive_frame(sent), Close)
     assert close.code == code
+
+
+def test_a_full_route_update_fits_in_a_frame() -> None:
+    """The largest entries (u16 seqno, u32 metric) in the largest update stay under the limit."""
+    entry = RouteEntry(NodeId(bytes(16)), U16_MAX, METRIC_INFINITY)
+    frame = encode_message(RouteUpdate(2**32 - 1, (entry,) * MAX_UPDATE_ENTRIES))
+    assert len(frame) - 4 <= MAX_PAYLOAD
+
+
+# --- forwarding: the routed vectors are what the forwarding core sends ------------------
+
+
+def _routed(packet_type: int) -> list[RoutedPacket]:
+    return [m for m in valid_messages() if isinstance(m, RoutedPacket) and m.type == packet_type]
+
+
+def test_echo_reply_vector_is_the_responders_answer() -> None:
+    replies = _routed(MessageType.ECHO_REPLY)
+    assert replies
+    for reply in replies:
+        request_id, _, address = reply.body
+        [request] = [
+            r
+            for r in _routed(MessageType.ECHO_REQUEST)
+            if r.packet_id == request_id and r.src == reply.dst and r.dst == reply.src
+        ]
+        responder = Forwarder(
+            reply.src, lambda dst: dst, address=address, first_packet_id=reply.packet_id
+        )
+        assert responder.receive(request) == [Forward(reply.dst, reply)]
+        assert reply.ttl == DEFAULT_TTL
+
+
+@pytest.mark.parametrize("report_type", sorted(ERROR_TYPES), ids=lambda t: t.name)
+def test_error_report_vector_is_what_the_reporter_sends(report_type: MessageType) -> None:
+    reports = _routed(report_type)
+    assert reports
+    for report in reports:
+        body = ErrorReport.from_body(report.body)
+        expired = report_type == MessageType.TIME_EXCEEDED
+        assert body.code == (UnreachableCode.NONE if expired else UnreachableCode.NO_ROUTE)
+        # The dropped packet: from the report's destination, with TTL 1 (it expires at the
+        # reporter) or with no route at the reporter.
+        original = RoutedPacket(
+            body.original_type,
+            1 if expired else DEFAULT_TTL,
+            report.dst,
+            body.original_dst,
+            body.original_packet_id,
+            None,
+        )
+        reporter = Forwarder(
+            report.src,
+            lambda dst, back=report.dst: back if dst == back else None,
+            address=body.reporter_address,
+            first_packet_id=report.packet_id,
+        )
+        dropped, sent = reporter.receive(original)
+        assert isinstance(dropped, Dropped)
+        assert sent == Forward(report.dst, report)
+        # A relay that cannot forward the report drops it without reporting it.
+        relay = Forwarder(NodeId(bytes(16)), lambda dst: None)
+        for ttl in (1, DEFAULT_TTL):  # expired; no route
+            assert [type(a) for a in relay.receive(replace(report, ttl=ttl))] == [Dropped]
+        assert relay.counters.errors_sent == 0
 
 
 # --- handshake -------------------------------------------------------------------------
@@ -381,7 +486,7 @@ def test_rtt_vector() -> None:
     for row in rows:
         values = dict(re.findall(r"(\w+): (\S+)", row))
         assert set(values) == {"sample_s", "srtt_s", "rttvar_s", "metric_us"}, row
-        core.rtt.observe(float(values["sample_s"]))
+        core.record_rtt(float(values["sample_s"]))
         assert core.rtt.srtt == pytest.approx(float(values["srtt_s"]), rel=1e-9, abs=1e-12)
         assert core.rtt.rttvar == pytest.approx(float(values["rttvar_s"]), rel=1e-9, abs=1e-12)
         assert core.metric_us == int(values["metric_us"])
