@@ -87,6 +87,9 @@ def _load_graph(args: argparse.Namespace) -> tuple[Any, str]:
     if args.topology in topology.KINDS:
         return topology.generate(args.topology, args.nodes, args.seed), args.topology
     path = Path(args.topology)
+    if not path.suffix and not path.exists():
+        raise ConfigError(f"unknown topology {args.topology!r}: not one of "
+                          f"{', '.join(topology.KINDS)}, and no such file")
     graph = topology.load(path, latency_attr=args.latency_attr, latency_unit=args.latency_unit)
     return graph, path.name
 

@@ -52,6 +52,15 @@ def _user_error(exc: BaseException) -> OverlayError | None:
     return None
 
 
+def _is_interrupt(exc: BaseException) -> bool:
+    """Ctrl-C, even when trio delivered it inside (nested) exception groups."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return any(_is_interrupt(inner) for inner in exc.exceptions)
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -59,9 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbosity)
     try:
         result: int = args.run(args)
-    except KeyboardInterrupt:
-        return 130
     except BaseException as exc:
+        if _is_interrupt(exc):
+            print(f"overlay {args.command}: interrupted", file=sys.stderr)
+            return 130
         error = _user_error(exc)
         if error is None:
             raise

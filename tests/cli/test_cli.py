@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 
-from tests.procs import node_processes, run_overlay, short_tempdir
+from tests.procs import node_processes, overlay_command, run_overlay, short_tempdir
 
 FAST = ("--hello-interval", "0.2", "--dead-after", "3")
 
@@ -209,3 +210,20 @@ def test_ping_by_prefix_and_ttl_exceeded_and_bad_destination() -> None:
             "overlay ping: no known node id starts with ffff (give the full id)")
         as_json = run_overlay("ping", target, "-c", "1", "--json", "--state", state)
         assert json.loads(as_json.stdout)["kind"] == "reply"
+
+
+def test_ctrl_c_during_a_benchmark_stops_it_without_a_traceback() -> None:
+    proc = subprocess.Popen(overlay_command("bench", "routing", "--nodes", "200"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)  # well into the run, whatever the machine's speed
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and "interrupted" in err
+
+
+def test_unknown_topology_is_one_clear_line() -> None:
+    result = run_overlay("bench", "routing", "--topology", "nosuch")
+    assert result.returncode == 1
+    assert result.stderr.startswith("overlay bench: unknown topology 'nosuch'")
+    assert "waxman" in result.stderr and "Traceback" not in result.stderr
