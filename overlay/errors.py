@@ -80,3 +80,18 @@ class LinkClosed(LinkError):
 
 class ControlError(OverlayError):
     """The local control socket of a running node could not answer."""
+
+
+# --- transport (reliable channels) -------------------------------------------------
+
+
+class TransportError(OverlayError):
+    """Family of errors about one end-to-end reliable channel."""
+
+
+class PeerUnreachable(TransportError):
+    """The peer stopped answering: what was not acknowledged may not have arrived."""
+
+
+class ChannelClosed(TransportError):
+    """The channel is closed (by us, by the peer's reset, or because the node stopped)."""

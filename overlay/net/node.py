@@ -47,6 +47,7 @@ import trio
 from overlay.addresses import Address, format_address
 from overlay.errors import ConfigError, ControlError
 from overlay.ids import NODE_ID_LEN, Identity, NodeId
+from overlay.net.channels import Channel, ChannelManager
 from overlay.net.control import serve_control
 from overlay.net.link import Link, LinkStatistics
 from overlay.net.transport import TcpTransport, Transport
@@ -73,6 +74,7 @@ from overlay.proto.messages import (
     SeqnoRequest,
     encode_message,
 )
+from overlay.proto.reliable import ChannelConfig
 from overlay.proto.routing import RouteInfo, Router, RoutingConfig
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,7 @@ class NodeConfig:
     shutdown_grace: float = 0.5
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     default_ttl: int = DEFAULT_TTL
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
 
 
 def keep_new_link(own_id: NodeId, peer_id: NodeId, existing_outgoing: bool,
@@ -181,6 +184,8 @@ class Node:
                                    default_ttl=self.config.default_ttl,
                                    first_packet_id=self._rng.getrandbits(32))
         self._handlers: dict[int, PacketHandler] = {}
+        self.channels = ChannelManager(self.node_id, self.send_packet, self.config.channel)
+        self._handlers[MessageType.DATA] = self.channels.handle_packet
         self._echoes: dict[int, tuple[float, trio.Event, list[EchoResult]]] = {}
         self.trace: PacketTrace | None = None
         """Called as ``trace(event, node_id, packet)`` for every packet this node
@@ -211,6 +216,7 @@ class Node:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._routing_timer)
+            await nursery.start(self.channels.run)
             if self.config.listen is not None:
                 try:
                     self.listen_address = await nursery.start(
@@ -255,6 +261,14 @@ class Node:
         if self._router is None:
             raise RuntimeError("the node is not running")
         return self._router
+
+    def open_channel(self, peer: NodeId) -> Channel:
+        """A reliable, ordered channel to ``peer``: ``async with node.open_channel(p) as ch``."""
+        return self.channels.open(peer)
+
+    async def accept_channel(self) -> Channel:
+        """The next reliable channel another node opened to this one."""
+        return await self.channels.accept()
 
     def register_handler(self, packet_type: int, handler: PacketHandler) -> None:
         """Deliver routed packets of ``packet_type`` addressed to this node to ``handler``."""

@@ -1,0 +1,261 @@
+"""Trio driver of the reliable channels of one node (see ``overlay.proto.reliable``).
+
+Segments travel in routed DATA packets; the manager demultiplexes them by
+(peer, channel id).  Channel ids are split by node id so that two nodes
+opening channels to each other at once can never pick the same one: the node
+with the smaller id uses even ids, the other odd ids.  Each channel has one
+timer task, in the manager's nursery (owned by the node).  A SYN for an unknown
+channel becomes a new channel in the accept queue; if that queue is full the
+SYN is answered with RST, so the opener learns at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from overlay.errors import ChannelClosed, PeerUnreachable
+from overlay.ids import NodeId
+from overlay.proto.messages import MessageType, RoutedPacket
+from overlay.proto.reliable import (
+    ChannelConfig,
+    ChannelState,
+    Closed,
+    Opened,
+    PeerFinished,
+    ReliableChannel,
+    Segment,
+    SegmentKind,
+)
+
+log = logging.getLogger(__name__)
+
+ACCEPT_BACKLOG = 64
+CLOSE_LINGER = 10.0
+
+SendPacket = Callable[[int, NodeId, Any], object]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatistics:
+    peer: NodeId
+    channel_id: int
+    state: str
+    srtt: float | None
+    rto: float
+    buffered_bytes: int
+    segments_sent: int
+    segments_received: int
+    retransmissions: int
+    fast_retransmissions: int
+    timeouts: int
+    duplicates_received: int
+    messages_sent: int
+    messages_received: int
+
+
+class Channel:
+    """One reliable channel: ``await send(msg)``, ``await receive()``, ``async with``."""
+
+    def __init__(self, manager: ChannelManager, peer: NodeId, core: ReliableChannel) -> None:
+        self.peer = peer
+        self.core = core
+        self._manager = manager
+        self._changed = trio.Event()
+        self._peer_finished = False
+        self.done = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Channel {self.peer.short}/{self.core.channel_id} {self.core.state.value}>"
+
+    async def __aenter__(self) -> Channel:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if exc_type is None:
+            await self.aclose()
+        else:
+            self.abort("the application failed")
+
+    async def wait_open(self) -> None:
+        while self.core.state is not ChannelState.ESTABLISHED:
+            self._raise_if_over()
+            await self._wait()
+
+    async def send(self, message: bytes) -> None:
+        """Queue ``message``; waits while the send buffer is full (memory stays bounded)."""
+        while not self.core.can_send:
+            self._raise_if_over()
+            await self._wait()
+        self.core.send(bytes(message), trio.current_time())
+        self._manager.pump(self)
+
+    async def receive(self) -> bytes:
+        """The next message, in order; ``ChannelClosed`` once the peer has finished."""
+        while True:
+            message = self.core.next_message()
+            if message is not None:
+                self._manager.pump(self)  # reading may reopen our window
+                return message
+            if self._peer_finished:
+                raise ChannelClosed("the peer closed the channel")
+            self._raise_if_over()
+            await self._wait()
+
+    async def wait_acknowledged(self) -> None:
+        """Return once the peer has acknowledged every message sent so far."""
+        while self.core.buffered_bytes > 0 or self.core.state is not ChannelState.ESTABLISHED:
+            self._raise_if_over()
+            await self._wait()
+
+    async def aclose(self) -> None:
+        """Orderly close: queued messages are delivered first; bounded wait, then abort."""
+        self.core.close(trio.current_time())
+        self._manager.pump(self)
+        with trio.move_on_after(CLOSE_LINGER):
+            await self.wait_acknowledged_or_closed()
+            return
+        self.abort("close timed out")
+
+    async def wait_acknowledged_or_closed(self) -> None:
+        while self.core.state is not ChannelState.CLOSED and self.core.buffered_bytes > 0:
+            await self._wait()
+
+    def abort(self, reason: str = "aborted") -> None:
+        self.core.abort(reason)
+        self._manager.pump(self)
+
+    def statistics(self) -> ChannelStatistics:
+        c = self.core
+        return ChannelStatistics(peer=self.peer, channel_id=c.channel_id, state=c.state.value,
+                                 srtt=c.rtt.srtt, rto=c.rtt.rto, buffered_bytes=c.buffered_bytes,
+                                 **asdict(c.counters))
+
+    # --- internals -------------------------------------------------------------------
+
+    def _raise_if_over(self) -> None:
+        if self.core.state is ChannelState.CLOSED:
+            error = self.core.error
+            if error is not None and "unreachable" in error:
+                raise PeerUnreachable(f"node {self.peer}: {error}")
+            raise ChannelClosed(error or "the channel is closed")
+
+    async def _wait(self) -> None:
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+class ChannelManager:
+    """Every channel of one node; created and run by :class:`~overlay.net.node.Node`."""
+
+    def __init__(self, node_id: NodeId, send_packet: SendPacket,
+                 config: ChannelConfig | None = None) -> None:
+        self.node_id = node_id
+        self.config = config or ChannelConfig()
+        self._send_packet = send_packet
+        self._channels: dict[tuple[NodeId, int], Channel] = {}
+        self._nursery: trio.Nursery | None = None
+        self._accept_send, self._accept_receive = trio.open_memory_channel[Channel](
+            ACCEPT_BACKLOG)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def open(self, peer: NodeId) -> Channel:
+        """Start opening a channel to ``peer`` (the SYN goes out now)."""
+        if self._nursery is None:
+            raise ChannelClosed("the node is not running")
+        parity = 0 if self.node_id < peer else 1
+        while True:
+            channel_id = (secrets.randbits(31) << 1) | parity
+            if (peer, channel_id) not in self._channels:
+                break
+        core = ReliableChannel(channel_id, isn=secrets.randbits(32), now=trio.current_time(),
+                               config=self.config)
+        return self._start(peer, core)
+
+    async def accept(self) -> Channel:
+        """The next channel another node opened to us."""
+        return await self._accept_receive.receive()
+
+    def channels(self) -> list[Channel]:
+        return list(self._channels.values())
+
+    def handle_packet(self, packet: RoutedPacket) -> None:
+        """A DATA packet for this node: a segment of some channel."""
+        try:
+            segment = Segment.from_body(packet.body)
+        except ValueError as exc:
+            log.debug("bad segment from %s: %s", packet.src, exc)
+            return
+        key = (packet.src, segment.channel)
+        channel = self._channels.get(key)
+        if channel is not None:
+            channel.core.receive_segment(segment, trio.current_time())
+            self.pump(channel)
+        elif segment.kind is SegmentKind.SYN and self._nursery is not None:
+            core = ReliableChannel.accept(segment, isn=secrets.randbits(32),
+                                          now=trio.current_time(), config=self.config)
+            channel = self._start(packet.src, core)
+            try:
+                self._accept_send.send_nowait(channel)
+            except trio.WouldBlock:
+                channel.abort("too many channels waiting to be accepted")
+        elif segment.kind is not SegmentKind.RST:
+            # A segment for a channel we do not know (we restarted?): reset it.
+            reset = Segment(SegmentKind.RST, segment.channel, 0, 0, 0)
+            self._send_packet(MessageType.DATA, packet.src, reset.to_body())
+
+    def pump(self, channel: Channel) -> None:
+        """After every call into a core: send its segments, pass on events, wake waiters."""
+        core = channel.core
+        for segment in core.segments_to_send():
+            self._send_packet(MessageType.DATA, channel.peer, segment.to_body())
+        while (event := core.next_event()) is not None:
+            if isinstance(event, PeerFinished):
+                channel._peer_finished = True
+            elif isinstance(event, Closed):
+                if event.error:
+                    log.info("channel to %s closed: %s", channel.peer.short, event.error)
+            elif isinstance(event, Opened):
+                log.debug("channel to %s open", channel.peer.short)
+        channel._notify()
+
+    def _start(self, peer: NodeId, core: ReliableChannel) -> Channel:
+        channel = Channel(self, peer, core)
+        self._channels[(peer, core.channel_id)] = channel
+        assert self._nursery is not None
+        self._nursery.start_soon(self._drive, channel)
+        self.pump(channel)
+        return channel
+
+    async def _drive(self, channel: Channel) -> None:
+        """The channel's timer; after it closes, linger to answer a repeated FIN."""
+        core = channel.core
+        try:
+            while core.state is not ChannelState.CLOSED:
+                deadline = core.get_timer()
+                with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                    await channel._changed.wait()
+                if trio.current_time() >= (deadline or float("inf")):
+                    core.handle_timer(trio.current_time())
+                    self.pump(channel)
+            channel.done.set()
+            if core.error is None:
+                await trio.sleep(CLOSE_LINGER)
+        finally:
+            channel.done.set()
+            del self._channels[(channel.peer, core.channel_id)]
