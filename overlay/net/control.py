@@ -14,7 +14,8 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,28 @@ log = logging.getLogger(__name__)
 CONTROL_VERSION = 1
 REQUEST_TIMEOUT = 5.0
 
-ControlHandler = Callable[[str, dict[str, Any]], Awaitable[Any]]
+ControlHandler = Callable[[str, dict[str, Any], "ControlConnection"], Awaitable[Any]]
+"""``handler(op, request, connection)``: streaming operations (send, listen) exchange
+further frames on ``connection`` before returning their result."""
 
 
-async def _read_frame(stream: trio.abc.Stream) -> Any:
-    decoder = FrameDecoder()
-    while (payload := decoder.next_payload()) is None:
-        data = await stream.receive_some(65_536)
-        if not data:
-            raise ControlError("connection closed before a complete message arrived")
-        decoder.receive_data(data)
-    return unpack(payload)
+class ControlConnection:
+    """One control connection: frames in, frames out, one decoder for the whole stream."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._decoder = FrameDecoder()
+
+    async def receive(self) -> Any:
+        while (payload := self._decoder.next_payload()) is None:
+            data = await self._stream.receive_some(65_536)
+            if not data:
+                raise ControlError("connection closed before a complete message arrived")
+            self._decoder.receive_data(data)
+        return unpack(payload)
+
+    async def send(self, obj: Any) -> None:
+        await self._stream.send_all(encode_frame(obj))
 
 
 async def serve_control(
@@ -62,13 +74,17 @@ async def serve_control(
 
         async def serve_one(stream: trio.SocketStream) -> None:
             async with stream:
-                with trio.move_on_after(REQUEST_TIMEOUT):
-                    try:
-                        request = await _read_frame(stream)
-                        response = await _answer(request, handler)
-                        await stream.send_all(encode_frame(response))
-                    except (ProtocolError, ControlError, trio.BrokenResourceError) as exc:
-                        log.debug("control request failed: %s", exc)
+                connection = ControlConnection(stream)
+                try:
+                    with trio.fail_after(REQUEST_TIMEOUT):
+                        request = await connection.receive()
+                    # The operation bounds its own waits: listen, for one, runs until
+                    # the client goes away.
+                    response = await _answer(request, handler, connection)
+                    await connection.send(response)
+                except (ProtocolError, ControlError, trio.BrokenResourceError,
+                        trio.ClosedResourceError, trio.TooSlowError) as exc:
+                    log.debug("control request failed: %s", exc)
 
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, serve_one, [listener])
@@ -83,7 +99,8 @@ def _remove_socket_file(path: Path) -> None:
         path.unlink()
 
 
-async def _answer(request: Any, handler: ControlHandler) -> dict[str, Any]:
+async def _answer(request: Any, handler: ControlHandler,
+                  connection: ControlConnection) -> dict[str, Any]:
     if not isinstance(request, dict) or type(request.get("v")) is not int \
             or request["v"] != CONTROL_VERSION:
         return {"ok": False, "error": f"expected a version {CONTROL_VERSION} request map"}
@@ -91,7 +108,7 @@ async def _answer(request: Any, handler: ControlHandler) -> dict[str, Any]:
     if not isinstance(op, str):
         return {"ok": False, "error": "missing 'op'"}
     try:
-        return {"ok": True, "result": await handler(op, request)}
+        return {"ok": True, "result": await handler(op, request, connection)}
     except ControlError as exc:
         return {"ok": False, "error": str(exc)}
 
@@ -102,8 +119,9 @@ async def control_request(path: Path, op: str, **args: Any) -> Any:
         with trio.fail_after(REQUEST_TIMEOUT):
             stream = await trio.open_unix_socket(os.fspath(path))
             async with stream:
-                await stream.send_all(encode_frame({"v": CONTROL_VERSION, "op": op, **args}))
-                response = await _read_frame(stream)
+                connection = ControlConnection(stream)
+                await connection.send({"v": CONTROL_VERSION, "op": op, **args})
+                response = await connection.receive()
     except (FileNotFoundError, ConnectionRefusedError):
         raise ControlError(
             f"no node is running with state directory {path.parent} (no answer on {path})"
@@ -116,8 +134,43 @@ async def control_request(path: Path, op: str, **args: Any) -> Any:
         ) from None
     except (ProtocolError, trio.BrokenResourceError) as exc:
         raise ControlError(f"bad answer from the node at {path}: {exc}") from None
+    return _result(path, response)
+
+
+def _result(path: Path, response: Any) -> Any:
     if not isinstance(response, dict) or not isinstance(response.get("ok"), bool):
         raise ControlError(f"bad answer from the node at {path}")
     if not response["ok"]:
         raise ControlError(str(response.get("error", "unknown error")))
     return response.get("result")
+
+
+@asynccontextmanager
+async def control_session(path: Path, op: str, **args: Any) -> AsyncIterator[ControlConnection]:
+    """A streaming operation: the request is sent, then frames flow both ways.
+
+    Read the final answer with :func:`read_result`.
+    """
+    try:
+        stream = await trio.open_unix_socket(os.fspath(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise ControlError(
+            f"no node is running with state directory {path.parent} (no answer on {path})"
+        ) from None
+    except OSError as exc:
+        raise ControlError(f"cannot reach the node at {path}: {exc.strerror or exc}") from None
+    async with stream:
+        connection = ControlConnection(stream)
+        try:
+            await connection.send({"v": CONTROL_VERSION, "op": op, **args})
+            yield connection
+        except (trio.BrokenResourceError, ProtocolError) as exc:
+            raise ControlError(f"the node at {path} went away: {exc}") from None
+
+
+async def read_result(path: Path, connection: ControlConnection) -> Any:
+    """The final answer of a streaming operation."""
+    try:
+        return _result(path, await connection.receive())
+    except (trio.BrokenResourceError, ProtocolError) as exc:
+        raise ControlError(f"the node at {path} went away: {exc}") from None

@@ -48,8 +48,9 @@ from overlay.addresses import Address, format_address
 from overlay.errors import ConfigError, ControlError
 from overlay.ids import NODE_ID_LEN, Identity, NodeId
 from overlay.net.channels import Channel, ChannelManager
-from overlay.net.control import serve_control
+from overlay.net.control import ControlConnection, serve_control
 from overlay.net.link import Link, LinkStatistics
+from overlay.net.messaging import handle_listen, handle_send
 from overlay.net.transport import TcpTransport, Transport
 from overlay.proto.forwarding import (
     ERROR_TYPES,
@@ -579,9 +580,14 @@ class Node:
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _control(self, op: str, request: dict[str, Any]) -> Any:
+    async def _control(self, op: str, request: dict[str, Any],
+                       connection: ControlConnection) -> Any:
         if op == "status":
             return self.status()
+        if op == "send":
+            return await handle_send(self, request, connection)
+        if op == "listen":
+            return await handle_listen(self, request, connection)
         if op == "echo":
             dst = self.resolve_node_id(str(request.get("dst", "")))
             ttl, patience = request.get("ttl"), request.get("patience", 2.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import subprocess
@@ -227,3 +228,55 @@ def test_unknown_topology_is_one_clear_line() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("overlay bench: unknown topology 'nosuch'")
     assert "waxman" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_mebibyte_file_sent_across_three_hops_arrives_bit_for_bit() -> None:
+    with node_processes() as start:
+        nodes = start_line(start, 4)  # sender, two relays, receiver: three hops
+        target = nodes[-1].ready()["node_id"]
+        root = nodes[0].state.parent
+        source, received = root / "payload.bin", root / "received.bin"
+        source.write_bytes(b"".join(hashlib.sha256(i.to_bytes(4, "big")).digest()
+                                    for i in range(1 << 15)))  # 1 MiB
+        listener = subprocess.Popen(
+            overlay_command("listen", "--count", "1", "--output", str(received),
+                            "--state", str(nodes[-1].state)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            sent = run_overlay("send", target[:8], "--file", str(source),
+                               "--state", str(nodes[0].state))
+            assert sent.returncode == 0, sent.stderr
+            assert "acknowledged" in sent.stdout
+            out, err = listener.communicate(timeout=30)
+            assert listener.returncode == 0, err
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+        assert hashlib.sha256(received.read_bytes()).hexdigest() == \
+            hashlib.sha256(source.read_bytes()).hexdigest()
+        assert f"from {nodes[0].ready()['node_id'][:8]}" in out
+
+
+def test_send_text_and_listen_prints_it_with_the_sender() -> None:
+    with node_processes() as start:
+        nodes = start_line(start, 2)
+        listener = subprocess.Popen(
+            overlay_command("listen", "-n", "1", "--state", str(nodes[1].state)),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            sent = run_overlay("send", nodes[1].ready()["node_id"], "hello", "overlay",
+                               "--state", str(nodes[0].state))
+            assert sent.returncode == 0, sent.stderr
+            out, _ = listener.communicate(timeout=30)
+        finally:
+            if listener.poll() is None:
+                listener.kill()
+        assert out.strip() == f"from {nodes[0].ready()['node_id'][:8]}: hello overlay"
+
+
+def test_send_to_an_unknown_node_fails_with_one_line() -> None:
+    with node_processes() as start:
+        [node] = start_line(start, 1)
+        result = run_overlay("send", "ffffffff", "x", "--state", str(node.state))
+        assert result.returncode == 1
+        assert result.stderr.startswith("overlay send: no known node id starts with ffffffff")

@@ -1,0 +1,80 @@
+"""The control-socket side of ``overlay send`` and ``overlay listen``.
+
+``send``: the client streams ``{"data": bin}`` frames then ``{"end": true}``;
+the node sends the bytes as one message on a new reliable channel and answers
+once the peer has acknowledged all of it.  ``listen``: the node streams every
+message of every channel opened to it as ``{"from": id, "channel": n, "chunk":
+bin, "last": bool}`` frames, until the client goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from overlay.errors import ChannelClosed, ControlError, TransportError
+from overlay.net.control import ControlConnection
+
+if TYPE_CHECKING:
+    from overlay.net.channels import Channel
+    from overlay.net.node import Node
+
+MAX_SEND_BYTES = 64 << 20
+CHUNK = 60_000
+FRAME_WAIT = 30.0
+
+
+async def handle_send(node: Node, request: dict[str, Any],
+                      connection: ControlConnection) -> dict[str, Any]:
+    peer = node.resolve_node_id(str(request.get("dst", "")))
+    parts: list[bytes] = []
+    total = 0
+    while True:
+        with trio.fail_after(FRAME_WAIT):
+            frame = await connection.receive()
+        if not isinstance(frame, dict):
+            raise ControlError("expected {data} or {end} frames")
+        if frame.get("end") is True:
+            break
+        data = frame.get("data")
+        if not isinstance(data, bytes):
+            raise ControlError("a data frame carries bin")
+        total += len(data)
+        if total > MAX_SEND_BYTES:
+            raise ControlError(f"messages are limited to {MAX_SEND_BYTES >> 20} MiB")
+        parts.append(data)
+    started = trio.current_time()
+    try:
+        async with node.open_channel(peer) as channel:
+            await channel.send(b"".join(parts))
+            await channel.wait_acknowledged()
+            stats = channel.statistics()
+    except TransportError as exc:
+        raise ControlError(str(exc)) from None
+    return {"bytes": total, "acknowledged": True, "to": peer.hex(),
+            "seconds": round(trio.current_time() - started, 3),
+            "retransmissions": stats.retransmissions}
+
+
+async def handle_listen(node: Node, request: dict[str, Any],
+                        connection: ControlConnection) -> dict[str, Any]:
+    lock = trio.Lock()
+
+    async def forward(channel: Channel) -> None:
+        async with channel:
+            with contextlib.suppress(ChannelClosed):
+                while True:
+                    message = await channel.receive()
+                    chunks = [message[i:i + CHUNK] for i in range(0, len(message), CHUNK)]
+                    async with lock:
+                        for index, chunk in enumerate(chunks or [b""]):
+                            await connection.send({
+                                "from": channel.peer.hex(), "channel": channel.core.channel_id,
+                                "chunk": chunk, "last": index == max(len(chunks) - 1, 0),
+                            })
+
+    async with trio.open_nursery() as nursery:
+        while True:
+            nursery.start_soon(forward, await node.accept_channel())
