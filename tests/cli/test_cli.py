@@ -280,3 +280,22 @@ def test_send_to_an_unknown_node_fails_with_one_line() -> None:
         result = run_overlay("send", "ffffffff", "x", "--state", str(node.state))
         assert result.returncode == 1
         assert result.stderr.startswith("overlay send: no known node id starts with ffffffff")
+
+
+def test_bench_transport_measures_overlay_and_plain_trio_in_one_run() -> None:
+    result = run_overlay("bench", "transport", "--hops", "0,1", "--count", "300",
+                         "--pings", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["relays"] for row in rows] == [0, 1]
+    for row in rows:
+        for side in ("overlay", "baseline"):
+            assert row[side]["goodput_msgs_s"] > 0 and row[side]["rtt_p50_ms"] > 0
+        assert row["goodput_ratio"] == round(
+            row["overlay"]["goodput_msgs_s"] / row["baseline"]["goodput_msgs_s"], 4)
+    assert rows[1]["rtt_p50_added_per_relay_us"] is not None
+
+
+def test_bench_transport_rejects_bad_hops() -> None:
+    result = run_overlay("bench", "transport", "--hops", "0,x")
+    assert result.returncode == 2 and "relay counts" in result.stderr

@@ -1,0 +1,1 @@
+"""Benchmarks on real sockets (``overlay bench transport``); simulated ones live in overlay.sim."""
