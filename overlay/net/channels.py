@@ -167,12 +167,27 @@ class ChannelManager:
         self._nursery: trio.Nursery | None = None
         self._accept_send, self._accept_receive = trio.open_memory_channel[Channel](
             ACCEPT_BACKLOG)
+        self._dirty: dict[Channel, None] = {}
+        self._flush_wakeup = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            await trio.sleep_forever()
+            await self._flush_forever()
+
+    async def _flush_forever(self) -> None:
+        """Pump the channels that received segments, once per batch of arrivals.
+
+        Every packet a link reads in one go is handled before this task runs, so
+        a burst of data segments is answered by one cumulative ACK, not one each.
+        """
+        while True:
+            await self._flush_wakeup.wait()
+            self._flush_wakeup = trio.Event()
+            dirty, self._dirty = self._dirty, {}
+            for channel in dirty:
+                self.pump(channel)
 
     def open(self, peer: NodeId) -> Channel:
         """Start opening a channel to ``peer`` (the SYN goes out now)."""
@@ -205,7 +220,8 @@ class ChannelManager:
         channel = self._channels.get(key)
         if channel is not None:
             channel.core.receive_segment(segment, trio.current_time())
-            self.pump(channel)
+            self._dirty[channel] = None
+            self._flush_wakeup.set()
         elif segment.kind is SegmentKind.SYN and self._nursery is not None:
             core = ReliableChannel.accept(segment, isn=secrets.randbits(32),
                                           now=trio.current_time(), config=self.config)

@@ -212,6 +212,7 @@ class ReliableChannel:
         self._in_flight: dict[int, _InFlight] = {}
         self._pending: deque[Segment] = deque()  # assigned a kind, not yet a seq
         self._pending_bytes = 0
+        self._in_flight_bytes = 0
         self._peer_window = 1
         self._rcv_next: int | None = None
         self._out_of_order: dict[int, Segment] = {}
@@ -251,7 +252,7 @@ class ReliableChannel:
     @property
     def buffered_bytes(self) -> int:
         """Bytes queued but not yet acknowledged: what ``send_buffer_bytes`` bounds."""
-        return self._pending_bytes + sum(len(f.segment.payload) for f in self._in_flight.values())
+        return self._pending_bytes + self._in_flight_bytes
 
     @property
     def can_send(self) -> bool:
@@ -380,6 +381,7 @@ class ReliableChannel:
         self._snd_nxt += 1
         segment = self._segment(kind, seq, last=last, payload=payload)
         self._in_flight[seq] = _InFlight(segment, now)
+        self._in_flight_bytes += len(payload)
         self._outgoing.append(segment)
         self._ack_due = False
         if self._rto_deadline is None:
@@ -432,7 +434,10 @@ class ReliableChannel:
             newest = None
             for seq in range(self._snd_una, ack):
                 flight = self._in_flight.pop(seq, None)
-                if flight is not None and not flight.retransmitted:
+                if flight is None:
+                    continue
+                self._in_flight_bytes -= len(flight.segment.payload)
+                if not flight.retransmitted:
                     newest = flight
             if newest is not None:
                 self.rtt.observe(now - newest.sent_at)  # Karn: never a retransmitted one
