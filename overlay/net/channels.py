@@ -50,6 +50,8 @@ class ChannelStatistics:
     srtt: float | None
     rto: float
     buffered_bytes: int
+    peer_window: int
+    receive_window: int
     segments_sent: int
     segments_received: int
     retransmissions: int
@@ -136,6 +138,7 @@ class Channel:
         c = self.core
         return ChannelStatistics(peer=self.peer, channel_id=c.channel_id, state=c.state.value,
                                  srtt=c.rtt.srtt, rto=c.rtt.rto, buffered_bytes=c.buffered_bytes,
+                                 peer_window=c.peer_window, receive_window=c.receive_window,
                                  **asdict(c.counters))
 
     # --- internals -------------------------------------------------------------------

@@ -255,6 +255,16 @@ class ReliableChannel:
         return self._pending_bytes + self._in_flight_bytes
 
     @property
+    def peer_window(self) -> int:
+        """Segments the peer last said it could still buffer."""
+        return self._peer_window
+
+    @property
+    def receive_window(self) -> int:
+        """Segments we can still buffer (what our next ACK will advertise)."""
+        return self._window()
+
+    @property
     def can_send(self) -> bool:
         return (self.state is not ChannelState.CLOSED and not self._closing
                 and self.buffered_bytes < self.config.send_buffer_bytes)

@@ -66,6 +66,7 @@ async def test_messages_cross_three_hops_in_order_and_the_channel_closes() -> No
                     stats = channel.statistics()
         assert received == [f"message {i}".encode() for i in range(200)]
         assert stats.messages_sent == 200 and stats.srtt is not None
+        assert stats.peer_window > 0 and stats.receive_window == FAST_CHANNELS.receive_window
 
 
 async def test_a_one_mebibyte_message_arrives_bit_for_bit() -> None:
