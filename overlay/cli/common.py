@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import trio
 
@@ -33,6 +34,14 @@ def peer_arg(text: str) -> tuple[NodeId | None, Address]:
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
     return node_id, address_arg(address_text)
+
+
+def add_state_argument(parser: argparse.ArgumentParser) -> None:
+    """``--state DIR``: which running node a client command talks to."""
+    from overlay.state import default_state_dir
+
+    parser.add_argument("--state", type=Path, default=None, metavar="DIR",
+                        help=f"state directory of the local node (default {default_state_dir()})")
 
 
 def positive_float(text: str) -> float:

@@ -10,7 +10,7 @@ from typing import Any, BinaryIO
 
 import trio
 
-from overlay.cli.common import positive_int
+from overlay.cli.common import add_state_argument, positive_int
 from overlay.errors import ConfigError, ControlError
 from overlay.net.control import control_session, read_result
 from overlay.net.messaging import CHUNK
@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                       help="the destination: a full node id or a unique prefix")
     send.add_argument("text", nargs="*", metavar="TEXT", help="the message (words are joined)")
     send.add_argument("--file", type=Path, metavar="FILE", help="send this file's bytes")
-    _state(send)
+    add_state_argument(send)
     send.set_defaults(run=run_send)
 
     listen = subparsers.add_parser(
@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
             "with its sender, until Ctrl-C; or save them with --output."
         ),
     )
-    _state(listen)
+    add_state_argument(listen)
     listen.add_argument("-n", "--count", type=positive_int, metavar="N",
                         help="exit after N messages")
     listen.add_argument("--output", type=Path, metavar="FILE",
@@ -54,11 +54,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     listen.add_argument("--json", action="store_true",
                         help="one JSON object per message: from, bytes, text (if UTF-8)")
     listen.set_defaults(run=run_listen)
-
-
-def _state(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--state", type=Path, default=None, metavar="DIR",
-                        help=f"state directory of the local node (default {default_state_dir()})")
 
 
 def _payload(args: argparse.Namespace) -> bytes:
@@ -87,9 +82,12 @@ def run_send(args: argparse.Namespace) -> int:
 async def _send(args: argparse.Namespace, payload: bytes) -> dict[str, Any]:
     path = control_socket_path(args.state or default_state_dir())
     async with control_session(path, "send", dst=args.node_id) as connection:
-        for start in range(0, len(payload), CHUNK):
-            await connection.send({"data": payload[start:start + CHUNK]})
-        await connection.send({"end": True})
+        try:
+            for start in range(0, len(payload), CHUNK):
+                await connection.send({"data": payload[start:start + CHUNK]})
+            await connection.send({"end": True})
+        except trio.BrokenResourceError:
+            pass  # the node refused early (say, an unknown id): its answer is waiting
         result: dict[str, Any] = await read_result(path, connection)
         return result
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from overlay.cli.common import positive_float, positive_int, stop_signals
+from overlay.cli.common import add_state_argument, positive_float, positive_int, stop_signals
 from overlay.net.control import control_request
 from overlay.proto.messages import DEFAULT_TTL, MAX_TTL
 from overlay.state import control_socket_path, default_state_dir
@@ -33,8 +33,7 @@ def ttl_arg(text: str) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("node_id", metavar="NODE_ID",
                         help="the destination: a full node id or a unique prefix (>= 4 hex digits)")
-    parser.add_argument("--state", type=Path, default=None, metavar="DIR",
-                        help=f"state directory of the local node (default {default_state_dir()})")
+    add_state_argument(parser)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object per probe instead of text")
 

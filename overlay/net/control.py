@@ -117,24 +117,12 @@ async def control_request(path: Path, op: str, **args: Any) -> Any:
     """Send one request to the node whose control socket is ``path``; its result."""
     try:
         with trio.fail_after(REQUEST_TIMEOUT):
-            stream = await trio.open_unix_socket(os.fspath(path))
-            async with stream:
-                connection = ControlConnection(stream)
-                await connection.send({"v": CONTROL_VERSION, "op": op, **args})
-                response = await connection.receive()
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise ControlError(
-            f"no node is running with state directory {path.parent} (no answer on {path})"
-        ) from None
-    except OSError as exc:
-        raise ControlError(f"cannot reach the node at {path}: {exc.strerror or exc}") from None
+            async with control_session(path, op, **args) as connection:
+                return await read_result(path, connection)
     except trio.TooSlowError:
         raise ControlError(
             f"the node at {path} did not answer within {REQUEST_TIMEOUT:g} s"
         ) from None
-    except (ProtocolError, trio.BrokenResourceError) as exc:
-        raise ControlError(f"bad answer from the node at {path}: {exc}") from None
-    return _result(path, response)
 
 
 def _result(path: Path, response: Any) -> Any:
@@ -165,7 +153,7 @@ async def control_session(path: Path, op: str, **args: Any) -> AsyncIterator[Con
             await connection.send({"v": CONTROL_VERSION, "op": op, **args})
             yield connection
         except (trio.BrokenResourceError, ProtocolError) as exc:
-            raise ControlError(f"the node at {path} went away: {exc}") from None
+            raise ControlError(f"bad answer from the node at {path}: {exc}") from None
 
 
 async def read_result(path: Path, connection: ControlConnection) -> Any:
@@ -173,4 +161,4 @@ async def read_result(path: Path, connection: ControlConnection) -> Any:
     try:
         return _result(path, await connection.receive())
     except (trio.BrokenResourceError, ProtocolError) as exc:
-        raise ControlError(f"the node at {path} went away: {exc}") from None
+        raise ControlError(f"bad answer from the node at {path}: {exc}") from None

@@ -280,6 +280,12 @@ def test_send_to_an_unknown_node_fails_with_one_line() -> None:
         result = run_overlay("send", "ffffffff", "x", "--state", str(node.state))
         assert result.returncode == 1
         assert result.stderr.startswith("overlay send: no known node id starts with ffffffff")
+        # A large payload: the node refuses while the client is still streaming it.
+        big = node.state.parent / "big.bin"
+        big.write_bytes(b"\0" * (2 << 20))
+        result = run_overlay("send", "ffffffff", "--file", str(big), "--state", str(node.state))
+        assert result.returncode == 1
+        assert result.stderr.startswith("overlay send: no known node id starts with ffffffff")
 
 
 def test_bench_transport_measures_overlay_and_plain_trio_in_one_run() -> None:
