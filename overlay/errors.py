@@ -95,3 +95,30 @@ class PeerUnreachable(TransportError):
 
 class ChannelClosed(TransportError):
     """The channel is closed (by us, by the peer's reset, or because the node stopped)."""
+
+
+# --- directory (login/contacts server) ------------------------------------------------
+
+
+class DirectoryError(OverlayError):
+    """The directory server refused a request: ``status`` is HTTP-like, ``reason`` says why.
+
+    The message is what a user should read: the server's reason, in one line.
+    """
+
+    def __init__(self, status: int, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class DirectoryUnavailable(DirectoryError):
+    """The server could not be reached, or it did not prove the pinned key."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(503, reason)
+
+
+class CertificateError(OverlayError):
+    """A certificate is malformed, expired, or not signed by the pinned server key."""

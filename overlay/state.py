@@ -113,3 +113,16 @@ class StateDir:
             raise ConfigError(
                 f"{key_path} is not a node key (expected {2 * SEED_LEN} hex digits)"
             ) from None
+
+
+def load_identity(path: Path) -> Identity:
+    """The key pair in state directory ``path``, created (under the lock) if there is none.
+
+    Unlike :class:`StateDir` this does not keep the directory: a client command
+    may read the key of a node that is running with the same state directory.
+    """
+    key_path = path / KEY_FILE
+    if key_path.exists():
+        return StateDir._load_identity(key_path)
+    with StateDir(path) as state:
+        return state.load_or_create_identity()

@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 
 from overlay import __version__
-from overlay.cli import bench, demo, messaging, node, probe, status
+from overlay.cli import bench, demo, messaging, node, probe, server, status
 from overlay.cli.common import configure_logging
 from overlay.errors import OverlayError
 
-SUBCOMMANDS = (node, status, probe, messaging, bench, demo)
+SUBCOMMANDS = (node, status, probe, messaging, server, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

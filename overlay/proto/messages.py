@@ -34,7 +34,8 @@ U32_MAX = 2**32 - 1
 
 class MessageType(IntEnum):
     """Position 1 of every frame: 0x01-0x0f link control, 0x10-0x1f routing control
-    (both link-local), 0x20-0x3f routed packets."""
+    (both link-local), 0x20-0x3f routed packets, 0x40-0x4f directory (link-local,
+    between a client and the login/contacts server)."""
 
     HELLO = 0x01
     HELLO_ACK = 0x02
@@ -49,6 +50,9 @@ class MessageType(IntEnum):
     ECHO_REPLY = 0x22
     TIME_EXCEEDED = 0x23
     UNREACHABLE = 0x24
+    DIRECTORY_REQUEST = 0x40
+    DIRECTORY_RESPONSE = 0x41
+    DIRECTORY_NOTICE = 0x42
 
 
 LINK_CONTROL_TYPES = frozenset(range(0x01, 0x10))
@@ -345,8 +349,81 @@ class RoutedPacket(Message):
         return cls(packet_type, ttl, src_id, dst_id, packet_id, body)
 
 
+# --- directory (client <-> login/contacts server) -----------------------------------
+
+MAX_OPERATION_LEN = 32
+
+
+def _check_map(value: object, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+        raise ValueError(f"{name} must be a map with string keys")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryRequest(LinkMessage):
+    """Client -> server: run ``operation`` with named ``arguments``.
+
+    ``request_id`` is chosen by the client and echoed in the response, so
+    requests may be pipelined; the server answers each connection's requests
+    in order.  The arguments of each operation are in docs/directory.md.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.DIRECTORY_REQUEST
+    request_id: int
+    operation: str
+    arguments: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        _check_uint(self.request_id, "request_id", U32_MAX)
+        _check_text(self.operation, "operation", MAX_OPERATION_LEN)
+        _check_map(self.arguments, "arguments")
+
+    def fields(self) -> list[Any]:
+        return [self.request_id, self.operation, self.arguments]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryResponse(LinkMessage):
+    """Server -> client: an HTTP-like ``status`` (200, 201, 4xx, 500), a reason, a body."""
+
+    TYPE: ClassVar[MessageType] = MessageType.DIRECTORY_RESPONSE
+    request_id: int
+    status: int
+    reason: str
+    body: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        _check_uint(self.request_id, "request_id", U32_MAX)
+        if not isinstance(self.status, int) or not 100 <= self.status <= 599:
+            raise ValueError(f"status must be an integer in 100..599, got {self.status!r:.40}")
+        _check_text(self.reason, "reason", MAX_REASON_LEN)
+        _check_map(self.body, "body")
+
+    def fields(self) -> list[Any]:
+        return [self.request_id, self.status, self.reason, self.body]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryNotice(LinkMessage):
+    """Server -> client, unasked: something changed (a contact's presence, a request)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.DIRECTORY_NOTICE
+    event: str
+    body: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        _check_text(self.event, "event", MAX_OPERATION_LEN)
+        _check_map(self.body, "body")
+
+    def fields(self) -> list[Any]:
+        return [self.event, self.body]
+
+
 LINK_MESSAGES: dict[int, type[LinkMessage]] = {
-    cls.TYPE: cls for cls in (Hello, HelloAck, Ack, Close, Ping, Pong, RouteUpdate, SeqnoRequest)
+    cls.TYPE: cls
+    for cls in (Hello, HelloAck, Ack, Close, Ping, Pong, RouteUpdate, SeqnoRequest,
+                DirectoryRequest, DirectoryResponse, DirectoryNotice)
 }
 ROUTED_FIELD_COUNT = 5
 

@@ -1,0 +1,88 @@
+"""``overlay server``: the login/contacts/presence directory, until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from pathlib import Path
+
+import trio
+
+from overlay.addresses import format_address
+from overlay.cli.common import address_arg, stop_signals
+from overlay.directory.server import DirectoryServer
+from overlay.directory.store import Store
+from overlay.state import StateDir, default_state_dir, load_identity
+
+log = logging.getLogger("overlay.cli")
+
+DEFAULT_SERVER = "127.0.0.1:7000"
+DATABASE_FILE = "directory.sqlite3"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+               common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "server",
+        parents=[common],
+        help="run the login/contacts/presence directory server",
+        description=(
+            "Run the central directory: accounts (Argon2id-hashed passwords), sessions, "
+            "contacts, presence visible to accepted contacts only, signed identity "
+            "certificates, the supernode list and reachability dial-backs.  Clients connect "
+            "with an authenticated link and pin this server's public key, which is printed "
+            "at start (and by --show-key).  Every acknowledged change is on disk before the "
+            "answer leaves (SQLite, WAL, synchronous=FULL).  See docs/directory.md."
+        ),
+        epilog=(
+            "example: overlay server --state /tmp/dir --listen 127.0.0.1:7000\n"
+            "         overlay account register --server 127.0.0.1:7000 "
+            "--server-key KEY --user alice"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--listen", type=address_arg, default=address_arg(DEFAULT_SERVER), metavar="HOST:PORT",
+        help=f"address to serve on (default {DEFAULT_SERVER}; port 0 picks one)",
+    )
+    parser.add_argument(
+        "--state", type=Path, default=None, metavar="DIR",
+        help=f"state directory holding the server key (default {default_state_dir()}/server)",
+    )
+    parser.add_argument(
+        "--db", type=Path, default=None, metavar="PATH",
+        help=f"SQLite database file (default STATE/{DATABASE_FILE}; created if missing)",
+    )
+    parser.add_argument("--show-key", action="store_true",
+                        help="print the server's public key (for clients to pin) and exit")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return trio.run(_run, args)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    state_path: Path = args.state or default_state_dir() / "server"
+    if args.show_key:  # works while the server runs: reads the key without the lock
+        print(load_identity(state_path).public_key.hex())
+        return 0
+    with stop_signals() as signals, StateDir(state_path) as state:
+        identity = state.load_or_create_identity()
+        store = Store(args.db or state_path / DATABASE_FILE)
+        try:
+            server = DirectoryServer(identity, store)
+            async with trio.open_nursery() as nursery:
+                address = await nursery.start(server.serve, args.listen)
+                # One line for people and scripts: where, and which key to pin.
+                print(f"directory server listening on {format_address(address)} "
+                      f"key {identity.public_key.hex()}", flush=True)
+                log.info("database %s (schema version %d)", store.path, store.schema_version)
+                async for signum in signals:
+                    log.info("received %s, stopping", signal.Signals(signum).name)
+                    break
+                nursery.cancel_scope.cancel()
+        finally:
+            store.close()
+    return 0

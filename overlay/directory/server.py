@@ -1,0 +1,220 @@
+"""The directory server's trio glue: accept links, queue each connection's requests, reply.
+
+Every client connection is an ordinary authenticated link (the handshake of
+:mod:`overlay.proto.link`): the server proves it holds the key clients pin, and
+the client proves which node key it holds, so a session can be bound to that
+key without a separate challenge.  Per connection, one task answers requests in
+order while the link's own tasks keep reading, so a slow password hash delays
+only the connection that asked for it.
+
+Per-connection limits: a token bucket on the request rate (429 with
+``retry_after`` when empty), a bounded queue of requests in flight (429 when
+full), and an idle timeout for connections that never log in.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from overlay.addresses import Address, format_address
+from overlay.directory.limits import TokenBucket
+from overlay.directory.protocol import Status
+from overlay.directory.service import Directory, DirectoryConfig, Session
+from overlay.directory.store import Store
+from overlay.errors import LocalProtocolError
+from overlay.ids import Identity, NodeId
+from overlay.net.link import Link
+from overlay.net.transport import TcpTransport, Transport
+from overlay.proto.link import LinkConfig, LinkCore, LinkDown, RttMeasured
+from overlay.proto.messages import (
+    NONCE_LEN,
+    CloseCode,
+    DirectoryNotice,
+    DirectoryRequest,
+    DirectoryResponse,
+    Message,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Connection-level limits (seconds, requests)."""
+
+    request_rate: float = 200.0
+    request_burst: float = 400.0
+    max_queued_requests: int = 64
+    idle_timeout: float = 60.0
+    """A connection with no session and no request for this long is closed."""
+    dialback_timeout: float = 3.0
+    link: LinkConfig = field(default_factory=lambda: LinkConfig(
+        handshake_timeout=5.0, hello_interval=10.0, dead_after=3))
+
+
+class ClientConnection:
+    """One client's link, its request queue and its session (the service's ``Connection``)."""
+
+    def __init__(self, server: DirectoryServer, address: Address) -> None:
+        self.server = server
+        self.address = address
+        self.node_id = NodeId(bytes(16))
+        self.public_key = b""
+        self.session: Session | None = None
+        self.verified_address: Address | None = None
+        self.link: Link | None = None
+        self.last_request = trio.current_time()
+        config = server.config
+        self._bucket = TokenBucket(config.request_rate, config.request_burst)
+        self._send, self._receive = trio.open_memory_channel[DirectoryRequest](
+            config.max_queued_requests)
+
+    # --- LinkHandler ---------------------------------------------------------------
+
+    def link_established(self, link: Link) -> None:
+        assert link.core.peer_id is not None and link.core.peer_public_key is not None
+        self.node_id = link.core.peer_id
+        self.public_key = link.core.peer_public_key
+
+    def link_rtt(self, link: Link, event: RttMeasured) -> None:
+        pass
+
+    def link_message(self, link: Link, message: Message) -> None:
+        if not isinstance(message, DirectoryRequest):
+            kind = message.header_type()
+            link.close(CloseCode.PROTOCOL_ERROR,
+                       f"a directory server takes only requests, not type 0x{kind:02x}")
+            return
+        now = trio.current_time()
+        self.last_request = now
+        wait = self._bucket.take(now)
+        if wait is not None:
+            self._reply(message.request_id, Status.TOO_MANY_REQUESTS,
+                        f"request rate above {self.server.config.request_rate:g}/s",
+                        {"retry_after": round(wait, 3)})
+            return
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            self._reply(message.request_id, Status.TOO_MANY_REQUESTS,
+                        "too many requests in flight", {"retry_after": 0.1})
+
+    def link_down(self, link: Link, event: LinkDown) -> None:
+        log.debug("client %s at %s gone: %s", self.node_id.short,
+                  format_address(self.address), event.describe())
+        self._send.close()
+
+    # --- the service's Connection ------------------------------------------------------
+
+    def notify(self, event: str, body: dict[str, Any]) -> None:
+        if self.link is not None:
+            self.link.send_nowait(DirectoryNotice(event, body))
+
+    # --- tasks -------------------------------------------------------------------------
+
+    async def answer_requests(self) -> None:
+        async for request in self._receive:
+            status, reason, body = await self.server.directory.handle(
+                self, request.operation, request.arguments, time.time())
+            self._reply(request.request_id, status, reason, body)
+
+    async def close_when_idle(self) -> None:
+        timeout = self.server.config.idle_timeout
+        while True:
+            if self.session is None and trio.current_time() - self.last_request >= timeout:
+                assert self.link is not None
+                self.link.close(CloseCode.TIMEOUT, f"idle for {timeout:g} s without a session")
+                return
+            await trio.sleep_until(self.last_request + timeout)
+
+    def _reply(self, request_id: int, status: int, reason: str, body: dict[str, Any]) -> None:
+        if self.link is None:
+            return
+        try:
+            response = DirectoryResponse(request_id, int(status), reason[:256], body)
+            self.link.send_nowait(response)
+        except (LocalProtocolError, ValueError) as exc:  # e.g. a body over the frame limit
+            log.error("cannot send response to %s: %s", self.node_id.short, exc)
+            self.link.send_nowait(DirectoryResponse(
+                request_id, Status.INTERNAL_ERROR, "response too large to send", {}))
+
+
+class DirectoryServer:
+    """Serves the directory on one address until cancelled."""
+
+    def __init__(self, identity: Identity, store: Store,
+                 directory_config: DirectoryConfig | None = None,
+                 config: ServerConfig | None = None,
+                 transport: Transport | None = None) -> None:
+        self.identity = identity
+        self.directory = Directory(identity, store, self.dial_back, directory_config)
+        self.config = config or ServerConfig()
+        self._transport = transport or TcpTransport()
+        self.connections: set[ClientConnection] = set()
+
+    async def serve(self, listen: Address, *,
+                    task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._transport.serve(listen, self._serve_connection, task_status=task_status)
+
+    async def _serve_connection(self, stream: trio.abc.Stream, address: Address) -> None:
+        conn = ClientConnection(self, address)
+        core = LinkCore(self.identity, initiator=False, nonce=secrets.token_bytes(NONCE_LEN),
+                        now=trio.current_time(), config=self.config.link)
+        conn.link = link = Link(core, stream, address, conn)
+        self.connections.add(conn)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.answer_requests)
+                nursery.start_soon(conn.close_when_idle)
+                await link.run()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.connections.discard(conn)
+            with trio.move_on_after(5) as cleanup:
+                cleanup.shield = True
+                await self.directory.connection_closed(conn, int(time.time()))
+
+    async def dial_back(self, address: Address, expected: NodeId) -> str | None:
+        """The service's dialer: None if ``expected`` completed a handshake at ``address``."""
+        timeout = self.config.dialback_timeout
+        with trio.move_on_after(timeout):
+            try:
+                stream = await self._transport.connect(address)
+            except OSError as exc:
+                return f"cannot connect to {format_address(address)}: " \
+                       f"{exc.strerror or type(exc).__name__}"
+            core = LinkCore(self.identity, initiator=True, nonce=secrets.token_bytes(NONCE_LEN),
+                            now=trio.current_time(),
+                            config=LinkConfig(handshake_timeout=timeout),
+                            expected_peer=expected)
+            probe = _DialBackProbe()
+            down = await Link(core, stream, address, probe, linger=0.5).run()
+            if probe.established:
+                return None
+            return f"handshake with {format_address(address)} failed: {down.describe()}"
+        return f"no answer from {format_address(address)} within {timeout:g} s"
+
+
+class _DialBackProbe:
+    """Closes the probing link as soon as the handshake proves who answered."""
+
+    established = False
+
+    def link_established(self, link: Link) -> None:
+        self.established = True
+        link.close(CloseCode.NORMAL, "reachability check done")
+
+    def link_rtt(self, link: Link, event: RttMeasured) -> None:
+        pass
+
+    def link_message(self, link: Link, message: Message) -> None:
+        pass
+
+    def link_down(self, link: Link, event: LinkDown) -> None:
+        pass

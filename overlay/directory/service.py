@@ -1,0 +1,494 @@
+"""The directory's operations: what each request does to the store and to presence.
+
+Glue between the pure parts (:mod:`~overlay.directory.protocol` checks requests,
+:mod:`~overlay.directory.limits` counts abuse, :mod:`~overlay.directory.certificates`
+signs) and the slow parts, which run in worker threads so that the event loop
+never waits: SQLite (one thread at a time) and password hashing (one thread per
+core).  What changes often and matters only while a client is connected lives in
+memory: presence, the accepted-contact sets of logged-in users, issued
+certificates, the supernode list.  So lookups and presence updates never touch
+the disk, and every acknowledged account or contact change does, durably.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+import trio
+
+from overlay.addresses import Address, format_address
+from overlay.directory.certificates import Certificate, issue_certificate
+from overlay.directory.limits import FailureWindow
+from overlay.directory.passwords import HashCost, hash_password, password_matches
+from overlay.directory.protocol import Rejected, Status, parse_request, password_weakness
+from overlay.directory.store import Store, UsernameTaken, UserRecord
+from overlay.ids import Identity, NodeId
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Reply = tuple[Status, str, dict[str, Any]]
+Dialer = Callable[[Address, NodeId], Awaitable[str | None]]
+"""Opens a link to an address and checks that ``NodeId`` answers: None, or why it failed."""
+
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
+MAX_CACHED_USERS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryConfig:
+    """Lifetimes in seconds; limits per the issue's abuse section (docs/directory.md)."""
+
+    certificate_lifetime: float = 24 * 3600.0
+    session_lifetime: float = 7 * 24 * 3600.0
+    hash_cost: HashCost = field(default_factory=HashCost.owasp)
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 50
+    login_failure_window: float = 60.0
+    hash_threads: int = max(1, os.cpu_count() or 1)
+
+
+class Connection(Protocol):
+    """What the service needs of one client connection (the server's glue implements it)."""
+
+    node_id: NodeId
+    public_key: bytes
+    address: Address
+    session: Session | None
+    verified_address: Address | None
+
+    def notify(self, event: str, body: dict[str, Any]) -> None: ...
+
+
+@dataclass(slots=True)
+class Presence:
+    status: str
+    home_node: NodeId | None
+    home_address: Address | None
+    direct_address: Address | None
+    since: int
+    connection: Connection
+
+    def to_wire(self, last_seen: int | None) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "home_node": None if self.home_node is None else self.home_node.raw,
+            "home_address": None if self.home_address is None
+            else format_address(self.home_address),
+            "direct_address": None if self.direct_address is None
+            else format_address(self.direct_address),
+            "since": self.since,
+            "last_seen": last_seen,
+        }
+
+
+def offline_presence(last_seen: int | None) -> dict[str, Any]:
+    return {"status": "offline", "home_node": None, "home_address": None,
+            "direct_address": None, "since": None, "last_seen": last_seen}
+
+
+@dataclass(slots=True)
+class Session:
+    """A logged-in connection: whose it is, and that user's accepted contacts."""
+
+    user: UserRecord
+    token_hash: bytes
+    expires_at: int
+    contacts: set[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Supernode:
+    node_id: NodeId
+    address: Address
+    connection: Connection
+
+
+class Directory:
+    """Answers requests; one instance serves every connection of a server."""
+
+    def __init__(self, identity: Identity, store: Store, dialer: Dialer,
+                 config: DirectoryConfig | None = None) -> None:
+        self.identity = identity
+        self.config = config or DirectoryConfig()
+        self._store = store
+        self._dialer = dialer
+        self._db_limiter = trio.CapacityLimiter(1)
+        self._hash_limiter = trio.CapacityLimiter(self.config.hash_threads)
+        window = self.config.login_failure_window
+        self._user_failures = FailureWindow(self.config.login_failures_per_user, window)
+        self._address_failures = FailureWindow(self.config.login_failures_per_address, window)
+        self._users: OrderedDict[str, UserRecord] = OrderedDict()
+        self._certificates: dict[str, Certificate] = {}
+        self._presence: dict[str, Presence] = {}
+        self._last_seen: dict[str, int] = {}
+        self._sessions: dict[str, set[Connection]] = {}
+        self._supernodes: dict[NodeId, Supernode] = {}
+
+    # --- the entry point ------------------------------------------------------------------
+
+    async def handle(self, conn: Connection, operation: str, arguments: dict[str, Any],
+                     now: float) -> Reply:
+        """Run one request; never raises for anything a client can send."""
+        try:
+            op, args = parse_request(operation, arguments)
+            if op.needs_session and conn.session is None:
+                raise Rejected(Status.UNAUTHORIZED, "log in first")
+            if conn.session is not None and conn.session.expires_at <= now:
+                await self.connection_closed(conn, int(now))
+                raise Rejected(Status.UNAUTHORIZED, "session expired: log in again")
+            handler = getattr(self, f"_op_{op.name}")
+            reply: Reply = await handler(conn, now=now, **args)
+            return reply
+        except Rejected as rejected:
+            return rejected.status, rejected.reason, rejected.body
+        except Exception:
+            log.exception("internal error in %r from %s", operation[:32],
+                          format_address(conn.address))
+            return Status.INTERNAL_ERROR, "internal server error", {}
+
+    async def connection_closed(self, conn: Connection, now: int) -> None:
+        """The client hung up (or its session ended): it is offline, and no supernode."""
+        for node_id, supernode in list(self._supernodes.items()):
+            if supernode.connection is conn:
+                del self._supernodes[node_id]
+                log.info("supernode %s at %s left", node_id.short,
+                         format_address(supernode.address))
+        session = conn.session
+        if session is None:
+            return
+        conn.session = None
+        username = session.user.username
+        connections = self._sessions.get(username)
+        if connections is not None:
+            connections.discard(conn)
+            if not connections:
+                del self._sessions[username]
+        presence = self._presence.get(username)
+        if presence is not None and presence.connection is conn:
+            del self._presence[username]
+            self._last_seen[username] = now
+            await self._db(self._store.set_last_seen, session.user.id, now)
+            self._announce_presence(session.contacts, username, offline_presence(now))
+
+    # --- accounts --------------------------------------------------------------------------
+
+    async def _op_register(self, conn: Connection, *, now: float, username: str,
+                           password: str) -> Reply:
+        weakness = password_weakness(username, password)
+        if weakness is not None:
+            raise Rejected(Status.BAD_REQUEST, weakness)
+        if await self._user(username) is not None:
+            raise Rejected(Status.CONFLICT, f"username {username!r} is taken")
+        encoded = await trio.to_thread.run_sync(
+            hash_password, password, self.config.hash_cost, limiter=self._hash_limiter)
+        try:
+            user = await self._db(self._store.create_user, username, encoded,
+                                  conn.public_key, int(now))
+        except UsernameTaken:
+            raise Rejected(Status.CONFLICT, f"username {username!r} is taken") from None
+        log.info("registered %s (node %s)", username, user.node_id.short)
+        return Status.CREATED, "registered", {"username": username,
+                                              "node_id": user.node_id.raw}
+
+    async def _check_password(self, conn: Connection, username: str, password: str,
+                              now: float) -> UserRecord:
+        """The account, if ``password`` is right; counts failures and answers 429 when due."""
+        host = conn.address[0]
+        for window, key, what in ((self._user_failures, username, f"for {username!r}"),
+                                  (self._address_failures, host, f"from {host}")):
+            wait = window.retry_after(key, now)
+            if wait is not None:
+                raise Rejected(Status.TOO_MANY_REQUESTS,
+                               f"too many failed logins {what}; retry in {wait:.0f} s",
+                               retry_after=round(wait, 3))
+        user = await self._user(username)
+        if user is None:
+            self._address_failures.record(host, now)
+            raise Rejected(Status.NOT_FOUND, f"no such user {username!r}")
+        matches = await trio.to_thread.run_sync(
+            password_matches, user.password_hash, password, limiter=self._hash_limiter)
+        if not matches:
+            self._user_failures.record(username, now)
+            self._address_failures.record(host, now)
+            log.info("failed login for %s from %s", username, host)
+            raise Rejected(Status.UNAUTHORIZED, "wrong password")
+        return user
+
+    async def _op_login(self, conn: Connection, *, now: float, username: str,
+                        password: str) -> Reply:
+        user = await self._check_password(conn, username, password, now)
+        if user.public_key != conn.public_key:
+            raise Rejected(
+                Status.FORBIDDEN,
+                f"account {username!r} belongs to another node key; to move it to this "
+                "node, change its key (overlay account change-key)",
+            )
+        token = secrets.token_bytes(32)
+        expires_at = int(now + self.config.session_lifetime)
+        token_hash = hashlib.sha256(token).digest()
+        await self._db(self._store.create_session, token_hash, user.id, conn.node_id,
+                       expires_at, int(now))
+        await self._start_session(conn, user, token_hash, expires_at, now)
+        return Status.OK, "logged in", {
+            "token": token, "expires_at": expires_at, **self._identity_body(user, now),
+        }
+
+    async def _op_resume(self, conn: Connection, *, now: float, token: bytes) -> Reply:
+        token_hash = hashlib.sha256(token).digest()
+        record = await self._db(self._store.session, token_hash)
+        if record is None:
+            raise Rejected(Status.UNAUTHORIZED, "unknown or ended session: log in again")
+        if record.node_id != conn.node_id:
+            raise Rejected(Status.UNAUTHORIZED, "this session belongs to another node key")
+        if record.expires_at <= now:
+            raise Rejected(Status.UNAUTHORIZED, "session expired: log in again")
+        await self._start_session(conn, record.user, token_hash, record.expires_at, now)
+        return Status.OK, "session resumed", {
+            "expires_at": record.expires_at, **self._identity_body(record.user, now),
+        }
+
+    async def _op_logout(self, conn: Connection, *, now: float) -> Reply:
+        assert conn.session is not None
+        await self._db(self._store.delete_session, conn.session.token_hash)
+        await self.connection_closed(conn, int(now))
+        return Status.OK, "logged out", {}
+
+    async def _op_change_key(self, conn: Connection, *, now: float, username: str,
+                             password: str) -> Reply:
+        user = await self._check_password(conn, username, password, now)
+        if user.public_key == conn.public_key:
+            return Status.OK, "the account already uses this node's key", {}
+        await self._db(self._store.set_public_key, user.id, conn.public_key)
+        self._users.pop(username, None)
+        self._certificates.pop(username, None)
+        for other in list(self._sessions.get(username, ())):
+            if other.node_id != conn.node_id:
+                await self.connection_closed(other, int(now))
+                other.notify("session_ended", {"reason": "the account moved to another key"})
+        log.info("%s moved to node %s", username, conn.node_id.short)
+        return Status.OK, "key changed: log in from this node", {"node_id": conn.node_id.raw}
+
+    # --- contacts ---------------------------------------------------------------------------
+
+    async def _other_user(self, conn: Connection, username: str) -> tuple[Session, UserRecord]:
+        session = conn.session
+        assert session is not None
+        if username == session.user.username:
+            raise Rejected(Status.BAD_REQUEST, "that is you")
+        other = await self._user(username)
+        if other is None:
+            raise Rejected(Status.NOT_FOUND, f"no such user {username!r}")
+        return session, other
+
+    async def _op_contact_request(self, conn: Connection, *, now: float,
+                                  username: str) -> Reply:
+        session, other = await self._other_user(conn, username)
+        me = session.user
+        mine = await self._db(self._store.contact_state, me.id, other.id)
+        if mine == "accepted":
+            raise Rejected(Status.CONFLICT, f"{username} is already a contact")
+        if mine == "requested":
+            raise Rejected(Status.CONFLICT, f"you already asked {username}")
+        if await self._db(self._store.contact_state, other.id, me.id) == "requested":
+            return await self._accept(me, other, now)  # they asked first: that is a yes
+        await self._db(self._store.add_request, me.id, other.id, int(now))
+        self._notify_user(username, "contact_request", {"username": me.username})
+        return Status.CREATED, f"asked {username}", {"state": "outgoing"}
+
+    async def _op_contact_accept(self, conn: Connection, *, now: float,
+                                 username: str) -> Reply:
+        session, other = await self._other_user(conn, username)
+        state = await self._db(self._store.contact_state, other.id, session.user.id)
+        if state == "accepted":
+            raise Rejected(Status.CONFLICT, f"{username} is already a contact")
+        if state != "requested":
+            raise Rejected(Status.NOT_FOUND, f"no contact request from {username}")
+        return await self._accept(session.user, other, now)
+
+    async def _accept(self, me: UserRecord, requester: UserRecord, now: float) -> Reply:
+        await self._db(self._store.accept, requester.id, me.id, int(now))
+        self._contacts_changed(me.username, requester.username, accepted=True)
+        self._notify_user(requester.username, "contact_accepted", {"username": me.username})
+        for a, b in ((me.username, requester.username), (requester.username, me.username)):
+            self._notify_user(a, "presence", {"username": b, "presence": self._presence_of(b)})
+        return Status.OK, f"{requester.username} is now a contact", {"state": "accepted"}
+
+    async def _op_contact_decline(self, conn: Connection, *, now: float,
+                                  username: str) -> Reply:
+        session, other = await self._other_user(conn, username)
+        if await self._db(self._store.contact_state, other.id, session.user.id) != "requested":
+            raise Rejected(Status.NOT_FOUND, f"no contact request from {username}")
+        await self._db(self._store.remove_pair, session.user.id, other.id)
+        return Status.OK, f"declined {username}", {}
+
+    async def _op_contact_remove(self, conn: Connection, *, now: float,
+                                 username: str) -> Reply:
+        session, other = await self._other_user(conn, username)
+        if await self._db(self._store.remove_pair, session.user.id, other.id) == 0:
+            raise Rejected(Status.NOT_FOUND, f"{username} is not a contact")
+        self._contacts_changed(session.user.username, username, accepted=False)
+        self._notify_user(username, "contact_removed", {"username": session.user.username})
+        return Status.OK, f"removed {username}", {}
+
+    async def _op_contacts(self, conn: Connection, *, now: float) -> Reply:
+        assert conn.session is not None
+        records = await self._db(self._store.contacts, conn.session.user.id)
+        listed = [{
+            "username": record.username,
+            "state": record.state,
+            "presence": self._presence_of(record.username)
+            if record.state == "accepted" else None,
+        } for record in records]
+        return Status.OK, f"{len(listed)} contact(s)", {"contacts": listed}
+
+    # --- presence and lookup -------------------------------------------------------------
+
+    async def _op_presence(self, conn: Connection, *, now: float, status: str,
+                           home_node: NodeId | None = None, home_address: Address | None = None,
+                           direct_address: Address | None = None) -> Reply:
+        assert conn.session is not None
+        if direct_address is not None and direct_address != conn.verified_address:
+            raise Rejected(Status.FORBIDDEN,
+                           "a direct address must first pass a dial-back (dialback request)")
+        username = conn.session.user.username
+        presence = Presence(status, home_node, home_address, direct_address, int(now), conn)
+        self._presence[username] = presence
+        self._announce_presence(conn.session.contacts, username,
+                                presence.to_wire(self._last_seen.get(username)))
+        return Status.OK, f"presence {status}", {}
+
+    async def _op_lookup(self, conn: Connection, *, now: float, username: str) -> Reply:
+        session = conn.session
+        assert session is not None
+        if username != session.user.username and username not in session.contacts:
+            if await self._user(username) is None:
+                raise Rejected(Status.NOT_FOUND, f"no such user {username!r}")
+            raise Rejected(Status.FORBIDDEN, f"{username} is not your contact")
+        user = await self._user(username)
+        if user is None:  # removed between the two reads
+            raise Rejected(Status.NOT_FOUND, f"no such user {username!r}")
+        return Status.OK, "found", {
+            **self._identity_body(user, now), "presence": self._presence_of(username),
+        }
+
+    # --- supernodes and reachability -------------------------------------------------------
+
+    async def _op_supernodes(self, conn: Connection, *, now: float) -> Reply:
+        listed = [{"node_id": s.node_id.raw, "address": format_address(s.address)}
+                  for s in self._supernodes.values()]
+        return Status.OK, f"{len(listed)} supernode(s)", {"supernodes": listed}
+
+    async def _op_dialback(self, conn: Connection, *, now: float, address: Address) -> Reply:
+        reachable, dialled, reason = await self._dial_back(conn, address)
+        return Status.OK, "reachable" if reachable else "not reachable", {
+            "reachable": reachable, "address": format_address(dialled), "reason": reason,
+        }
+
+    async def _op_announce_supernode(self, conn: Connection, *, now: float,
+                                     address: Address) -> Reply:
+        reachable, dialled, reason = await self._dial_back(conn, address)
+        if not reachable:
+            raise Rejected(Status.FORBIDDEN, f"a supernode must be reachable: {reason}")
+        self._supernodes[conn.node_id] = Supernode(conn.node_id, dialled, conn)
+        log.info("supernode %s at %s joined", conn.node_id.short, format_address(dialled))
+        return Status.OK, "listed as a supernode", {"address": format_address(dialled)}
+
+    async def _dial_back(self, conn: Connection, address: Address) -> tuple[bool, Address, str]:
+        """Dial ``address`` and check that the client's own key answers there.
+
+        Only the address the connection comes from may be dialled (a wildcard
+        host means that one), so the server cannot be turned into a port scanner
+        of other hosts; a different host is itself the sign of a NAT.
+        """
+        host, port = address
+        seen_host = conn.address[0]
+        if host in WILDCARD_HOSTS:
+            host = seen_host
+        dialled = (host, port)
+        if host != seen_host:
+            return False, dialled, (f"you connect from {seen_host}, not {host}: "
+                                    "behind a NAT or a proxy")
+        failure = await self._dialer(dialled, conn.node_id)
+        if failure is not None:
+            return False, dialled, failure
+        conn.verified_address = dialled
+        return True, dialled, "the handshake succeeded with your node key"
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        def call() -> T:
+            return fn(*args, **kwargs)
+        return await trio.to_thread.run_sync(call, limiter=self._db_limiter)
+
+    async def _user(self, username: str) -> UserRecord | None:
+        user = self._users.get(username)
+        if user is not None:
+            self._users.move_to_end(username)
+            return user
+        user = await self._db(self._store.user, username)
+        if user is not None:
+            self._users[username] = user
+            if len(self._users) > MAX_CACHED_USERS:
+                self._users.popitem(last=False)
+        return user
+
+    async def _start_session(self, conn: Connection, user: UserRecord, token_hash: bytes,
+                             expires_at: int, now: float) -> None:
+        if conn.session is not None:
+            await self.connection_closed(conn, int(now))
+        records = await self._db(self._store.contacts, user.id)
+        accepted = {record.username for record in records if record.state == "accepted"}
+        conn.session = Session(user, token_hash, expires_at, accepted)
+        self._sessions.setdefault(user.username, set()).add(conn)
+
+    def _identity_body(self, user: UserRecord, now: float) -> dict[str, Any]:
+        return {"username": user.username, "certificate": self._certificate(user, now).raw}
+
+    def _certificate(self, user: UserRecord, now: float) -> Certificate:
+        """The user's certificate, reissued once half of its lifetime is used up."""
+        cached = self._certificates.get(user.username)
+        lifetime = self.config.certificate_lifetime
+        if cached is None or cached.public_key != user.public_key \
+                or cached.expires_at - now < lifetime / 2:
+            cached = issue_certificate(self.identity, user.username, user.public_key,
+                                       now=now, lifetime=lifetime)
+            self._certificates[user.username] = cached
+        return cached
+
+    def _presence_of(self, username: str) -> dict[str, Any]:
+        last_seen = self._last_seen.get(username)
+        if last_seen is None:
+            cached = self._users.get(username)
+            last_seen = cached.last_seen if cached is not None else None
+        presence = self._presence.get(username)
+        return offline_presence(last_seen) if presence is None else presence.to_wire(last_seen)
+
+    def _contacts_changed(self, a: str, b: str, *, accepted: bool) -> None:
+        for user, other in ((a, b), (b, a)):
+            for conn in self._sessions.get(user, ()):
+                assert conn.session is not None
+                if accepted:
+                    conn.session.contacts.add(other)
+                else:
+                    conn.session.contacts.discard(other)
+
+    def _notify_user(self, username: str, event: str, body: dict[str, Any]) -> None:
+        for conn in self._sessions.get(username, ()):
+            conn.notify(event, body)
+
+    def _announce_presence(self, contacts: set[str], username: str,
+                           presence: dict[str, Any]) -> None:
+        """Tell every logged-in contact of ``username`` (and only them)."""
+        body = {"username": username, "presence": presence}
+        for contact in contacts:
+            self._notify_user(contact, "presence", body)

@@ -1,0 +1,259 @@
+"""The directory's durable state in SQLite: accounts, sessions, contacts.
+
+Settings and why:
+
+- WAL journal: readers never block the writer, and a commit is one append.
+- ``synchronous=FULL``: a commit returns only once the WAL is on disk, so every
+  write the server acknowledged survives a crash (kill -9, power loss).
+- ``foreign_keys=ON``: sessions and contacts cannot outlive their account.
+- ``PRAGMA user_version`` records the schema version; :data:`MIGRATIONS` brings
+  any older file up to date, each step in its own transaction.
+
+Every query is parameterised.  The store is synchronous and not thread-safe by
+itself: :class:`overlay.directory.service.Directory` calls it from one worker
+thread at a time, off the event loop.  Presence is not stored here: it lives
+as long as the client's connection, in memory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from overlay.errors import ConfigError
+from overlay.ids import NodeId
+
+MIGRATIONS: tuple[str, ...] = (
+    # version 1
+    """
+    CREATE TABLE users (
+        id            INTEGER PRIMARY KEY,
+        username      TEXT    NOT NULL UNIQUE,
+        password_hash TEXT    NOT NULL,
+        public_key    BLOB    NOT NULL,
+        node_id       BLOB    NOT NULL,
+        created_at    INTEGER NOT NULL,
+        last_seen     INTEGER
+    );
+    CREATE TABLE sessions (
+        token_hash BLOB    PRIMARY KEY,
+        user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        node_id    BLOB    NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE INDEX sessions_by_user ON sessions(user_id);
+    -- (a, b, 'requested'): a asked b.  Accepted contacts are two rows, both 'accepted'.
+    CREATE TABLE contacts (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        peer_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        state   TEXT    NOT NULL CHECK (state IN ('requested', 'accepted')),
+        since   INTEGER NOT NULL,
+        PRIMARY KEY (user_id, peer_id)
+    );
+    CREATE INDEX contacts_by_peer ON contacts(peer_id);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class UsernameTaken(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: int
+    username: str
+    password_hash: str
+    public_key: bytes
+    node_id: NodeId
+    last_seen: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    user: UserRecord
+    node_id: NodeId
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRecord:
+    username: str
+    state: str
+    """'accepted', 'outgoing' (we asked) or 'incoming' (they asked)."""
+    user_id: int
+
+
+class Store:
+    """One SQLite database file (``:memory:`` works for tests of the logic)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, explicitly.
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"cannot use database {path}: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @property
+    def schema_version(self) -> int:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        return version
+
+    def _migrate(self) -> None:
+        version = self.schema_version
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"database {self.path} has schema version {version}, newer than this "
+                f"program's {SCHEMA_VERSION}: upgrade overlay"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self._transaction():
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version = {int(number)}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT (durable: synchronous=FULL), or ROLLBACK on error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
+        """One statement in its own (durable) transaction."""
+        with self._transaction():
+            return self._db.execute(sql, params)
+
+    # --- users -----------------------------------------------------------------------
+
+    def create_user(self, username: str, password_hash: str, public_key: bytes,
+                    now: int) -> UserRecord:
+        try:
+            cursor = self._write(
+                "INSERT INTO users (username, password_hash, public_key, node_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (username, password_hash, public_key, NodeId.from_public_key(public_key), now),
+            )
+        except sqlite3.IntegrityError:
+            raise UsernameTaken(username) from None
+        assert cursor.lastrowid is not None
+        return UserRecord(cursor.lastrowid, username, password_hash, public_key,
+                          NodeId.from_public_key(public_key), None)
+
+    def user(self, username: str) -> UserRecord | None:
+        row = self._db.execute(
+            "SELECT id, username, password_hash, public_key, node_id, last_seen"
+            " FROM users WHERE username = ?", (username,),
+        ).fetchone()
+        return None if row is None else _user(row)
+
+    def set_public_key(self, user_id: int, public_key: bytes) -> None:
+        """A new device: rebind the account and end the sessions of the old key."""
+        node_id = NodeId.from_public_key(public_key)
+        with self._transaction():
+            self._db.execute("UPDATE users SET public_key = ?, node_id = ? WHERE id = ?",
+                             (public_key, node_id, user_id))
+            self._db.execute("DELETE FROM sessions WHERE user_id = ? AND node_id != ?",
+                             (user_id, node_id))
+
+    def set_last_seen(self, user_id: int, now: int) -> None:
+        self._write("UPDATE users SET last_seen = ? WHERE id = ?", (now, user_id))
+
+    # --- sessions --------------------------------------------------------------------
+
+    def create_session(self, token_hash: bytes, user_id: int, node_id: NodeId,
+                       expires_at: int, now: int) -> None:
+        with self._transaction():
+            self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+            self._db.execute(
+                "INSERT INTO sessions (token_hash, user_id, node_id, expires_at)"
+                " VALUES (?, ?, ?, ?)", (token_hash, user_id, node_id, expires_at),
+            )
+
+    def session(self, token_hash: bytes) -> SessionRecord | None:
+        row = self._db.execute(
+            "SELECT u.id, u.username, u.password_hash, u.public_key, u.node_id, u.last_seen,"
+            " s.node_id, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE s.token_hash = ?", (token_hash,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SessionRecord(_user(row[:6]), NodeId(row[6]), row[7])
+
+    def delete_session(self, token_hash: bytes) -> None:
+        self._write("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+    # --- contacts --------------------------------------------------------------------
+
+    def contact_state(self, user_id: int, peer_id: int) -> str | None:
+        """The row (user -> peer): 'requested', 'accepted' or None."""
+        row = self._db.execute(
+            "SELECT state FROM contacts WHERE user_id = ? AND peer_id = ?", (user_id, peer_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def add_request(self, user_id: int, peer_id: int, now: int) -> None:
+        self._write("INSERT INTO contacts (user_id, peer_id, state, since)"
+                    " VALUES (?, ?, 'requested', ?)", (user_id, peer_id, now))
+
+    def accept(self, requester_id: int, acceptor_id: int, now: int) -> None:
+        """Turn requester's request into a contact in both directions, atomically."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE contacts SET state = 'accepted', since = ?"
+                " WHERE user_id = ? AND peer_id = ?", (now, requester_id, acceptor_id),
+            )
+            self._db.execute(
+                "INSERT INTO contacts (user_id, peer_id, state, since)"
+                " VALUES (?, ?, 'accepted', ?)"
+                " ON CONFLICT (user_id, peer_id) DO UPDATE SET state = 'accepted', since = ?",
+                (acceptor_id, requester_id, now, now),
+            )
+
+    def remove_pair(self, user_id: int, peer_id: int) -> int:
+        """Delete whatever links the two users; returns how many rows there were."""
+        with self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM contacts WHERE (user_id = ? AND peer_id = ?)"
+                " OR (user_id = ? AND peer_id = ?)", (user_id, peer_id, peer_id, user_id),
+            )
+        return cursor.rowcount
+
+    def contacts(self, user_id: int) -> list[ContactRecord]:
+        rows = self._db.execute(
+            "SELECT u.username, c.state, u.id FROM contacts c JOIN users u ON u.id = c.peer_id"
+            " WHERE c.user_id = ?"
+            " UNION ALL"
+            " SELECT u.username, 'incoming', u.id FROM contacts c JOIN users u ON u.id = c.user_id"
+            " WHERE c.peer_id = ? AND c.state = 'requested'"
+            " ORDER BY 1", (user_id, user_id),
+        ).fetchall()
+        return [ContactRecord(name, "outgoing" if state == "requested" else state, uid)
+                for name, state, uid in rows]
+
+
+def _user(row: tuple[object, ...] | sqlite3.Row) -> UserRecord:
+    user_id, username, password_hash, public_key, node_id, last_seen = row
+    assert isinstance(user_id, int) and isinstance(username, str)
+    assert isinstance(password_hash, str) and isinstance(public_key, bytes)
+    assert isinstance(node_id, bytes)
+    assert last_seen is None or isinstance(last_seen, int)
+    return UserRecord(user_id, username, password_hash, public_key, NodeId(node_id), last_seen)

@@ -1,0 +1,252 @@
+"""``bin/nat-lab`` (``python -m overlay.lab``): build, inspect and tear down the real-NAT lab.
+
+Argument parsing and terminal output only; :mod:`overlay.lab.netns` does the
+work.  A :class:`~overlay.lab.errors.LabError` (not root, no such host, a
+command that failed) is one line on stderr and exit status 1; a bad argument
+is argparse's usage line and status 2; ``exec`` passes the command's own exit
+status through.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+
+from overlay.lab.errors import LabError
+from overlay.lab.netns import Lab, existing_namespaces, processes_in
+from overlay.lab.topology import (
+    CORE_PUBLIC,
+    CORE_WAN,
+    MAX_CLIENTS_PER_NAT,
+    MAX_NAT_NETWORKS,
+    MAX_PUBLIC_CLIENTS,
+    MAX_SUPERNODES,
+    Host,
+    LabConfig,
+    host_from_name,
+)
+
+PROG = "nat-lab"
+DESCRIPTION = """\
+Build a lab of network namespaces on this machine (as root) in which the
+overlay's server, supernodes and clients run behind real NAT.
+
+Topology (PREFIX defaults to "ovl"; every namespace is PREFIX-HOST):
+
+  server 198.51.100.10   sn1.. 198.51.100.11..   pub1.. 198.51.100.21..
+         |                      |                       |
+     [ core router: 198.51.100.1 | 203.0.113.254, forwards between its sides ]
+               |                                  |
+     nat1 WAN 203.0.113.1               nat2 WAN 203.0.113.2    ...
+     nat1 LAN 100.64.1.1                nat2 LAN 100.64.2.1
+               |                                  |
+     nat1-c1 100.64.1.10, nat1-c2 ..    nat2-c1 100.64.2.10 ...
+
+Each NAT router masquerades its LAN behind its WAN address and drops every
+connection the WAN side opens: its clients can dial out (the far end sees the
+router's WAN address) but cannot be dialled, not even from behind another NAT.
+"""
+EPILOG = """\
+examples:
+  bin/nat-lab up                         # 2 NATs x 1 client, 3 supernodes, 1 public client
+  bin/nat-lab exec nat1-c1 -- ip route   # run a command on a host
+  bin/nat-lab status
+  bin/nat-lab down
+
+See docs/nat-lab.md for the details and the known limits.
+"""
+
+
+def _count(most: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if not 0 <= value <= most:
+            raise argparse.ArgumentTypeError(f"must be between 0 and {most}, got {value}")
+        return value
+
+    return parse
+
+
+def _add_prefix(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prefix", default=LabConfig.prefix, metavar="P",
+                        help="name of the lab: its namespaces are P-HOST "
+                             f"(1-8 lower-case letters and digits; default {LabConfig.prefix})")
+
+
+# --- up ----------------------------------------------------------------------
+
+
+def add_up(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "up", help="build the lab (removing an older one of the same prefix first)",
+        description="Build the lab and print its hosts.  An existing lab with the same "
+                    "prefix is torn down first.")
+    _add_prefix(parser)
+    parser.add_argument("--nat-networks", type=_count(MAX_NAT_NETWORKS),
+                        default=LabConfig.nat_networks, metavar="N",
+                        help=f"private networks, each behind its own NAT router "
+                             f"(default {LabConfig.nat_networks})")
+    parser.add_argument("--clients-per-nat", type=_count(MAX_CLIENTS_PER_NAT),
+                        default=LabConfig.clients_per_nat, metavar="N",
+                        help=f"clients on each private network "
+                             f"(default {LabConfig.clients_per_nat})")
+    parser.add_argument("--supernodes", type=_count(MAX_SUPERNODES),
+                        default=LabConfig.supernodes, metavar="N",
+                        help=f"supernodes on the public side (default {LabConfig.supernodes})")
+    parser.add_argument("--public-clients", type=_count(MAX_PUBLIC_CLIENTS),
+                        default=LabConfig.public_clients, metavar="N",
+                        help=f"reachable clients on the public side "
+                             f"(default {LabConfig.public_clients})")
+    parser.set_defaults(run=cmd_up)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    lab = Lab(LabConfig(prefix=args.prefix, nat_networks=args.nat_networks,
+                        clients_per_nat=args.clients_per_nat, supernodes=args.supernodes,
+                        public_clients=args.public_clients))
+    seconds = lab.up()
+    if lab.cleared_leftovers:
+        print(f"(removed the lab {lab.prefix!r} that was already there first)")
+    print(host_table(lab.hosts.values()))
+    print(f"core router: namespace {lab.core_namespace}, {CORE_PUBLIC} and {CORE_WAN}")
+    print(f"lab {lab.prefix!r} up: {len(lab.namespaces())} namespaces in {seconds:.2f} s")
+    return 0
+
+
+def host_table(hosts: Iterable[Host]) -> str:
+    """Hosts as aligned columns: name, kind, namespace, address, what the public side sees."""
+    rows = [("HOST", "KIND", "NAMESPACE", "ADDRESS", "SEEN FROM OUTSIDE AS")]
+    for host in hosts:
+        address = host.address
+        if host.lan_address is not None:
+            address = f"{host.address} (LAN {host.lan_address}/24)"
+        rows.append((host.name, host.kind, host.namespace, address, host.public_address))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+                     + "  " + row[-1] for row in rows)
+
+
+# --- down --------------------------------------------------------------------
+
+
+def add_down(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "down", help="kill everything in the lab and delete it",
+        description="Kill every process in the lab's namespaces, delete the namespaces and "
+                    "any interface of the lab, and check that nothing is left.")
+    _add_prefix(parser)
+    parser.set_defaults(run=cmd_down)
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    lab = Lab(LabConfig(prefix=args.prefix))
+    existed = len(lab.leftovers())
+    seconds = lab.down()  # raises LabError naming what is left, if anything is
+    what = f"{existed} namespaces and interfaces removed" if existed else "nothing was there"
+    print(f"lab {lab.prefix!r} down in {seconds:.2f} s ({what}); nothing is left")
+    return 0
+
+
+# --- status ------------------------------------------------------------------
+
+
+def add_status(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("status", help="what exists of the lab",
+                                   description="List the lab's namespaces and hosts.")
+    _add_prefix(parser)
+    parser.set_defaults(run=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    lab = Lab(LabConfig(prefix=args.prefix))
+    left = lab.leftovers()
+    if not left:
+        print(f"lab {lab.prefix!r} is down: nothing of it exists")
+        return 0
+    lab = Lab.attach(lab.prefix)
+    present = set(existing_namespaces(lab.prefix))
+    hosts = [host for host in lab.hosts.values() if host.namespace in present]
+    print(host_table(hosts))
+    missing = [name for name in lab.namespaces() if name not in present]
+    if os.geteuid() == 0:
+        per_namespace: dict[str, int] = {}
+        for namespace in processes_in(present).values():
+            per_namespace[namespace] = per_namespace.get(namespace, 0) + 1
+        busy = ", ".join(f"{ns} {n}" for ns, n in sorted(per_namespace.items()))
+        print(f"processes: {busy or 'none'}")
+    others = [item for item in left if item not in lab.namespaces()]
+    state = "up" if not missing else f"incomplete (missing {', '.join(missing)})"
+    print(f"lab {lab.prefix!r} is {state}: {len(present)} namespaces"
+          + (f"; also {', '.join(others)}" if others else ""))
+    return 0
+
+
+# --- exec --------------------------------------------------------------------
+
+
+def add_exec(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "exec", help="run a command on a host of the lab",
+        description="Run CMD inside HOST's network namespace; the exit status is CMD's.",
+        epilog="example: bin/nat-lab exec nat1-c1 -- python3 -c 'print(1)'")
+    _add_prefix(parser)
+    parser.add_argument("host", metavar="HOST",
+                        help="server, snK, pubK, natN (a NAT router) or natN-cM")
+    parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...",
+                        help="the command and its arguments (default: a shell)")
+    parser.set_defaults(run=cmd_exec)
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    argv: list[str] = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    host_from_name(args.prefix, args.host)  # a name no lab can have: say so, root or not
+    lab = Lab.attach(args.prefix)
+    command = lab.command(args.host, argv or ["sh"])
+    if os.geteuid() != 0:
+        raise LabError("the NAT lab needs root")
+    sys.stdout.flush()
+    try:
+        os.execv(command[0], command)  # the command's exit status is ours
+    except OSError as exc:
+        raise LabError(f"cannot run {command[0]}: {exc.strerror}") from None
+
+
+# --- start (to come) ---------------------------------------------------------
+# Extension point: `start` will launch the overlay's server, supernodes and
+# clients inside a lab that is up.  Write add_start(subparsers) and
+# cmd_start(args) here (use Lab.attach(args.prefix) to find the hosts and
+# lab.popen(host, [sys.executable, "-m", "overlay", ...]) to run them) and
+# append add_start to SUBCOMMANDS.
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    add_up, add_down, add_status, add_exec,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except LabError as exc:
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return result
