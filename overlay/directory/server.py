@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +122,7 @@ class ClientConnection:
     async def answer_requests(self) -> None:
         async for request in self._receive:
             status, reason, body = await self.server.directory.handle(
-                self, request.operation, request.arguments, time.time())
+                self, request.operation, request.arguments, self.server.wall_clock())
             self._reply(request.request_id, status, reason, body)
 
     async def close_when_idle(self) -> None:
@@ -151,8 +152,11 @@ class DirectoryServer:
     def __init__(self, identity: Identity, store: Store,
                  directory_config: DirectoryConfig | None = None,
                  config: ServerConfig | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.identity = identity
+        self.wall_clock = wall_clock
+        """Unix time for certificates, sessions and login limits (tests pass their own)."""
         self.directory = Directory(identity, store, self.dial_back, directory_config)
         self.config = config or ServerConfig()
         self._transport = transport or TcpTransport()
@@ -178,7 +182,7 @@ class DirectoryServer:
             self.connections.discard(conn)
             with trio.move_on_after(5) as cleanup:
                 cleanup.shield = True
-                await self.directory.connection_closed(conn, int(time.time()))
+                await self.directory.connection_closed(conn, int(self.wall_clock()))
 
     async def dial_back(self, address: Address, expected: NodeId) -> str | None:
         """The service's dialer: None if ``expected`` completed a handshake at ``address``."""

@@ -87,6 +87,7 @@ class Link:
         self._wakeup = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._timer_scope: trio.CancelScope | None = None
+        self._dispatching = False
         self.finished = trio.Event()
 
     def __repr__(self) -> str:
@@ -209,8 +210,16 @@ class Link:
             scope.deadline = min(scope.deadline, trio.current_time() + self._linger)
 
     def _dispatch_events(self) -> None:
-        while (event := self.core.next_event()) is not None:
-            self._dispatch(event)
+        # Not re-entrant: a handler that sends (and so pumps) while we dispatch must not
+        # recurse into the next event; this loop drains it.
+        if self._dispatching:
+            return
+        self._dispatching = True
+        try:
+            while (event := self.core.next_event()) is not None:
+                self._dispatch(event)
+        finally:
+            self._dispatching = False
 
     def _dispatch(self, event: LinkEvent) -> None:
         if isinstance(event, MessageReceived):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -20,8 +21,23 @@ from tests.conftest import make_identity
 PASSWORD = "correct horse battery"
 
 
+class WallClock:
+    """Unix time that tests can move forward (login windows, session expiry)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 class RunningServer:
-    def __init__(self, server: DirectoryServer, address: Address, store: Store) -> None:
+    def __init__(self, server: DirectoryServer, address: Address, store: Store,
+                 clock: WallClock) -> None:
+        self.clock = clock
         self.server = server
         self.address = address
         self.store = store
@@ -40,11 +56,12 @@ ServerFactory = Callable[..., AbstractAsyncContextManager[RunningServer]]
 @pytest.fixture
 async def directory(tmp_path: Path) -> AsyncIterator[RunningServer]:
     store = Store(tmp_path / "directory.sqlite3")
+    clock = WallClock()
     server = DirectoryServer(make_identity("server"), store, DirectoryConfig(),
-                             ServerConfig())
+                             ServerConfig(), wall_clock=clock)
     async with trio.open_nursery() as nursery:
         address = await nursery.start(server.serve, ("127.0.0.1", 0))
-        yield RunningServer(server, address, store)
+        yield RunningServer(server, address, store, clock)
         nursery.cancel_scope.cancel()
     store.close()
 

@@ -1,0 +1,130 @@
+"""Hostile and careless clients: each gets a 4xx with a reason, and the server serves on."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+import trio
+
+from overlay.errors import DirectoryError
+from overlay.net.link import Link
+from overlay.proto.messages import DirectoryResponse
+from tests.directory.conftest import PASSWORD, RunningServer, registered
+
+BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
+    ("no_such_op", {}, "unknown operation"),
+    ("register", {"username": "alice"}, "missing argument 'password'"),
+    ("register", {"username": 7, "password": PASSWORD}, "invalid username"),
+    ("register", {"username": ["a"], "password": PASSWORD}, "invalid username"),
+    ("register", {"username": "x" * 5000, "password": PASSWORD}, "invalid username"),
+    ("register", {"username": "bob'; DROP TABLE users; --", "password": PASSWORD},
+     "invalid username"),
+    ("register", {"username": "a' OR '1'='1", "password": PASSWORD}, "invalid username"),
+    ("register", {"username": "carol", "password": "p" * 2000}, "password must be"),
+    ("register", {"username": "carol", "password": b"bytes"}, "password must be"),
+    ("register", {"username": "carol", "password": "short"}, "too short"),
+    ("register", {"username": "carol", "password": "aaaaaaaaaaaaaa"}, "too repetitive"),
+    ("register", {"username": "carol", "password": "carol-is-great"}, "username"),
+    ("register", {"username": "carol", "password": PASSWORD, "admin": True},
+     "unknown argument"),
+    ("login", {"username": "alice", "password": None}, "missing argument"),
+    ("resume", {"token": "not bytes"}, "token must be"),
+    ("dialback", {"address": "nonsense"}, "bad address"),
+    ("dialback", {"address": 12}, "address must be"),
+    ("presence", {"status": "online"}, "log in first"),
+    ("lookup", {"username": "alice"}, "log in first"),
+]
+
+
+@pytest.mark.parametrize(("operation", "arguments", "reason"), BAD_REQUESTS)
+async def test_bad_requests_get_4xx_with_a_reason(
+    directory: RunningServer, operation: str, arguments: dict[str, Any], reason: str,
+) -> None:
+    await registered(directory, "alice")
+    async with directory.client("mallory") as mallory:
+        with pytest.raises(DirectoryError) as refused:
+            await mallory.request(operation, **arguments)
+        assert 400 <= refused.value.status < 500
+        assert reason in refused.value.reason
+        # The same connection, and the server, keep working.
+        assert (await mallory.request("supernodes")).status == 200
+    async with directory.client("alice") as alice:
+        assert (await alice.login("alice", PASSWORD)).username == "alice"
+
+
+async def test_sql_metacharacters_change_nothing(directory: RunningServer) -> None:
+    await registered(directory, "alice", "bob")
+    async with directory.client("alice") as alice:
+        await alice.login("alice", PASSWORD)
+        for name in ("bob' --", "bob\" OR 1=1", "%", "_ob", "b%"):
+            with pytest.raises(DirectoryError) as refused:
+                await alice.lookup(name)
+            assert refused.value.status in (400, 404)
+    assert directory.store.user("bob") is not None
+
+
+async def test_the_sixth_wrong_password_in_a_minute_gets_429(directory: RunningServer) -> None:
+    await registered(directory, "alice")
+    async with directory.client("alice") as alice:
+        for _ in range(5):
+            with pytest.raises(DirectoryError) as wrong:
+                await alice.login("alice", "guess-" + secrets.token_hex(4))
+            assert wrong.value.status == 401
+        with pytest.raises(DirectoryError) as limited:
+            await alice.login("alice", "guess-again-123")
+        assert limited.value.status == 429
+        assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 60
+        # Within the window even the right password waits: guessing must not pay off.
+        with pytest.raises(DirectoryError) as still:
+            await alice.login("alice", PASSWORD)
+        assert still.value.status == 429
+        directory.clock.advance(61)
+        assert (await alice.login("alice", PASSWORD)).username == "alice"
+
+
+async def test_request_rate_cap_answers_429(directory: RunningServer) -> None:
+    async with directory.client("flooder") as flooder:
+        statuses: list[int] = []
+
+        async def one() -> None:
+            try:
+                statuses.append((await flooder.request("supernodes")).status)
+            except DirectoryError as exc:
+                statuses.append(exc.status)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(1_000):  # far above the burst of 400, all at once
+                nursery.start_soon(one)
+        assert 429 in statuses
+        assert statuses.count(200) >= 64
+    async with directory.client("polite") as polite:
+        assert (await polite.request("supernodes")).status == 200
+
+
+async def test_a_non_request_message_closes_only_that_connection(
+    directory: RunningServer,
+) -> None:
+    async with directory.client("odd") as odd, directory.client("fine") as fine:
+        link: Link = odd._link
+        link.send_nowait(DirectoryResponse(1, 200, "I am not a server", {}))
+        with trio.fail_after(5):
+            await link.finished.wait()
+        assert link.core.down is not None and "only requests" in link.core.down.reason
+        assert (await fine.request("supernodes")).status == 200
+
+
+async def test_garbage_bytes_close_the_connection_and_the_server_goes_on(
+    directory: RunningServer,
+) -> None:
+    for garbage in (b"\xff" * 64, (70_000).to_bytes(4, "big"), b"\x00\x00\x00\x05" + b"\xc1" * 5):
+        stream = await trio.open_tcp_stream(*directory.address)
+        await stream.send_all(garbage)
+        with trio.fail_after(5):
+            while await stream.receive_some(1024):
+                pass  # the server answers with CLOSE, then hangs up
+        await stream.aclose()
+    async with directory.client("after") as after:
+        assert (await after.request("supernodes")).status == 200
+
