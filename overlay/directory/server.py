@@ -149,7 +149,7 @@ class ClientConnection:
 class DirectoryServer:
     """Serves the directory on one address until cancelled."""
 
-    def __init__(self, identity: Identity, store: Store,
+    def __init__(self, identity: Identity, store: Store, *,
                  directory_config: DirectoryConfig | None = None,
                  config: ServerConfig | None = None,
                  transport: Transport | None = None,

@@ -47,6 +47,8 @@ Topology (PREFIX defaults to "ovl"; every namespace is PREFIX-HOST):
 Each NAT router masquerades its LAN behind its WAN address and drops every
 connection the WAN side opens: its clients can dial out (the far end sees the
 router's WAN address) but cannot be dialled, not even from behind another NAT.
+The core even routes 100.64.N.0/24 to router N, so what keeps those clients
+undialable is the routers' firewall, as the tests check.
 """
 EPILOG = """\
 examples:

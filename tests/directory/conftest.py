@@ -57,8 +57,9 @@ ServerFactory = Callable[..., AbstractAsyncContextManager[RunningServer]]
 async def directory(tmp_path: Path) -> AsyncIterator[RunningServer]:
     store = Store(tmp_path / "directory.sqlite3")
     clock = WallClock()
-    server = DirectoryServer(make_identity("server"), store, DirectoryConfig(),
-                             ServerConfig(), wall_clock=clock)
+    server = DirectoryServer(make_identity("server"), store,
+                             directory_config=DirectoryConfig(), config=ServerConfig(),
+                             wall_clock=clock)
     async with trio.open_nursery() as nursery:
         address = await nursery.start(server.serve, ("127.0.0.1", 0))
         yield RunningServer(server, address, store, clock)
