@@ -48,6 +48,9 @@ from overlay.proto.messages import (
     Ack,
     Close,
     CloseCode,
+    DirectoryNotice,
+    DirectoryRequest,
+    DirectoryResponse,
     Hello,
     HelloAck,
     Message,
@@ -71,6 +74,9 @@ INVALID_KEYS = {"name", "note", "error", "close", "hex"}
 
 # What a ``message:`` line may refer to; no builtins.
 MESSAGE_NAMESPACE: dict[str, Any] = {
+    "DirectoryRequest": DirectoryRequest,
+    "DirectoryResponse": DirectoryResponse,
+    "DirectoryNotice": DirectoryNotice,
     "Hello": Hello,
     "HelloAck": HelloAck,
     "Ack": Ack,
