@@ -329,6 +329,7 @@ class Lab:
         problems: list[str] = []
         namespaces = existing_namespaces(self.prefix)
         interfaces = _root_interfaces(self.prefix)
+        self._reap()
         if namespaces or interfaces or self._procs:
             _check_privileges()
             survivors = self._kill_processes(namespaces)
