@@ -66,6 +66,8 @@ from overlay.proto.messages import (
     MAX_TTL,
     METRIC_INFINITY,
     NONCE_LEN,
+    Attach,
+    AttachPurpose,
     Close,
     CloseCode,
     Message,
@@ -96,6 +98,9 @@ class NodeConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     default_ttl: int = DEFAULT_TTL
     channel: ChannelConfig = field(default_factory=ChannelConfig)
+    edge: bool = False
+    """An edge client: no routing, no relaying; what has no direct link goes to the home
+    supernode (see :meth:`Node.attach`)."""
 
 
 def keep_new_link(own_id: NodeId, peer_id: NodeId, existing_outgoing: bool,
@@ -181,9 +186,18 @@ class Node:
         self._stopping = False
         self._routes_seen = 0
         self._router: Router | None = None
+        self._attached: dict[NodeId, Link] = {}
+        """Edge clients attached to this node (their links sent ATTACH EDGE)."""
+        self._non_routing: set[NodeId] = set()
+        """Peers whose links carry no routing: edge clients and probes."""
+        self._attach_purpose: dict[Link, AttachPurpose] = {}
+        """Links this node dialled as an edge client or a probe: ATTACH goes first on them."""
         self.forwarder = Forwarder(self.node_id, self._next_hop,
                                    default_ttl=self.config.default_ttl,
-                                   first_packet_id=self._rng.getrandbits(32))
+                                   first_packet_id=self._rng.getrandbits(32),
+                                   default_hop=self._default_hop,
+                                   attached=self._attached.__contains__,
+                                   relays=not self.config.edge)
         self._handlers: dict[int, PacketHandler] = {}
         self.channels = ChannelManager(self.node_id, self.send_packet, self.config.channel)
         self._handlers[MessageType.DATA] = self.channels.handle_packet
@@ -251,11 +265,43 @@ class Node:
 
     # --- public API ---------------------------------------------------------------
 
-    def connect(self, address: Address, *, expected_peer: NodeId | None = None) -> None:
-        """Keep a link to ``address``: dial now, and redial with backoff whenever it drops."""
+    def connect(self, address: Address, *, expected_peer: NodeId | None = None,
+                attach: bool = False) -> trio.CancelScope:
+        """Keep a link to ``address``: dial now, and redial with backoff whenever it drops.
+
+        ``attach``: dial as an edge client (ATTACH EDGE goes first on the link).
+        Cancel the returned scope to stop redialling (the current link stays up
+        until closed; see :meth:`disconnect`).
+        """
         if self._nursery is None:
             raise RuntimeError("the node is not running")
-        self._nursery.start_soon(self._dial_loop, address, expected_peer)
+        scope = trio.CancelScope()
+        purpose = AttachPurpose.EDGE if attach else None
+        self._nursery.start_soon(self._dial_loop, address, expected_peer, purpose, scope)
+        return scope
+
+    def disconnect(self, peer: NodeId, reason: str = "no longer wanted") -> None:
+        """Close the link to ``peer`` if there is one (its dialer, if any, must be cancelled)."""
+        link = self._neighbours.get(peer)
+        if link is not None:
+            link.close(CloseCode.NORMAL, reason)
+
+    @property
+    def home(self) -> NodeId | None:
+        """An edge client's home supernode: where packets without a direct link go."""
+        return self.forwarder.home
+
+    def set_home(self, supernode: NodeId | None) -> None:
+        self.forwarder.home = supernode
+        self._notify()
+
+    def set_location(self, node: NodeId, home: NodeId) -> None:
+        """``node`` is an edge client attached to ``home`` (from the directory's presence)."""
+        self.forwarder.set_location(node, home)
+
+    @property
+    def attached_clients(self) -> list[NodeId]:
+        return list(self._attached)
 
     @property
     def router(self) -> Router:
@@ -391,7 +437,13 @@ class Node:
             return
         await self._run_link(self._new_link(stream, address, initiator=False))
 
-    async def _dial_loop(self, address: Address, expected_peer: NodeId | None) -> None:
+    async def _dial_loop(self, address: Address, expected_peer: NodeId | None,
+                         purpose: AttachPurpose | None, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._dial_forever(address, expected_peer, purpose)
+
+    async def _dial_forever(self, address: Address, expected_peer: NodeId | None,
+                            purpose: AttachPurpose | None) -> None:
         delay = self.config.reconnect_initial
         known_peer = expected_peer
         failures = 0
@@ -413,7 +465,12 @@ class Node:
                 failures = 0
                 link = self._new_link(stream, address, initiator=True,
                                       expected_peer=expected_peer)
-                await self._run_link(link)
+                if purpose is not None:
+                    self._attach_purpose[link] = purpose
+                try:
+                    await self._run_link(link)
+                finally:
+                    self._attach_purpose.pop(link, None)
                 if link.core.peer_id is not None:
                     known_peer = link.core.peer_id
                 established = link.core.established_at is not None
@@ -443,11 +500,21 @@ class Node:
             return
         self._neighbours[peer] = link
         self._links_accepted += 1
+        purpose = self._attach_purpose.get(link)
+        if purpose is not None:
+            link.send_nowait(Attach(purpose))
         self._notify()
 
     def link_rtt(self, link: Link, event: RttMeasured) -> None:
         peer, cost = link.peer_id, link.core.metric_us
         if peer is None or cost is None or self._neighbours.get(peer) is not link:
+            return
+        if not self._routes_with(peer, link):
+            if link.core.rtt.samples == 1:
+                what = "edge client" if peer in self._attached else "neighbour"
+                log.info("%s %s up via %s (%s), rtt %.3f ms", what, peer,
+                         format_address(link.address), link.direction, event.sample * 1000)
+                self._notify()
             return
         if link.core.rtt.samples == 1:
             log.info("neighbour %s up via %s (%s), rtt %.3f ms", peer,
@@ -468,15 +535,24 @@ class Node:
             self._trace("receive", message)
             self._execute(self.forwarder.receive(message))
         elif isinstance(message, RouteUpdate | SeqnoRequest):
-            self.router.receive(peer, message, trio.current_time())
-            self._after_routing()
+            if self._routes_with(peer, link):
+                self.router.receive(peer, message, trio.current_time())
+                self._after_routing()
+        elif isinstance(message, Attach):
+            self._peer_attached(peer, link, message)
 
     def link_down(self, link: Link, event: LinkDown) -> None:
         peer = link.peer_id
         where = format_address(link.address)
         if peer is not None and self._neighbours.get(peer) is link:
             del self._neighbours[peer]
-            log.info("neighbour %s down (%s): %s", peer, where, event.describe())
+            self._non_routing.discard(peer)
+            if self._attached.pop(peer, None) is not None:
+                log.info("edge client %s detached (%s): %s", peer, where, event.describe())
+            elif link.core.initiator and self._attach_purpose.get(link) is AttachPurpose.PROBE:
+                log.debug("probe of %s done (%s)", peer, where)
+            else:
+                log.info("neighbour %s down (%s): %s", peer, where, event.describe())
             if self._router is not None and not self._stopping:
                 self._router.remove_neighbour(peer, trio.current_time())
                 self._after_routing()
@@ -491,8 +567,44 @@ class Node:
 
     # --- routing and forwarding -------------------------------------------------------
 
+    def _routes_with(self, peer: NodeId, link: Link) -> bool:
+        """Does routing run over this link?  Not on edge clients, nor with edges and probes."""
+        if self.config.edge or peer in self._non_routing:
+            return False
+        return link not in self._attach_purpose
+
+    def _peer_attached(self, peer: NodeId, link: Link, message: Attach) -> None:
+        """The peer declared its link non-routing (an edge client or a probe)."""
+        if self.config.edge and message.purpose == AttachPurpose.EDGE:
+            link.close(CloseCode.PROTOCOL_ERROR, "an edge client cannot take attachments")
+            return
+        self._non_routing.add(peer)
+        if self._router is not None and not self._stopping:
+            self._router.remove_neighbour(peer, trio.current_time())
+            self._after_routing()
+        if message.purpose == AttachPurpose.EDGE:
+            self._attached[peer] = link
+            self._notify()
+
     def _next_hop(self, destination: NodeId) -> NodeId | None:
-        return self._router.next_hop(destination) if self._router else None
+        if self.config.edge:
+            return destination if destination in self._neighbours else None
+        hop = self._router.next_hop(destination) if self._router else None
+        if hop is None and destination in self._attached:
+            return destination
+        return hop
+
+    def _default_hop(self) -> NodeId | None:
+        """An edge client's default route: its home supernode, else any attached supernode."""
+        if not self.config.edge:
+            return None
+        home = self.forwarder.home
+        if home is not None and home in self._neighbours:
+            return home
+        for peer, link in self._neighbours.items():
+            if self._attach_purpose.get(link) is AttachPurpose.EDGE:
+                return peer
+        return None
 
     async def _routing_timer(self) -> None:
         while True:
@@ -507,7 +619,11 @@ class Node:
         router = self.router
         while (out := router.next_outgoing()) is not None:
             target, message = out
-            links = [self._neighbours.get(target)] if target else list(self._neighbours.values())
+            if target is not None:
+                links = [self._neighbours.get(target)]
+            else:
+                links = [link for peer, link in self._neighbours.items()
+                         if self._routes_with(peer, link)]
             for link in links:
                 if link is not None and not link.send_nowait(message):
                     self._dropped_queue_full += 1

@@ -11,6 +11,25 @@ are routed packets themselves, and a report never causes another report, so
 errors cannot multiply.  ECHO_REQUEST is answered here with an ECHO_REPLY,
 which is how ``overlay ping`` and ``overlay traceroute`` work.
 
+Edge clients and VIA
+--------------------
+Edge clients (maybe behind NAT) are not routing destinations: routing tables
+hold supernodes only.  A packet for an edge client travels *inside* a VIA
+packet addressed to the client's home supernode, like IP-in-IP tunnelling:
+``VIA`` body ``[final_dst, src_home, inner_type, inner_body]``.  The home
+supernode hands it to the attached client over the client's own (outbound)
+link; the client unwraps it.  ``src_home`` is the sender's home (nil when the
+sender is itself routable), and every node a VIA packet crosses learns from it
+where the sender can be reached: answers, acknowledgements and error reports
+find their way back, and a client that moved to another supernode is found at
+its new home by the next packet it sends.  Where a client is attached comes
+from the directory (presence) or from this reverse-path learning, kept in a
+bounded table of *locations*.
+
+An edge client does not relay: it sends everything it cannot deliver over a
+direct link to its home supernode (its default route), and drops packets that
+are not for it.
+
 The core decides; the driver acts.  Each decision is a list of actions
 (deliver locally, forward to a neighbour, dropped) and the driver carries
 them out.  A send queue that is full is the driver's to count.
@@ -19,12 +38,20 @@ them out.  A send queue that is full is the driver's to count.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 from overlay.ids import NODE_ID_LEN, NodeId
-from overlay.proto.messages import DEFAULT_TTL, MAX_TTL, U32_MAX, MessageType, RoutedPacket
+from overlay.proto.messages import (
+    DEFAULT_TTL,
+    MAX_TTL,
+    ROUTED_TYPES,
+    U32_MAX,
+    MessageType,
+    RoutedPacket,
+)
 
 ERROR_TYPES = frozenset({MessageType.TIME_EXCEEDED, MessageType.UNREACHABLE})
 
@@ -34,6 +61,8 @@ class UnreachableCode(enum.IntEnum):
 
     NONE = 0
     NO_ROUTE = 1
+    NOT_ATTACHED = 2
+    """A VIA packet reached the home supernode it named, but the client is not attached there."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +118,39 @@ class ErrorReport:
         return cls(original_type, packet_id, NodeId(dst), address, code)
 
 
+@dataclass(frozen=True, slots=True)
+class Via:
+    """The body of a VIA packet (see the module docstring)."""
+
+    final_dst: NodeId
+    src_home: NodeId | None
+    inner_type: int
+    inner_body: Any
+
+    def to_body(self) -> list[Any]:
+        home = None if self.src_home is None else self.src_home.raw
+        return [self.final_dst.raw, home, self.inner_type, self.inner_body]
+
+    @classmethod
+    def from_body(cls, body: Any) -> Via:
+        """Parse a received VIA body; ValueError if it is malformed."""
+        if not isinstance(body, list) or len(body) != 4:
+            raise ValueError("a VIA body is a 4-element array")
+        final_dst, src_home, inner_type, inner_body = body
+        if not isinstance(final_dst, bytes) or len(final_dst) != NODE_ID_LEN:
+            raise ValueError("VIA final destination must be a node id")
+        if src_home is not None and (not isinstance(src_home, bytes)
+                                     or len(src_home) != NODE_ID_LEN):
+            raise ValueError("VIA source home must be a node id or nil")
+        if not isinstance(inner_type, int) or isinstance(inner_type, bool) \
+                or inner_type not in ROUTED_TYPES \
+                or inner_type == MessageType.VIA:
+            raise ValueError("VIA inner type must be a routed type other than VIA")
+        return cls(NodeId.interned(final_dst),
+                   None if src_home is None else NodeId.interned(src_home),
+                   int(inner_type), inner_body)
+
+
 def echo_reply_body(request: RoutedPacket, address: str | None) -> list[Any]:
     """ECHO_REPLY carries ``[request_packet_id, request_body, responder_address]``."""
     return [request.packet_id, request.body, address]
@@ -103,6 +165,10 @@ class ForwardingCounters:
     dropped_no_route: int = 0
     errors_sent: int = 0
     echo_replies_sent: int = 0
+    wrapped: int = 0
+    dropped_not_attached: int = 0
+    dropped_not_relaying: int = 0
+    dropped_malformed: int = 0
 
 
 class Forwarder:
@@ -116,6 +182,10 @@ class Forwarder:
         address: str | None = None,
         default_ttl: int = DEFAULT_TTL,
         first_packet_id: int = 0,
+        default_hop: Callable[[], NodeId | None] = lambda: None,
+        attached: Callable[[NodeId], bool] = lambda _node: False,
+        relays: bool = True,
+        max_locations: int = 100_000,
     ) -> None:
         if not 1 <= default_ttl <= MAX_TTL:
             raise ValueError(f"default TTL must be in 1..{MAX_TTL}")
@@ -124,7 +194,24 @@ class Forwarder:
         self.default_ttl = default_ttl
         self.counters = ForwardingCounters()
         self._next_hop = next_hop
+        self._default_hop = default_hop
+        self._attached = attached
+        self.relays = relays
+        """False for an edge client: it originates and receives, never forwards."""
+        self.home: NodeId | None = None
+        """This node's own home supernode (edge clients), stamped on the VIA packets it sends."""
+        self.locations: OrderedDict[NodeId, NodeId] = OrderedDict()
+        self._max_locations = max_locations
         self._packet_id = first_packet_id & U32_MAX
+
+    def set_location(self, node: NodeId, home: NodeId) -> None:
+        """``node`` is an edge client attached to ``home`` (most recent first; bounded)."""
+        if node == home:
+            return
+        self.locations[node] = home
+        self.locations.move_to_end(node)
+        if len(self.locations) > self._max_locations:
+            self.locations.popitem(last=False)
 
     def new_packet(self, packet_type: int, dst: NodeId, body: Any,
                    ttl: int | None = None) -> RoutedPacket:
@@ -141,8 +228,13 @@ class Forwarder:
 
     def receive(self, packet: RoutedPacket) -> list[Action]:
         """A packet arrived from a neighbour."""
+        if packet.type == MessageType.VIA:
+            return self._receive_via(packet)
         if packet.dst == self.node_id:
             return self._arrive(packet)
+        if not self.relays:
+            self.counters.dropped_not_relaying += 1
+            return [Dropped(packet, "an edge client does not relay")]
         ttl = packet.ttl - 1
         if ttl <= 0:
             self.counters.dropped_ttl += 1
@@ -154,6 +246,12 @@ class Forwarder:
         if packet.dst == self.node_id:
             return self._arrive(packet)
         hop = self._next_hop(packet.dst)
+        if hop is None and packet.type != MessageType.VIA:
+            home = self.locations.get(packet.dst)
+            if home is not None and home != self.node_id:
+                return self._route(self._wrap(packet, home, ttl), ttl)
+        if hop is None:
+            hop = self._default_hop()
         if hop is None:
             self.counters.dropped_no_route += 1
             return [Dropped(packet, "no route"),
@@ -161,6 +259,45 @@ class Forwarder:
         if packet.src != self.node_id:
             self.counters.forwarded += 1
         return [Forward(hop, packet if ttl == packet.ttl else replace(packet, ttl=ttl))]
+
+    def _wrap(self, packet: RoutedPacket, home: NodeId, ttl: int) -> RoutedPacket:
+        """``packet`` inside a VIA packet to the destination's home supernode."""
+        self.counters.wrapped += 1
+        src_home = self.home if packet.src == self.node_id else self.locations.get(packet.src)
+        via = Via(packet.dst, src_home, packet.type, packet.body)
+        return RoutedPacket(MessageType.VIA, ttl, packet.src, home, packet.packet_id,
+                            via.to_body())
+
+    def _receive_via(self, packet: RoutedPacket) -> list[Action]:
+        try:
+            via = Via.from_body(packet.body)
+        except ValueError as exc:
+            self.counters.dropped_malformed += 1
+            return [Dropped(packet, f"malformed VIA: {exc}")]
+        if via.src_home is not None and via.src_home != self.node_id:
+            self.set_location(packet.src, via.src_home)  # reverse-path learning
+        if via.final_dst == self.node_id:
+            return self._arrive(RoutedPacket(via.inner_type, packet.ttl, packet.src,
+                                             self.node_id, packet.packet_id, via.inner_body))
+        if not self.relays:
+            self.counters.dropped_not_relaying += 1
+            return [Dropped(packet, "an edge client does not relay")]
+        ttl = packet.ttl - 1
+        if ttl <= 0:
+            self.counters.dropped_ttl += 1
+            return [Dropped(packet, "TTL expired"),
+                    *self._report(packet, MessageType.TIME_EXCEEDED, UnreachableCode.NONE)]
+        if packet.dst != self.node_id:
+            return self._route(packet, ttl)
+        # We are the home supernode the sender named: hand over to the attached client.
+        if self._attached(via.final_dst):
+            self.counters.forwarded += 1
+            return [Forward(via.final_dst, replace(packet, ttl=ttl))]
+        self.counters.dropped_not_attached += 1
+        inner = RoutedPacket(via.inner_type, packet.ttl, packet.src, via.final_dst,
+                             packet.packet_id, via.inner_body)
+        return [Dropped(packet, "client not attached here"),
+                *self._report(inner, MessageType.UNREACHABLE, UnreachableCode.NOT_ATTACHED)]
 
     def _arrive(self, packet: RoutedPacket) -> list[Action]:
         self.counters.delivered += 1

@@ -45,11 +45,13 @@ class MessageType(IntEnum):
     PONG = 0x06
     ROUTE_UPDATE = 0x10
     SEQNO_REQUEST = 0x11
+    ATTACH = 0x12
     DATA = 0x20
     ECHO_REQUEST = 0x21
     ECHO_REPLY = 0x22
     TIME_EXCEEDED = 0x23
     UNREACHABLE = 0x24
+    VIA = 0x25
     DIRECTORY_REQUEST = 0x40
     DIRECTORY_RESPONSE = 0x41
     DIRECTORY_NOTICE = 0x42
@@ -312,6 +314,34 @@ class SeqnoRequest(LinkMessage):
         return cls(NodeId(_check_bin(destination, "destination", NODE_ID_LEN)), seqno, hop_count)
 
 
+class AttachPurpose(IntEnum):
+    """Field 2 of ATTACH: why a node that is not a routing peer opened this link."""
+
+    PROBE = 0
+    """Only measuring the RTT; the link will be closed soon."""
+    EDGE = 1
+    """An edge client attaching: deliver packets addressed to it over this link."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attach(LinkMessage):
+    """Sent first on a link by a node that does not route (an edge client, or a probe).
+
+    The receiver keeps the link out of its routing: no route updates either way,
+    no routes through the sender, and the sender's own id is not advertised, so
+    routing tables stay O(supernodes) however many clients attach.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.ATTACH
+    purpose: int
+
+    def __post_init__(self) -> None:
+        _check_uint(self.purpose, "purpose", 255)
+
+    def fields(self) -> list[Any]:
+        return [self.purpose]
+
+
 @dataclass(frozen=True, slots=True)
 class RoutedPacket(Message):
     """``[version, type, ttl, src, dst, packet_id, body]``: a packet relayed hop by hop.
@@ -422,7 +452,7 @@ class DirectoryNotice(LinkMessage):
 
 LINK_MESSAGES: dict[int, type[LinkMessage]] = {
     cls.TYPE: cls
-    for cls in (Hello, HelloAck, Ack, Close, Ping, Pong, RouteUpdate, SeqnoRequest,
+    for cls in (Hello, HelloAck, Ack, Close, Ping, Pong, RouteUpdate, SeqnoRequest, Attach,
                 DirectoryRequest, DirectoryResponse, DirectoryNotice)
 }
 ROUTED_FIELD_COUNT = 5

@@ -46,6 +46,7 @@ from overlay.proto.messages import (
     PROTOCOL_VERSION,
     U16_MAX,
     Ack,
+    Attach,
     Close,
     CloseCode,
     DirectoryNotice,
@@ -87,6 +88,7 @@ MESSAGE_NAMESPACE: dict[str, Any] = {
     "RouteEntry": RouteEntry,
     "SeqnoRequest": SeqnoRequest,
     "RoutedPacket": RoutedPacket,
+    "Attach": Attach,
     "NodeId": NodeId,
     "bytes": bytes,
 }
