@@ -13,11 +13,22 @@ import sys
 from collections.abc import Sequence
 
 from overlay import __version__
-from overlay.cli import account, bench, contacts, demo, messaging, node, probe, server, status
+from overlay.cli import (
+    account,
+    bench,
+    contacts,
+    demo,
+    messaging,
+    node,
+    probe,
+    roles,
+    server,
+    status,
+)
 from overlay.cli.common import configure_logging
 from overlay.errors import OverlayError
 
-SUBCOMMANDS = (node, status, probe, messaging, server, account, contacts, bench, demo)
+SUBCOMMANDS = (node, status, probe, messaging, server, account, contacts, roles, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

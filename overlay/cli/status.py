@@ -71,6 +71,12 @@ def render(status: dict[str, Any]) -> str:
               _ms(row["srtt_ms"]), _ms(row["rttvar_ms"]), str(row["missed_pongs"]))
              for row in rows],
         )
+    role = status.get("role")
+    if role:
+        lines += ["", *_render_role(role)]
+    attached = status.get("attached_clients") or []
+    if attached:
+        lines += ["", f"edge clients attached  {len(attached)}"]
     routes = status.get("routes", [])
     lines += ["", f"routes      {sum(1 for r in routes if r['next_hop'])}"]
     if routes:
@@ -82,3 +88,24 @@ def render(status: dict[str, Any]) -> str:
               str(r["seqno"])) for r in routes],
         )
     return "\n".join(lines)
+
+
+def _render_role(role: dict[str, Any]) -> list[str]:
+    """The edge client's or supernode's own view: home, reachability, conversations."""
+    lines = [f"role        {role['role']}"]
+    for key, label in (("username", "user"), ("home", "home"), ("standby", "standby"),
+                       ("reachability", "reachable"), ("directory", "directory")):
+        if role.get(key) is not None:
+            value = role[key]
+            if key == "reachability":
+                value = f"{'yes' if role.get('reachable') else 'no'} ({value})"
+            lines.append(f"{label:<12}{value}")
+    conversations = role.get("conversations") or []
+    if conversations:
+        lines.append("")
+        lines += _table(
+            ("CONVERSATION", "PATH", "VIA SUPERNODES"),
+            [(c.get("username") or c["peer"][:8], c["path"],
+              " -> ".join(v[:8] for v in c["via"]) or "-") for c in conversations],
+        )
+    return lines

@@ -111,6 +111,12 @@ def check_address(value: object) -> Address:
     return host, port
 
 
+def check_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise Rejected(Status.BAD_REQUEST, "expected true or false")
+    return value
+
+
 def check_presence_state(value: object) -> str:
     if value not in PRESENCE_STATES:
         raise Rejected(Status.BAD_REQUEST,
@@ -174,7 +180,7 @@ OPERATIONS: dict[str, Operation] = {
         _op("presence", "set presence, home supernode and direct address", session=True,
             status=check_presence_state,
             optional={"home_node": check_node_id, "home_address": check_address,
-                      "direct_address": check_address}),
+                      "direct_address": check_address, "supernode_ok": check_bool}),
         _op("lookup", "a contact's certificate and presence", session=True, **_USER),
         _op("supernodes", "the supernode host list", session=False),
         _op("dialback", "ask the server to dial this node back", session=False,

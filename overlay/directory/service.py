@@ -54,6 +54,12 @@ class DirectoryConfig:
     login_failures_per_address: int = 50
     login_failure_window: float = 60.0
     hash_threads: int = max(1, os.cpu_count() or 1)
+    clients_per_supernode: int = 50
+    """Above this many online edge clients per supernode, a reachable client is promoted."""
+    promotion_min_uptime: float = 60.0
+    """Only clients online for this long are asked to become supernodes."""
+    promotion_retry: float = 30.0
+    """How long to wait for an asked client before asking another."""
 
 
 class Connection(Protocol):
@@ -76,6 +82,7 @@ class Presence:
     direct_address: Address | None
     since: int
     connection: Connection
+    supernode_ok: bool = False
 
     def to_wire(self, last_seen: int | None) -> dict[str, Any]:
         return {
@@ -132,6 +139,8 @@ class Directory:
         self._last_seen: dict[str, int] = {}
         self._sessions: dict[str, set[Connection]] = {}
         self._supernodes: dict[NodeId, Supernode] = {}
+        self._online_since: dict[str, float] = {}
+        self._promotion_asked: dict[str, float] = {}
 
     # --- the entry point ------------------------------------------------------------------
 
@@ -175,6 +184,7 @@ class Directory:
         presence = self._presence.get(username)
         if presence is not None and presence.connection is conn:
             del self._presence[username]
+            self._online_since.pop(username, None)
             self._last_seen[username] = now
             await self._db(self._store.set_last_seen, session.user.id, now)
             self._announce_presence(session.contacts, username, offline_presence(now))
@@ -354,17 +364,49 @@ class Directory:
 
     async def _op_presence(self, conn: Connection, *, now: float, status: str,
                            home_node: NodeId | None = None, home_address: Address | None = None,
-                           direct_address: Address | None = None) -> Reply:
+                           direct_address: Address | None = None,
+                           supernode_ok: bool = False) -> Reply:
         assert conn.session is not None
         if direct_address is not None and direct_address != conn.verified_address:
             raise Rejected(Status.FORBIDDEN,
                            "a direct address must first pass a dial-back (dialback request)")
         username = conn.session.user.username
-        presence = Presence(status, home_node, home_address, direct_address, int(now), conn)
+        presence = Presence(status, home_node, home_address, direct_address, int(now), conn,
+                            supernode_ok=supernode_ok and conn.verified_address is not None)
         self._presence[username] = presence
+        self._online_since.setdefault(username, now)
         self._announce_presence(conn.session.contacts, username,
                                 presence.to_wire(self._last_seen.get(username)))
+        self._consider_promotion(now)
         return Status.OK, f"presence {status}", {}
+
+    def _consider_promotion(self, now: float) -> None:
+        """Ask one reachable, long-lived, willing client to become a supernode when the
+        supernodes are too few for the clients online (Skype's promotion, by policy)."""
+        config = self.config
+        supernode_ids = set(self._supernodes)
+        clients = [(name, p) for name, p in self._presence.items()
+                   if p.connection.node_id not in supernode_ids]
+        if len(clients) <= config.clients_per_supernode * max(1, len(supernode_ids)):
+            return
+        if any(now - asked < config.promotion_retry
+               for asked in self._promotion_asked.values()):
+            return  # one question at a time
+        candidates = [
+            (self._online_since.get(name, now), name, p) for name, p in clients
+            if p.supernode_ok and p.connection.verified_address is not None
+            and now - self._online_since.get(name, now) >= config.promotion_min_uptime
+            and name not in self._promotion_asked
+        ]
+        if not candidates:
+            return
+        _since, name, presence = min(candidates, key=lambda c: (c[0], c[1]))  # longest online
+        self._promotion_asked[name] = now
+        log.info("asking %s to become a supernode (%d clients, %d supernodes)", name,
+                 len(clients), len(supernode_ids))
+        presence.connection.notify("promote", {
+            "reason": f"{len(clients)} clients for {len(supernode_ids)} supernode(s)",
+        })
 
     async def _op_lookup(self, conn: Connection, *, now: float, username: str) -> Reply:
         session = conn.session

@@ -28,7 +28,7 @@ FRAME_WAIT = 30.0
 
 async def handle_send(node: Node, request: dict[str, Any],
                       connection: ControlConnection) -> dict[str, Any]:
-    peer = node.resolve_node_id(str(request.get("dst", "")))
+    peer = await node.resolve_peer(str(request.get("dst", "")))
     parts: list[bytes] = []
     total = 0
     while True:

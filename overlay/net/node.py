@@ -35,7 +35,7 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -45,7 +45,7 @@ from typing import Any
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.errors import ConfigError, ControlError
+from overlay.errors import ConfigError, ControlError, OverlayError
 from overlay.ids import NODE_ID_LEN, Identity, NodeId
 from overlay.net.channels import Channel, ChannelManager
 from overlay.net.control import ControlConnection, serve_control
@@ -190,6 +190,7 @@ class Node:
         """Edge clients attached to this node (their links sent ATTACH EDGE)."""
         self._non_routing: set[NodeId] = set()
         """Peers whose links carry no routing: edge clients and probes."""
+        self._probes: set[NodeId] = set()
         self._attach_purpose: dict[Link, AttachPurpose] = {}
         """Links this node dialled as an edge client or a probe: ATTACH goes first on them."""
         self.forwarder = Forwarder(self.node_id, self._next_hop,
@@ -202,6 +203,10 @@ class Node:
         self.channels = ChannelManager(self.node_id, self.send_packet, self.config.channel)
         self._handlers[MessageType.DATA] = self.channels.handle_packet
         self._echoes: dict[int, tuple[float, trio.Event, list[EchoResult]]] = {}
+        self.role_status: Callable[[], dict[str, Any]] | None = None
+        """Adds the running role's view (edge client, supernode) to ``status``."""
+        self.name_resolver: Callable[[str], Awaitable[NodeId]] | None = None
+        """Turns a username into a node id for ``overlay send`` (set by the edge role)."""
         self.trace: PacketTrace | None = None
         """Called as ``trace(event, node_id, packet)`` for every packet this node
         originates, forwards, delivers or drops (the simulator checks paths with it)."""
@@ -298,6 +303,23 @@ class Node:
     def set_location(self, node: NodeId, home: NodeId) -> None:
         """``node`` is an edge client attached to ``home`` (from the directory's presence)."""
         self.forwarder.set_location(node, home)
+
+    def promote(self) -> None:
+        """An edge client becomes a routing node (a supernode), keeping its channels.
+
+        Its attachments are closed (their far ends treat them as edge links); the
+        caller then joins the mesh like any supernode (:mod:`overlay.roles.supernode`).
+        """
+        if not self.config.edge:
+            return
+        self.config = replace(self.config, edge=False)
+        self.forwarder.relays = True
+        self.forwarder.home = None
+        for link in list(self._neighbours.values()):
+            if self._attach_purpose.get(link) is AttachPurpose.EDGE:
+                link.close(CloseCode.NORMAL, "promoted to supernode")
+        log.info("node %s promoted: now routing and relaying", self.node_id)
+        self._notify()
 
     @property
     def attached_clients(self) -> list[NodeId]:
@@ -400,6 +422,11 @@ class Node:
             "forwarding": {**stats.forwarding, "dropped_queue_full": stats.dropped_queue_full,
                            "dropped_no_link": stats.dropped_no_link},
             "routing": stats.routing,
+            "edge": self.config.edge,
+            "home": None if self.home is None else self.home.hex(),
+            "attached_clients": [peer.hex() for peer in self._attached],
+            "locations": len(self.forwarder.locations),
+            "role": self.role_status() if self.role_status is not None else None,
         }
 
     # --- link tasks ---------------------------------------------------------------
@@ -510,7 +537,7 @@ class Node:
         if peer is None or cost is None or self._neighbours.get(peer) is not link:
             return
         if not self._routes_with(peer, link):
-            if link.core.rtt.samples == 1:
+            if link.core.rtt.samples == 1 and peer not in self._probes:
                 what = "edge client" if peer in self._attached else "neighbour"
                 log.info("%s %s up via %s (%s), rtt %.3f ms", what, peer,
                          format_address(link.address), link.direction, event.sample * 1000)
@@ -547,7 +574,10 @@ class Node:
         if peer is not None and self._neighbours.get(peer) is link:
             del self._neighbours[peer]
             self._non_routing.discard(peer)
-            if self._attached.pop(peer, None) is not None:
+            if peer in self._probes:
+                self._probes.discard(peer)
+                log.debug("probe from %s done (%s)", peer, where)
+            elif self._attached.pop(peer, None) is not None:
                 log.info("edge client %s detached (%s): %s", peer, where, event.describe())
             elif link.core.initiator and self._attach_purpose.get(link) is AttachPurpose.PROBE:
                 log.debug("probe of %s done (%s)", peer, where)
@@ -585,6 +615,8 @@ class Node:
         if message.purpose == AttachPurpose.EDGE:
             self._attached[peer] = link
             self._notify()
+        else:
+            self._probes.add(peer)
 
     def _next_hop(self, destination: NodeId) -> NodeId | None:
         if self.config.edge:
@@ -713,6 +745,17 @@ class Node:
                 raise ControlError("patience must be a number of seconds in (0, 4]")
             return (await self.echo(dst, ttl=ttl, patience=float(patience))).to_json()
         raise ControlError(f"unknown control operation {op!r}")
+
+    async def resolve_peer(self, text: str) -> NodeId:
+        """A node id (or unique prefix), or a contact's username via the edge role."""
+        text = text.strip()
+        if self.name_resolver is not None and text and not all(
+                c in "0123456789abcdef" for c in text.lower()):
+            try:
+                return await self.name_resolver(text)
+            except OverlayError as exc:
+                raise ControlError(f"cannot find {text!r}: {exc}") from None
+        return self.resolve_node_id(text)
 
     def resolve_node_id(self, text: str) -> NodeId:
         """A full hex id, or a unique prefix of a known destination or neighbour."""

@@ -1,0 +1,159 @@
+"""``overlay supernode`` and ``overlay client``: the two roles of the hybrid design."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from pathlib import Path
+
+import trio
+
+from overlay.addresses import Address, format_address
+from overlay.cli.account import (
+    directory_options,
+    password_options,
+    read_password,
+    username_arg,
+)
+from overlay.cli.common import address_arg, positive_int, stop_signals
+from overlay.cli.session_file import load_session, pinned_key
+from overlay.errors import ConfigError
+from overlay.net.node import Node, NodeConfig
+from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
+from overlay.roles.supernode import Supernode, SupernodeConfig
+from overlay.state import StateDir, default_state_dir
+
+log = logging.getLogger("overlay.cli")
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+               common: argparse.ArgumentParser) -> None:
+    directory = directory_options()
+    supernode = subparsers.add_parser(
+        "supernode",
+        parents=[common, directory],
+        help="run a supernode: part of the routing mesh, relays for edge clients",
+        description=(
+            "Run a supernode.  It must be reachable: the directory server dials it back "
+            "before listing it.  It links to the supernodes nearest to it by measured RTT "
+            "(plus a random one, so the mesh stays connected), routes among them, and "
+            "relays for the edge clients attached to it, including clients behind NAT."
+        ),
+        epilog=(
+            "example: overlay supernode --state /tmp/sn1 --listen 127.0.0.1:7101 "
+            "--server 127.0.0.1:7000 --server-key KEY"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    supernode.add_argument("--listen", type=address_arg, required=True, metavar="HOST:PORT",
+                           help="where to accept supernodes and edge clients")
+    supernode.add_argument("--advertise", type=address_arg, default=None, metavar="HOST:PORT",
+                           help="the address others dial (default: the listen address)")
+    supernode.add_argument("--mesh-nearest", type=positive_int, default=SupernodeConfig().nearest,
+                           metavar="K",
+                           help="link to the K nearest supernodes (default %(default)s)")
+    supernode.set_defaults(run=run_supernode)
+
+    client = subparsers.add_parser(
+        "client",
+        parents=[common, directory, password_options()],
+        help="run an edge client: log in, attach to the nearest supernode",
+        description=(
+            "Run an edge client for USER.  It logs in (with the session saved by "
+            "`overlay account login`, or a password), asks the server to dial it back if it "
+            "listens (only then is it reachable: others may link to it directly and it may "
+            "be promoted to supernode), attaches to the supernode with the lowest RTT and "
+            "keeps a standby, and publishes its presence.  Without --listen it only dials "
+            "out, like a client behind NAT.  `overlay send --state DIR CONTACT TEXT` "
+            "talks to a contact through it; `overlay status --state DIR` shows, for each "
+            "conversation, whether it is direct or relayed and through which supernodes."
+        ),
+        epilog=(
+            "example: overlay client --state /tmp/alice --server 127.0.0.1:7000 --user alice"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    client.add_argument("--user", type=username_arg, required=True, metavar="NAME")
+    client.add_argument("--listen", type=address_arg, default=None, metavar="HOST:PORT",
+                        help="accept direct links here (default: do not listen, dial out only)")
+    client.add_argument("--no-supernode", action="store_true",
+                        help="refuse if the server asks this client to become a supernode")
+    client.set_defaults(run=run_client)
+
+
+def _server(args: argparse.Namespace) -> tuple[Path, Address, bytes | None]:
+    state: Path = args.state or default_state_dir()
+    session = load_session(state)
+    server: Address | None = args.server or (session.server if session else None)
+    if server is None:
+        raise ConfigError("which directory server? pass --server HOST:PORT")
+    key = args.server_key or pinned_key(state, server)
+    return state, server, key
+
+
+def run_supernode(args: argparse.Namespace) -> int:
+    return trio.run(_supernode, args)
+
+
+async def _supernode(args: argparse.Namespace) -> int:
+    state_path, server, key = _server(args)
+    config = SupernodeConfig(nearest=args.mesh_nearest)
+    with stop_signals() as signals, StateDir(state_path) as state:
+        identity = state.load_or_create_identity()
+        async with Node(identity, NodeConfig(listen=args.listen),
+                        control_path=state.control_socket) as node, \
+                trio.open_nursery() as nursery:
+            assert node.listen_address is not None
+            role = Supernode(node, args.advertise or node.listen_address, server=server,
+                             server_key=key, config=config)
+            node.role_status = role.status
+            await nursery.start(role.run)
+            print(f"supernode {node.node_id} listening on "
+                  f"{format_address(node.listen_address)}", flush=True)
+            await _until_stopped(signals)
+            nursery.cancel_scope.cancel()
+    return 0
+
+
+def run_client(args: argparse.Namespace) -> int:
+    return trio.run(_client, args)
+
+
+async def _client(args: argparse.Namespace) -> int:
+    state_path, server, key = _server(args)
+    session = load_session(state_path)
+    if session is not None and session.username == args.user and session.server == server:
+        credentials = Credentials(args.user, token=session.token)
+    else:
+        credentials = Credentials(args.user, password=read_password(args, args.user,
+                                                                    confirm=False))
+    with stop_signals() as signals, StateDir(state_path) as state:
+        identity = state.load_or_create_identity()
+        async with Node(identity, NodeConfig(listen=args.listen, edge=True),
+                        control_path=state.control_socket) as node, \
+                trio.open_nursery() as nursery:
+
+            async def promote() -> None:
+                print(f"promoted: {args.user} is now also a supernode", flush=True)
+
+            role = EdgeClient(node, credentials, server=server, server_key=key,
+                              config=EdgeConfig(supernode_ok=not args.no_supernode),
+                              on_promote=promote)
+            node.role_status = role.status
+            node.name_resolver = role.locate
+            await nursery.start(role.run)
+            home = role.home
+            print(f"client {args.user} ({node.node_id}) attached to "
+                  f"{home.hex() if home else '-'}; "
+                  f"{'reachable' if role.reachable else 'not reachable (relayed)'}", flush=True)
+            await _until_stopped(signals)
+            nursery.cancel_scope.cancel()
+    return 0
+
+
+async def _until_stopped(signals: trio.abc.ReceiveChannel[int]) -> None:
+    async for signum in signals:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        return
+

@@ -1,0 +1,1 @@
+"""Roles of the hybrid design: supernodes (routing mesh, relays) and edge clients."""

@@ -1,0 +1,388 @@
+"""The edge client role: log in, attach to the nearest supernode, find contacts, fail over.
+
+An edge client may be behind a NAT: it only dials out.  On login it asks the
+directory for a dial-back of its listening address (if it has one): only a
+client the server could reach is *reachable*, may publish a direct address,
+and may be promoted to supernode.
+
+Attachment: measure the RTT to several supernodes (short probes), attach to
+the nearest (the *home*, published in presence) and keep a second attachment
+as *standby*.  Packets for this client reach it through either one (VIA), so
+when the home dies the standby becomes home at once, presence is updated, and
+every peer with an open conversation is sent a packet that tells it the new
+home (VIA's ``src_home``); a new standby is found in the background.
+
+Conversations: :meth:`EdgeClient.locate` turns a contact's username into its
+node id and where to reach it (the certificate from a lookup, verified against
+the pinned server key; its home supernode from presence).  A contact with a
+verified direct address gets a direct link; everything else is relayed by
+supernodes.  Presence notices keep locations current.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from overlay.addresses import Address, format_address
+from overlay.directory.client import DirectoryClient, Notice, Presence
+from overlay.errors import DirectoryError
+from overlay.ids import NodeId
+from overlay.net.node import Node
+from overlay.net.transport import TcpTransport, Transport
+from overlay.proto.messages import MessageType
+from overlay.roles.directory_link import DirectoryLink
+from overlay.roles.probe import measure_rtt
+from overlay.roles.selection import Attachment, choose_attachment
+from overlay.roles.supernode import Supernode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeConfig:
+    candidates: int = 6
+    """Supernodes probed when choosing where to attach."""
+    refresh_interval: float = 30.0
+    attach_timeout: float = 5.0
+    supernode_ok: bool = True
+    """May the directory ask this client to become a supernode?  (--no-supernode)"""
+    direct: bool = True
+    """Link directly to contacts that published a verified direct address."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    username: str
+    password: str | None = None
+    token: bytes | None = None
+
+
+@dataclass(slots=True)
+class Peer:
+    """A contact this client talks to: who (from the certificate) and where (presence)."""
+
+    username: str
+    node_id: NodeId
+    presence: Presence
+
+
+class EdgeClient:
+    """Runs the edge role (and the user's session) on a running node."""
+
+    def __init__(self, node: Node, credentials: Credentials, *, server: Address,
+                 server_key: bytes | None, config: EdgeConfig | None = None,
+                 transport: Transport | None = None, rng: random.Random | None = None,
+                 on_promote: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.node = node
+        self.credentials = credentials
+        self.username = credentials.username
+        self.config = config or EdgeConfig()
+        self._transport = transport or TcpTransport()
+        self._rng = rng or random.Random()
+        self._on_promote = on_promote
+        self.directory = DirectoryLink(server, node.identity, server_key, self._connected,
+                                       self._notice, transport=transport, rng=self._rng)
+        self.token: bytes | None = credentials.token
+        self.reachable: bool | None = None
+        self.reachability_reason = ""
+        self.direct_address: Address | None = None
+        self.attachment: Attachment | None = None
+        self.known: dict[NodeId, Address] = {}
+        self.rtts: dict[NodeId, float] = {}
+        self.peers: dict[str, Peer] = {}
+        self._by_node: dict[NodeId, str] = {}
+        self._dialers: dict[NodeId, trio.CancelScope] = {}
+        self._direct_dialers: dict[NodeId, trio.CancelScope] = {}
+        self.failovers = 0
+        self.promoted = False
+        self._attached = trio.Event()
+        self._attaching = trio.CancelScope()
+        self._nursery: trio.Nursery | None = None
+        self.supernode: Supernode | None = None
+        """The supernode role this client runs once promoted."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Log in, attach, then keep attached; started() once the first home is up."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.directory.run)
+            if self.node.config.edge:
+                nursery.start_soon(self._attach_loop_until_promoted)
+                await self._attached.wait()
+            task_status.started()
+
+    async def _attach_loop_until_promoted(self) -> None:
+        with self._attaching:
+            await self._attach_loop()
+
+    # --- what the CLI and the chat layer use ------------------------------------------
+
+    @property
+    def home(self) -> NodeId | None:
+        if not self.node.config.edge:
+            return self.node.node_id  # a supernode is its own home
+        return None if self.attachment is None else self.attachment.home
+
+    async def locate(self, username: str) -> NodeId:
+        """A contact's node id, with its location set up for routing (and a direct link)."""
+        client = await self.directory.ready()
+        found = await client.lookup(username)
+        peer = Peer(username, found.certificate.node_id, found.presence)
+        self.peers[username] = peer
+        self._by_node[peer.node_id] = username
+        self._apply_presence(peer)
+        return peer.node_id
+
+    def conversations(self) -> list[dict[str, Any]]:
+        """Each open conversation: direct, or relayed through which supernodes."""
+        rows = []
+        seen: set[NodeId] = set()
+        for channel in self.node.channels.channels():
+            peer = channel.peer
+            if peer in seen:
+                continue
+            seen.add(peer)
+            rows.append({"peer": peer.hex(), "username": self._by_node.get(peer),
+                         **self.path_to(peer)})
+        return rows
+
+    def path_to(self, peer: NodeId) -> dict[str, Any]:
+        if peer in self.node.neighbours and peer not in self._dialers:
+            return {"path": "direct", "via": []}
+        via = [] if self.home is None or self.home == self.node.node_id else [self.home]
+        their_home = self.node.forwarder.locations.get(peer)
+        if their_home is not None and their_home not in via:
+            via.append(their_home)
+        return {"path": "relayed", "via": [node.hex() for node in via]}
+
+    def status(self) -> dict[str, Any]:
+        attachment = self.attachment
+        return {
+            "role": "edge" if self.node.config.edge else "supernode",
+            "username": self.username,
+            "reachable": self.reachable,
+            "reachability": self.reachability_reason,
+            "direct_address": None if self.direct_address is None
+            else format_address(self.direct_address),
+            "home": None if self.home is None else self.home.hex(),
+            "standby": None if attachment is None or attachment.standby is None
+            else attachment.standby.hex(),
+            "failovers": self.failovers,
+            "supernodes": {peer.hex(): round(rtt * 1000, 3) for peer, rtt in self.rtts.items()},
+            "conversations": self.conversations(),
+            "directory": "connected" if self.directory.client is not None else "unreachable",
+        }
+
+    # --- directory ------------------------------------------------------------------
+
+    async def _connected(self, client: DirectoryClient) -> None:
+        """Runs after every (re)connection to the directory."""
+        if self.token is not None:
+            try:
+                await client.resume(self.token)
+            except DirectoryError as exc:
+                if self.credentials.password is None or exc.status != 401:
+                    raise
+                self.token = None
+        if self.token is None:
+            if self.credentials.password is None:
+                raise DirectoryError(401, "no session: log in first (overlay account login)")
+            self.token = (await client.login(self.username, self.credentials.password)).token
+        listen = self.node.listen_address
+        if listen is not None and self.reachable is None:
+            result = await client.dialback(listen)
+            self.reachable = result.reachable
+            self.reachability_reason = result.reason
+            self.direct_address = result.address if result.reachable else None
+            log.info("%s: %s (%s)", self.username,
+                     "reachable at " + format_address(result.address) if result.reachable
+                     else "not reachable from outside, relayed by supernodes", result.reason)
+        elif listen is None:
+            self.reachable = False
+            self.reachability_reason = "not listening (dials out only)"
+        await self._publish(client)
+        for username in list(self.peers):  # the world may have moved while we were away
+            with contextlib.suppress(DirectoryError):
+                await self.locate(username)
+
+    async def _publish(self, client: DirectoryClient | None = None) -> None:
+        client = client or self.directory.client
+        if client is None:
+            return  # the directory is down: on_connect publishes when it is back
+        home = self.home
+        home_address = None
+        if home is not None:
+            home_address = self.direct_address if home == self.node.node_id \
+                else self.known.get(home)
+        try:
+            await client.request(
+                "presence", status="online",
+                home_node=None if home is None else home.raw,
+                home_address=None if home_address is None else format_address(home_address),
+                direct_address=None if self.direct_address is None
+                else format_address(self.direct_address),
+                supernode_ok=self.config.supernode_ok and bool(self.reachable),
+            )
+        except DirectoryError as exc:
+            log.warning("could not publish presence: %s", exc)
+
+    async def _notice(self, notice: Notice) -> None:
+        if notice.event == "presence":
+            username = notice.body.get("username")
+            peer = self.peers.get(username) if isinstance(username, str) else None
+            if peer is not None:
+                peer.presence = Presence.from_wire(notice.body.get("presence"))
+                self._apply_presence(peer)
+        elif notice.event == "promote":
+            await self._promotion_asked(notice)
+        else:
+            log.info("directory: %s %s", notice.event, notice.body)
+
+    async def _promotion_asked(self, notice: Notice) -> None:
+        reason = notice.body.get("reason", "")
+        if not self.config.supernode_ok or self.promoted or self.direct_address is None:
+            log.info("asked to become a supernode (%s); declined by configuration", reason)
+            return
+        log.info("asked to become a supernode (%s): promoting", reason)
+        self.promoted = True
+        self._attaching.cancel()
+        for scope in self._dialers.values():
+            scope.cancel()
+        self._dialers.clear()
+        self.attachment = None
+        self.node.promote()
+        self.supernode = Supernode(self.node, self.direct_address,
+                                   server=self.directory.address,
+                                   server_key=self.directory.server_key,
+                                   transport=self._transport, rng=self._rng)
+        assert self._nursery is not None
+        self._nursery.start_soon(self.supernode.run)
+        self._attached.set()  # a supernode is its own home
+        await self._publish()
+        if self._on_promote is not None:
+            await self._on_promote()
+
+    def _apply_presence(self, peer: Peer) -> None:
+        presence = peer.presence
+        if presence.home_node is not None:
+            self.node.set_location(peer.node_id, presence.home_node)
+        direct = presence.direct_address
+        if self.config.direct and direct is not None and peer.node_id not in self._direct_dialers:
+            log.info("linking directly to %s at %s", peer.username, format_address(direct))
+            self._direct_dialers[peer.node_id] = self.node.connect(direct,
+                                                                   expected_peer=peer.node_id)
+
+    # --- attachment -------------------------------------------------------------------
+
+    async def _attach_loop(self) -> None:
+        while True:
+            await self._choose_and_attach()
+            home = self.home
+            with trio.move_on_after(self.config.refresh_interval):
+                if home is None:
+                    await trio.sleep(1.0)  # nothing to attach to yet: look again soon
+                else:
+                    await self._wait_home_lost(home)
+            if home is not None and home not in self.node.neighbours:
+                await self._fail_over(home)
+
+    async def _wait_home_lost(self, home: NodeId) -> None:
+        await self.node.wait_until(lambda: home not in self.node.neighbours)
+
+    async def _choose_and_attach(self) -> None:
+        try:
+            client = await self.directory.ready()
+            self.known = {node: address for node, address in await client.supernodes()}
+        except DirectoryError as exc:
+            log.debug("supernode list unavailable (%s); using the last one", exc)
+        self.rtts = await self._measure()
+        choice = choose_attachment(self.rtts, self.attachment)
+        if choice is None:
+            if self.known:
+                log.warning("%s: no supernode answered (%d listed)", self.username,
+                            len(self.known))
+            return
+        for peer in (choice.home, choice.standby):
+            if peer is not None and peer not in self._dialers:
+                self._dialers[peer] = self.node.connect(self.known[peer], expected_peer=peer,
+                                                        attach=True)
+        for peer in list(self._dialers.keys() - {choice.home, choice.standby}):
+            self._dialers.pop(peer).cancel()
+            self.node.disconnect(peer, "no longer this client's supernode")
+        with trio.move_on_after(self.config.attach_timeout):
+            await self.node.wait_until(lambda: choice.home in self.node.neighbours)
+        if choice.home not in self.node.neighbours:
+            log.warning("%s: supernode %s did not accept the attachment", self.username,
+                        choice.home.short)
+            return
+        changed = self.attachment is None or self.attachment.home != choice.home
+        self.attachment = choice
+        self.node.set_home(choice.home)
+        if changed:
+            log.info("%s: attached to supernode %s at %s (rtt %.3f ms)%s", self.username,
+                     choice.home.short, format_address(self.known[choice.home]),
+                     self.rtts[choice.home] * 1000,
+                     f", standby {choice.standby.short}" if choice.standby else "")
+            await self._publish()
+            self._tell_peers()
+        self._attached.set()
+
+    async def _fail_over(self, dead: NodeId) -> None:
+        """The home link is gone: the standby (already attached) takes over at once."""
+        self.failovers += 1
+        standby = self.attachment.standby if self.attachment else None
+        scope = self._dialers.pop(dead, None)
+        if scope is not None:
+            scope.cancel()
+        self.rtts.pop(dead, None)
+        if standby is not None and standby in self.node.neighbours:
+            self.attachment = Attachment(standby, None)
+            self.node.set_home(standby)
+            log.warning("%s: home supernode %s lost; standby %s is home now", self.username,
+                        dead.short, standby.short)
+            self._tell_peers()
+            await self._publish()
+        else:
+            self.attachment = None
+            self.node.set_home(None)
+            log.warning("%s: home supernode %s lost and no standby is up; searching",
+                        self.username, dead.short)
+
+    def _tell_peers(self) -> None:
+        """Send each relayed conversation's peer a packet stamped with our new home."""
+        for channel in self.node.channels.channels():
+            if channel.peer not in self.node.neighbours:
+                self.node.send_packet(MessageType.ECHO_REQUEST, channel.peer, None)
+
+    async def _measure(self) -> dict[NodeId, float]:
+        neighbours = self.node.neighbours
+        rtts: dict[NodeId, float] = {}
+        to_probe = []
+        for peer in self.known:
+            link = neighbours.get(peer)
+            if link is not None:
+                if link.core.metric_us is not None:  # half the windowed minimum RTT
+                    rtts[peer] = 2 * link.core.metric_us / 1e6
+            else:
+                to_probe.append(peer)
+        wanted = max(0, self.config.candidates - len(rtts))
+        if len(to_probe) > wanted:
+            to_probe = self._rng.sample(to_probe, wanted)
+
+        async def probe(peer: NodeId) -> None:
+            rtt = await measure_rtt(self.node.identity, self._transport, self.known[peer], peer)
+            if rtt is not None:
+                rtts[peer] = rtt
+
+        async with trio.open_nursery() as nursery:
+            for peer in to_probe:
+                nursery.start_soon(probe, peer)
+        return rtts

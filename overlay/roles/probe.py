@@ -1,0 +1,60 @@
+"""Measure the RTT to a node without becoming its routing neighbour.
+
+A probe is a short authenticated link: handshake, ATTACH ``PROBE`` (so the
+other side keeps it out of routing), a few PING/PONG rounds at a fast hello
+interval, then a normal close.  The result is the smallest sample: queueing
+only ever adds delay.  Never probe a node you already have a link to: the
+duplicate-link rule would close one of the two links.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+
+import trio
+
+from overlay.addresses import Address
+from overlay.ids import Identity, NodeId
+from overlay.net.link import Link
+from overlay.net.transport import Transport
+from overlay.proto.link import LinkConfig, LinkCore, LinkDown, RttMeasured
+from overlay.proto.messages import NONCE_LEN, Attach, AttachPurpose, CloseCode, Message
+
+
+class _Prober:
+    def __init__(self, samples: int) -> None:
+        self.samples = samples
+        self.best = math.inf
+
+    def link_established(self, link: Link) -> None:
+        link.send_nowait(Attach(AttachPurpose.PROBE))
+
+    def link_rtt(self, link: Link, event: RttMeasured) -> None:
+        self.best = min(self.best, event.sample)
+        if link.core.rtt.samples >= self.samples:
+            link.close(CloseCode.NORMAL, "probe done")
+
+    def link_message(self, link: Link, message: Message) -> None:
+        pass
+
+    def link_down(self, link: Link, event: LinkDown) -> None:
+        pass
+
+
+async def measure_rtt(identity: Identity, transport: Transport, address: Address,
+                      expected: NodeId | None, *, samples: int = 3,
+                      patience: float = 2.0) -> float | None:
+    """The smallest of ``samples`` RTTs to the node at ``address``, or None if it did not answer."""
+    prober = _Prober(samples)
+    with trio.move_on_after(patience):
+        try:
+            stream = await transport.connect(address)
+        except OSError:
+            return None
+        core = LinkCore(identity, initiator=True, nonce=secrets.token_bytes(NONCE_LEN),
+                        now=trio.current_time(), expected_peer=expected,
+                        config=LinkConfig(handshake_timeout=patience, hello_interval=0.02,
+                                          dead_after=50))
+        await Link(core, stream, address, prober, linger=0.2).run()
+    return None if math.isinf(prober.best) else prober.best

@@ -1,0 +1,155 @@
+"""The supernode role: announce itself, keep a latency-chosen mesh, relay for edge clients.
+
+A supernode is an ordinary routing node (it runs the routing of
+:mod:`overlay.proto.routing` with its mesh neighbours) that the directory has
+verified to be reachable (the dial-back behind ``announce_supernode``), and
+that accepts attachments from edge clients (ATTACH, then VIA delivery; see
+:mod:`overlay.proto.forwarding`).
+
+Mesh upkeep, every ``refresh_interval``: fetch the supernode list, measure the
+RTT to every candidate (the link's own estimate for those already linked, a
+short probe for the others), and keep links to the ``nearest`` plus
+``random_extra`` random ones (:func:`overlay.roles.selection.choose_mesh`).
+Only links this supernode dialled are managed; links others dialled to it are
+theirs to keep.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from overlay.addresses import Address, format_address
+from overlay.directory.client import DirectoryClient, Notice
+from overlay.errors import OverlayError
+from overlay.ids import NodeId
+from overlay.net.node import Node
+from overlay.net.transport import TcpTransport, Transport
+from overlay.roles.directory_link import DirectoryLink
+from overlay.roles.probe import measure_rtt
+from overlay.roles.selection import choose_mesh
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SupernodeConfig:
+    nearest: int = 3
+    random_extra: int = 1
+    refresh_interval: float = 15.0
+    max_probes: int = 32
+    """At most this many unlinked candidates are probed per refresh (a random sample)."""
+    probe_parallel: int = 8
+
+
+class Supernode:
+    """Runs the supernode role on a running (non-edge) node."""
+
+    def __init__(self, node: Node, advertise: Address, *, server: Address,
+                 server_key: bytes | None, config: SupernodeConfig | None = None,
+                 transport: Transport | None = None, rng: random.Random | None = None) -> None:
+        if node.config.edge:
+            raise ValueError("a supernode cannot run on an edge node")
+        self.node = node
+        self.advertise = advertise
+        self.config = config or SupernodeConfig()
+        self._transport = transport or TcpTransport()
+        self._rng = rng or random.Random()
+        self.directory = DirectoryLink(server, node.identity, server_key, self._announce,
+                                       self._notice, transport=transport, rng=self._rng)
+        self._dialers: dict[NodeId, trio.CancelScope] = {}
+        self.known: dict[NodeId, Address] = {}
+        self.rtts: dict[NodeId, float] = {}
+        self._refresh = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.directory.run)
+            log.info("supernode %s announced at %s", self.node.node_id.short,
+                     format_address(self.advertise))
+            nursery.start_soon(self._maintain_mesh)
+            task_status.started()
+
+    def refresh_soon(self) -> None:
+        self._refresh.set()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "role": "supernode",
+            "advertise": format_address(self.advertise),
+            "mesh_dialled": sorted(peer.hex() for peer in self._dialers),
+            "attached_clients": [peer.hex() for peer in self.node.attached_clients],
+            "candidates": {peer.hex(): round(rtt * 1000, 3) for peer, rtt in self.rtts.items()},
+            "directory": "connected" if self.directory.client is not None else "unreachable",
+        }
+
+    # --- directory ------------------------------------------------------------------
+
+    async def _announce(self, client: DirectoryClient) -> None:
+        await client.announce_supernode(self.advertise)
+
+    async def _notice(self, notice: Notice) -> None:
+        log.debug("directory notice %s", notice.event)
+
+    # --- mesh -------------------------------------------------------------------------
+
+    async def _maintain_mesh(self) -> None:
+        while True:
+            try:
+                client = await self.directory.ready()
+                listed = await client.supernodes()
+            except OverlayError as exc:  # an outage must not stop the mesh
+                log.debug("supernode list unavailable: %s", exc)
+            else:
+                self.known = {node: address for node, address in listed
+                              if node != self.node.node_id}
+                await self._measure()
+                self._apply(choose_mesh(self.rtts, nearest=self.config.nearest,
+                                        random_extra=self.config.random_extra, rng=self._rng))
+            with trio.move_on_after(self.config.refresh_interval):
+                await self._refresh.wait()
+            self._refresh = trio.Event()
+
+    async def _measure(self) -> None:
+        neighbours = self.node.neighbours
+        rtts: dict[NodeId, float] = {}
+        unlinked = []
+        for peer in self.known:
+            link = neighbours.get(peer)
+            if link is not None and link.core.metric_us is not None:
+                rtts[peer] = 2 * link.core.metric_us / 1e6  # the windowed minimum RTT
+            elif link is None:
+                unlinked.append(peer)
+        if len(unlinked) > self.config.max_probes:
+            unlinked = self._rng.sample(unlinked, self.config.max_probes)
+        limiter = trio.CapacityLimiter(self.config.probe_parallel)
+
+        async def probe(peer: NodeId) -> None:
+            async with limiter:
+                rtt = await measure_rtt(self.node.identity, self._transport, self.known[peer],
+                                        peer)
+            if rtt is not None:
+                rtts[peer] = rtt
+
+        async with trio.open_nursery() as nursery:
+            for peer in unlinked:
+                nursery.start_soon(probe, peer)
+        self.rtts = rtts
+
+    def _apply(self, wanted: set[NodeId]) -> None:
+        for peer in wanted - self._dialers.keys():
+            log.info("mesh: linking to supernode %s at %s (rtt %.3f ms)", peer.short,
+                     format_address(self.known[peer]), self.rtts[peer] * 1000)
+            self._dialers[peer] = self.node.connect(self.known[peer], expected_peer=peer)
+        for peer in list(self._dialers.keys() - wanted):
+            if peer in self.known and peer in self.rtts:
+                log.info("mesh: dropping supernode %s (others are closer)", peer.short)
+                self._dialers.pop(peer).cancel()
+                self.node.disconnect(peer, "mesh neighbour no longer chosen")
+            elif peer not in self.known:
+                self._dialers.pop(peer).cancel()  # gone from the directory's list
