@@ -1,0 +1,178 @@
+"""The hybrid design on a real NAT: real processes in network namespaces behind iptables.
+
+A directory server and three supernodes on the public side, a reachable
+client there too, and one client behind each of two NAT routers.  What this
+proves: the server's dial-back tells reachable from NAT-ed clients; nobody
+can dial a NAT-ed client directly; two clients behind different NATs exchange
+1,000 messages through supernodes, all of them, in order; and when the
+sender's home supernode is killed (SIGKILL) mid-conversation the client moves
+to its standby and every message still arrives exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from overlay.lab import Lab, LabConfig
+from tests.procs import short_tempdir
+
+PREFIX = "ovh"
+WAIT = 60.0
+SERVER_PORT = 7000
+SUPERNODE_PORT = 7100
+CLIENT_PORT = 7200
+PEER_SCRIPT = str(Path(__file__).with_name("nat_peer.py"))
+
+
+class Running:
+    """The lab with the server and supernodes up; spawns peers; kills everything at the end."""
+
+    def __init__(self, lab: Lab, scratch: Path) -> None:
+        self.lab = lab
+        self.scratch = scratch
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.key = ""
+        self.server = f"{lab.host('server').address}:{SERVER_PORT}"
+        self.supernodes: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+
+    def spawn(self, host: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        proc = self.lab.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        return proc
+
+    def line(self, proc: subprocess.Popen[Any], what: str) -> str:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
+        if not ready:
+            raise AssertionError(f"{what}: nothing printed within {WAIT:g} s")
+        line = proc.stdout.readline()
+        text = line.decode() if isinstance(line, bytes) else line
+        if not text:
+            err = proc.stderr.read() if proc.stderr else b""
+            raise AssertionError(f"{what} exited: {err.decode(errors='replace')[-2000:]}")
+        return text.strip()
+
+    def event(self, proc: subprocess.Popen[Any], what: str) -> dict[str, Any]:
+        event: dict[str, Any] = json.loads(self.line(proc, what))
+        return event
+
+    def start_system(self) -> None:
+        overlay = [sys.executable, "-m", "overlay"]
+        server = self.spawn("server", [*overlay, "server", "-q", "--listen", self.server,
+                                       "--state", str(self.scratch / "server")])
+        words = self.line(server, "server").split()  # "... listening on H:P key HEX"
+        self.key = words[-1]
+        for name in ("sn1", "sn2", "sn3"):
+            address = f"{self.lab.host(name).address}:{SUPERNODE_PORT}"
+            proc = self.spawn(name, [*overlay, "supernode", "-q", "--listen", address,
+                                     "--server", self.server, "--server-key", self.key,
+                                     "--state", str(self.scratch / name)])
+            node_id = self.line(proc, name).split()[1]  # "supernode ID listening on ..."
+            self.supernodes[node_id] = (name, proc)
+
+    def peer(self, host: str, user: str, peer: str, *args: str,
+             listen: bool = True) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, PEER_SCRIPT, "--server", self.server, "--key", self.key,
+                "--user", user, "--peer", peer, "--state", str(self.scratch / user), *args]
+        if listen:
+            argv += ["--listen", f"{self.lab.host(host).address}:{CLIENT_PORT}"]
+        return self.spawn(host, argv)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def system(netns_required: None, lab_timings: list[str]) -> Iterator[Running]:
+    lab = Lab(LabConfig(prefix=PREFIX, nat_networks=2, clients_per_nat=1, supernodes=3,
+                        public_clients=1))
+    scratch = short_tempdir()
+    running = Running(lab, scratch)
+    try:
+        lab.up()
+        running.start_system()
+        yield running
+    finally:
+        running.stop()
+        teardown = lab.down()
+        lab_timings.append(f"{PREFIX} (hybrid system): setup {lab.setup_seconds or 0:.3f} s, "
+                           f"teardown {teardown:.3f} s")
+        assert lab.leftovers() == []
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.mark.netns
+def test_dial_back_tells_nat_ed_clients_from_reachable_ones(system: Running) -> None:
+    public = system.peer("pub1", "pat", "nora", "--receive", "0")
+    natted = system.peer("nat1-c1", "nora", "pat", "--receive", "0")
+    pat = system.event(public, "pat")
+    nora = system.event(natted, "nora")
+    assert pat["reachable"] is True, pat
+    assert nora["reachable"] is False, nora
+    assert "NAT" in nora["reason"]
+    assert pat["home"] in system.supernodes and nora["home"] in system.supernodes
+    # And indeed nobody can dial nora's listening address directly.
+    dial = ("import socket,sys\n"
+            "try:\n socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5)\n"
+            "except OSError as e:\n print('failed', e); sys.exit(1)\nprint('connected')")
+    result = system.lab.run("pub1", [sys.executable, "-c", dial,
+                                     system.lab.host("nat1-c1").address, str(CLIENT_PORT)],
+                            timeout=WAIT)
+    assert result.returncode == 1, result.stdout
+    public.kill()
+    natted.kill()
+
+
+@pytest.mark.netns
+def test_clients_behind_two_nats_exchange_1000_messages(system: Running) -> None:
+    receiver = system.peer("nat2-c1", "bob", "alice", "--receive", "1000")
+    sender = system.peer("nat1-c1", "alice", "bob", "--send", "1000")
+    assert system.event(receiver, "bob")["reachable"] is False
+    assert system.event(sender, "alice")["reachable"] is False
+    sent = system.event(sender, "alice sending")
+    received = system.event(receiver, "bob receiving")
+    assert sent["event"] == "sent", sent
+    assert received == {**received, "event": "received", "count": 1000, "in_order": True,
+                        "duplicates": 0}
+    assert sent["path"]["path"] == "relayed"
+    assert set(sent["path"]["via"]) <= set(system.supernodes)
+
+
+@pytest.mark.netns
+def test_killing_the_home_supernode_mid_conversation_loses_nothing(system: Running) -> None:
+    receiver = system.peer("nat2-c1", "dave", "carol", "--receive", "1000")
+    sender = system.peer("nat1-c1", "carol", "dave", "--send", "1000", "--pause-at", "500")
+    system.event(receiver, "dave")
+    system.event(sender, "carol")
+    paused = system.event(sender, "carol paused")
+    assert paused["event"] == "paused", paused
+    name, proc = system.supernodes.pop(paused["home"])
+    proc.send_signal(signal.SIGKILL)  # no goodbye: the kernel just resets its connections
+    proc.wait(timeout=WAIT)
+    assert sender.stdin is not None
+    sender.stdin.write(b"go\n")
+    sender.stdin.flush()
+    sent = system.event(sender, "carol sending")
+    received = system.event(receiver, "dave receiving")
+    assert sent["event"] == "sent" and sent["failovers"] >= 1, sent
+    assert sent["home"] != paused["home"], f"still attached to the killed {name}"
+    assert received["count"] == 1000 and received["in_order"] and received["duplicates"] == 0
