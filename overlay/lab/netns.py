@@ -256,7 +256,8 @@ class Lab:
         return proc
 
     def run(self, host: str | Host, argv: Sequence[str], timeout: float = 30.0, *,
-            check: bool = False) -> subprocess.CompletedProcess[str]:
+            check: bool = False, input: str | None = None,
+            ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` on ``host`` to completion, output captured as text.
 
         LabError if it runs longer than ``timeout`` seconds (it is killed),
@@ -265,7 +266,7 @@ class Lab:
         argv = list(argv)
         try:
             result = subprocess.run(self.command(host, argv), capture_output=True, text=True,
-                                    timeout=timeout, check=False)
+                                    timeout=timeout, check=False, input=input)
         except subprocess.TimeoutExpired:
             raise LabError(f"{' '.join(argv)} on {self.host(host).name}: "
                            f"still running after {timeout:g} s (killed)") from None

@@ -12,6 +12,7 @@ to its standby and every message still arrives exactly once.
 from __future__ import annotations
 
 import json
+import os
 import select
 import shutil
 import signal
@@ -176,3 +177,29 @@ def test_killing_the_home_supernode_mid_conversation_loses_nothing(system: Runni
     assert sent["event"] == "sent" and sent["failovers"] >= 1, sent
     assert sent["home"] != paused["home"], f"still attached to the killed {name}"
     assert received["count"] == 1000 and received["in_order"] and received["duplicates"] == 0
+
+
+@pytest.mark.netns
+def test_nat_lab_start_runs_the_whole_system(netns_required: None) -> None:
+    """`bin/nat-lab start` as a user runs it: up, start, a message across the NATs, down."""
+    nat_lab = str(Path(__file__).resolve().parents[2] / "bin" / "nat-lab")
+    env = {**os.environ, "OVERLAY_NETNS_INSTALL": "0"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([nat_lab, *args], capture_output=True, text=True,
+                              timeout=WAIT * 2, check=False, env=env)
+
+    try:
+        assert run("up", "--prefix", "ovs").returncode == 0
+        started = run("start", "--prefix", "ovs")
+        assert started.returncode == 0, started.stderr
+        assert "nat1-c1" in started.stdout and "not reachable (relayed)" in started.stdout
+        state = "/tmp/overlay-lab-ovs/nat2-c1"
+        sent = run("exec", "--prefix", "ovs", "nat2-c1", "--", sys.executable, "-m", "overlay",
+                   "send", "--state", state, "nat1-c1", "hello across two NATs")
+        assert sent.returncode == 0, sent.stderr
+        assert "acknowledged" in sent.stdout
+    finally:
+        down = run("down", "--prefix", "ovs")
+        assert down.returncode == 0, down.stderr
+        assert "nothing is left" in down.stdout
