@@ -29,11 +29,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
         ),
         epilog="examples: overlay send 3f2a9c1d hello there\n"
                "          overlay send 3f2a9c1d --file photo.jpg\n"
-               "          echo hi | overlay send 3f2a9c1d",
+               "          echo hi | overlay send 3f2a9c1d\n"
+               "          overlay send --state /tmp/alice bob hello   "
+               "(through `overlay client`: a contact)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     send.add_argument("node_id", metavar="NODE_ID",
-                      help="the destination: a full node id or a unique prefix")
+                      help="the destination: a full node id or a unique prefix; through a "
+                           "running `overlay client`, also a contact's username")
     send.add_argument("text", nargs="*", metavar="TEXT", help="the message (words are joined)")
     send.add_argument("--file", type=Path, metavar="FILE", help="send this file's bytes")
     add_state_argument(send)
