@@ -1,0 +1,113 @@
+"""`overlay supernode` and `overlay client` as real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import select
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs import overlay_command, run_overlay, short_tempdir
+
+WAIT = 30.0
+PASSWORD = "correct horse battery"
+
+
+class Processes:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str) -> tuple[subprocess.Popen[str], str]:
+        """Start ``overlay ARGS`` and return it with the first line it prints."""
+        proc = subprocess.Popen(overlay_command(*args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
+        line = proc.stdout.readline().strip() if ready else ""
+        if not line:
+            proc.kill()
+            raise AssertionError(f"overlay {args[0]} did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
+        return proc, line
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    root = short_tempdir()
+    running = Processes(root)
+    try:
+        yield running
+    finally:
+        running.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def account(root: Path, user: str, *args: str) -> None:
+    result = subprocess.run(overlay_command("account", *args, "--user", user,
+                                            "--password-stdin", "--state", str(root / user)),
+                            input=PASSWORD + "\n", capture_output=True, text=True,
+                            timeout=WAIT, check=False)
+    assert result.returncode == 0, result.stderr
+
+
+def test_two_clients_without_listening_talk_through_supernodes(procs: Processes) -> None:
+    root = procs.root
+    _server, line = procs.start("server", "--listen", "127.0.0.1:0", "--state",
+                                str(root / "dir"), "-q")
+    server, key = line.split()[4], line.split()[6]
+    directory = ["--server", server, "--server-key", key]
+    for name in ("sn1", "sn2"):
+        _proc, line = procs.start("supernode", "--listen", "127.0.0.1:0", "--state",
+                                  str(root / name), *directory, "-q")
+        assert line.startswith("supernode ")
+    for user in ("alice", "bob"):
+        account(root, user, "register", *directory)
+        account(root, user, "login", *directory)
+    added = run_overlay("contacts", "add", "bob", "--state", str(root / "alice"))
+    assert added.returncode == 0, added.stderr
+    accepted = run_overlay("contacts", "accept", "alice", "--state", str(root / "bob"))
+    assert accepted.returncode == 0, accepted.stderr
+    for user in ("alice", "bob"):
+        _proc, line = procs.start("client", "--user", user, "--state", str(root / user), "-q")
+        assert f"client {user}" in line and "not reachable (relayed)" in line, line
+
+    sent = run_overlay("send", "--state", str(root / "alice"), "bob", "hello", "bob")
+    assert sent.returncode == 0, sent.stderr
+    assert "acknowledged" in sent.stdout
+    status = run_overlay("status", "--json", "--state", str(root / "alice"))
+    assert status.returncode == 0, status.stderr
+    role = json.loads(status.stdout)["role"]
+    assert role["role"] == "edge" and role["username"] == "alice" and role["home"]
+    assert role["reachable"] is False
+    text = run_overlay("status", "--state", str(root / "alice")).stdout
+    assert "home" in text and "standby" in text
+
+    unknown = run_overlay("send", "--state", str(root / "alice"), "nobody", "hi")
+    assert unknown.returncode == 1
+    assert unknown.stderr.count("\n") == 1 and "nobody" in unknown.stderr
+
+
+def test_client_and_supernode_usage_errors() -> None:
+    assert run_overlay("client", "--help").returncode == 0
+    assert run_overlay("supernode", "--help").returncode == 0
+    missing = run_overlay("client", "--server", "127.0.0.1:1")
+    assert missing.returncode == 2 and "--user" in missing.stderr
+    bad = run_overlay("supernode", "--listen", "nonsense", "--server", "127.0.0.1:1")
+    assert bad.returncode == 2
