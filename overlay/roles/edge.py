@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from overlay.addresses import Address, format_address
+from overlay.directory.certificates import Certificate
 from overlay.directory.client import DirectoryClient, Notice, Presence
 from overlay.errors import DirectoryError
 from overlay.ids import NodeId
@@ -71,6 +72,8 @@ class Peer:
     username: str
     node_id: NodeId
     presence: Presence
+    certificate: Certificate
+    """Verified against the pinned server key: binds the username to the node's key."""
 
 
 class EdgeClient:
@@ -104,6 +107,10 @@ class EdgeClient:
         self.promoted = False
         self._attached = trio.Event()
         self._attaching = trio.CancelScope()
+        self.on_presence: Callable[[str, Presence], None] | None = None
+        """Called for every presence notice of a contact (the chat layer flushes queues)."""
+        self.on_notice: Callable[[Notice], None] | None = None
+        """Called first for every notice from the directory (contact requests, ...)."""
         self._nursery: trio.Nursery | None = None
         self.supernode: Supernode | None = None
         """The supernode role this client runs once promoted."""
@@ -135,7 +142,7 @@ class EdgeClient:
         """A contact's node id, with its location set up for routing (and a direct link)."""
         client = await self.directory.ready()
         found = await client.lookup(username)
-        peer = Peer(username, found.certificate.node_id, found.presence)
+        peer = Peer(username, found.certificate.node_id, found.presence, found.certificate)
         self.peers[username] = peer
         self._by_node[peer.node_id] = username
         self._apply_presence(peer)
@@ -235,16 +242,23 @@ class EdgeClient:
             log.warning("could not publish presence: %s", exc)
 
     async def _notice(self, notice: Notice) -> None:
+        if self.on_notice is not None:
+            self.on_notice(notice)
         if notice.event == "presence":
             username = notice.body.get("username")
-            peer = self.peers.get(username) if isinstance(username, str) else None
+            if not isinstance(username, str):
+                return
+            presence = Presence.from_wire(notice.body.get("presence"))
+            peer = self.peers.get(username)
             if peer is not None:
-                peer.presence = Presence.from_wire(notice.body.get("presence"))
+                peer.presence = presence
                 self._apply_presence(peer)
+            if self.on_presence is not None:
+                self.on_presence(username, presence)
         elif notice.event == "promote":
             await self._promotion_asked(notice)
         else:
-            log.info("directory: %s %s", notice.event, notice.body)
+            log.debug("directory: %s %s", notice.event, notice.body)
 
     async def _promotion_asked(self, notice: Notice) -> None:
         reason = notice.body.get("reason", "")
