@@ -122,3 +122,14 @@ class DirectoryUnavailable(DirectoryError):
 
 class CertificateError(OverlayError):
     """A certificate is malformed, expired, or not signed by the pinned server key."""
+
+
+# --- chat -------------------------------------------------------------------------------
+
+
+class ChatError(OverlayError):
+    """Family of errors of the chat layer."""
+
+
+class RejectedMessage(ChatError):
+    """A received message or receipt failed verification; it is reported, never shown."""

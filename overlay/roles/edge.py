@@ -93,6 +93,8 @@ class EdgeClient:
         self.directory = DirectoryLink(server, node.identity, server_key, self._connected,
                                        self._notice, transport=transport, rng=self._rng)
         self.token: bytes | None = credentials.token
+        self.certificate: Certificate | None = None
+        """Our own, from the last login or resume: the chat layer seals under it."""
         self.reachable: bool | None = None
         self.reachability_reason = ""
         self.direct_address: Address | None = None
@@ -194,7 +196,7 @@ class EdgeClient:
         """Runs after every (re)connection to the directory."""
         if self.token is not None:
             try:
-                await client.resume(self.token)
+                self.certificate = (await client.resume(self.token)).certificate
             except DirectoryError as exc:
                 if self.credentials.password is None or exc.status != 401:
                     raise
@@ -202,7 +204,8 @@ class EdgeClient:
         if self.token is None:
             if self.credentials.password is None:
                 raise DirectoryError(401, "no session: log in first (overlay account login)")
-            self.token = (await client.login(self.username, self.credentials.password)).token
+            login = await client.login(self.username, self.credentials.password)
+            self.token, self.certificate = login.token, login.certificate
         listen = self.node.listen_address
         if listen is not None and self.reachable is None:
             result = await client.dialback(listen)

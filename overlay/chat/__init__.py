@@ -1,0 +1,1 @@
+"""Chat between users: end-to-end encrypted messages, receipts, history, offline delivery."""

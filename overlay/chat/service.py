@@ -1,0 +1,275 @@
+"""The chat engine: send, receive, acknowledge, queue for offline contacts, keep history.
+
+Runs on an edge client (:class:`~overlay.roles.edge.EdgeClient`): a contact is
+found by username (lookup: certificate and presence), a message is sealed
+for the contact's certified key (:mod:`overlay.chat.envelope`) and sent on a
+reliable channel to the contact's node, direct or relayed by supernodes,
+which see only ciphertext.  The recipient verifies and opens it, stores it,
+and answers with a sealed receipt: that receipt is what turns the sender's
+message from *sent* to *delivered*.
+
+Offline contacts: a message is always written to history first, as
+*queued*.  It is sent when the contact is online (presence says so); until
+then it waits, and the contact's coming online (a presence notice) flushes
+the queue.  If a channel fails, what it had not delivered is queued again and
+re-sent later; the recipient drops duplicates by message id, so a message is
+shown once however often it travelled.
+
+Everything the UI needs to show arrives as :class:`ChatEvent` on
+:meth:`Chat.events`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from overlay.chat.envelope import (
+    MESSAGE_ID_LEN,
+    ChatMessage,
+    Receipt,
+    open_envelope,
+    seal,
+)
+from overlay.chat.history import History
+from overlay.directory.client import Notice, Presence
+from overlay.errors import ChatError, OverlayError, RejectedMessage, TransportError
+from overlay.ids import NodeId
+from overlay.net.channels import Channel
+from overlay.roles.edge import EdgeClient
+
+log = logging.getLogger(__name__)
+
+MAX_EVENTS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEvent:
+    """Something to show: a message, a receipt, a state change, a refusal."""
+
+    kind: str
+    """message, queued, sent, delivered, presence, rejected, contact_request,
+    contact_accepted, contact_removed, error."""
+    peer: str | None = None
+    id: bytes | None = None
+    text: str | None = None
+    at: float | None = None
+    latency: float | None = None
+    path: str | None = None
+    detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"event": self.kind}
+        for key in ("peer", "text", "at", "path", "detail"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.id is not None:
+            out["id"] = self.id.hex()
+        if self.latency is not None:
+            out["latency_ms"] = round(self.latency * 1000, 3)
+        return out
+
+
+class Chat:
+    """``async with`` nothing: start :meth:`run` in a nursery, then :meth:`send`."""
+
+    def __init__(self, edge: EdgeClient, history: History, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.edge = edge
+        self.node = edge.node
+        self.username = edge.username
+        self.history = history
+        self._clock = clock
+        self._events_send, self._events = trio.open_memory_channel[ChatEvent](MAX_EVENTS)
+        self._outgoing: dict[NodeId, Channel] = {}
+        self._flushing: set[str] = set()
+        self._again: set[str] = set()
+        self._nursery: trio.Nursery | None = None
+        edge.on_presence = self._presence_changed
+        edge.on_notice = self._notice
+
+    @property
+    def events(self) -> trio.MemoryReceiveChannel[ChatEvent]:
+        return self._events
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._accept_channels)
+            for peer in {message.recipient for message in self.history.pending()}:
+                self._want_flush(peer)  # what an earlier run could not deliver
+            task_status.started()
+
+    # --- sending ----------------------------------------------------------------------
+
+    async def send(self, to: str, text: str) -> bytes:
+        """Queue ``text`` for contact ``to`` (on disk first); returns the message id."""
+        if to == self.username:
+            raise ChatError("that is you")
+        message = ChatMessage(secrets.token_bytes(MESSAGE_ID_LEN), self.username, to,
+                              self._clock(), text)
+        self.history.add_outgoing(message)
+        self._emit(ChatEvent("queued", to, message.id, text, message.sent_at))
+        self._want_flush(to)
+        return message.id
+
+    def _want_flush(self, peer: str) -> None:
+        if peer in self._flushing:
+            self._again.add(peer)  # the running flush will look once more
+        elif self._nursery is not None:
+            self._flushing.add(peer)
+            self._nursery.start_soon(self._flush, peer)
+
+    async def _flush(self, peer: str) -> None:
+        try:
+            while True:
+                self._again.discard(peer)
+                await self._send_pending(peer)
+                if peer not in self._again:
+                    return
+        finally:
+            self._flushing.discard(peer)
+
+    async def _send_pending(self, peer: str) -> None:
+        if not self.history.pending(peer, only_queued=True):
+            return
+        try:
+            node_id = await self.edge.locate(peer)
+        except OverlayError as exc:
+            self._emit(ChatEvent("error", peer, detail=f"cannot find {peer}: {exc}"))
+            return
+        contact = self.edge.peers[peer]
+        reachable = node_id in self.node.neighbours or contact.presence.home_node is not None
+        if contact.presence.status == "offline" or not reachable:
+            return  # queued: the contact's next presence change flushes
+        certificate = self.edge.certificate
+        if certificate is None:
+            return
+        channel = self._channel_to(node_id, peer)
+        path = self._path(node_id)
+        try:
+            for message in self.history.pending(peer, only_queued=True):
+                envelope = seal(self.node.identity, certificate.raw,
+                                contact.certificate.public_key, message)
+                await channel.send(envelope)
+                self.history.mark_sent(message.id)
+                self._emit(ChatEvent("sent", peer, message.id, message.text, self._clock(),
+                                     path=path))
+        except TransportError as exc:
+            self._channel_failed(node_id, peer, exc)
+
+    def _channel_to(self, node_id: NodeId, peer: str | None) -> Channel:
+        channel = self._outgoing.get(node_id)
+        if channel is None or channel.done.is_set():
+            channel = self.node.open_channel(node_id)
+            self._outgoing[node_id] = channel
+            if peer is not None and self._nursery is not None:
+                self._nursery.start_soon(self._watch, channel, peer)
+        return channel
+
+    async def _watch(self, channel: Channel, peer: str) -> None:
+        """A channel that ends with messages unacknowledged gives them back to the queue."""
+        await channel.done.wait()
+        if self._outgoing.get(channel.peer) is channel:
+            self._channel_failed(channel.peer, peer, channel.core.error or "closed")
+
+    def _channel_failed(self, node_id: NodeId, peer: str, reason: object) -> None:
+        """Undelivered messages go back to the queue; they are re-sent when possible."""
+        if self._outgoing.get(node_id) is not None and not self._outgoing[node_id].done.is_set():
+            self._outgoing[node_id].abort("failed")
+        self._outgoing.pop(node_id, None)
+        requeued = 0
+        for message in self.history.pending(peer):
+            self.history.mark_queued(message.id)
+            requeued += 1
+        if requeued:
+            self._emit(ChatEvent("error", peer, detail=f"{peer} unreachable ({reason}); "
+                                                       f"{requeued} message(s) queued again"))
+            self._want_flush(peer)
+
+    def _path(self, node_id: NodeId) -> str:
+        path = self.edge.path_to(node_id)
+        if path["path"] == "direct":
+            return "direct"
+        return "relayed via " + ", ".join(v[:8] for v in path["via"])
+
+    # --- receiving --------------------------------------------------------------------
+
+    async def _accept_channels(self) -> None:
+        assert self._nursery is not None
+        while True:
+            channel = await self.node.accept_channel()
+            self._nursery.start_soon(self._read, channel)
+
+    async def _read(self, channel: Channel) -> None:
+        async with channel:
+            while True:
+                try:
+                    data = await channel.receive()
+                except TransportError:
+                    return
+                self._handle(channel.peer, data)
+
+    def _handle(self, sender: NodeId, data: bytes) -> None:
+        certificate = self.edge.certificate
+        server_key = self.edge.directory.server_key
+        if certificate is None or server_key is None:
+            return
+        try:
+            opened = open_envelope(data, self.node.identity, username=self.username,
+                                   server_key=server_key, sender_node=sender,
+                                   now=self._clock())
+        except RejectedMessage as exc:
+            log.warning("rejected a message from node %s: %s", sender.short, exc)
+            self._emit(ChatEvent("rejected", detail=str(exc), at=self._clock()))
+            return
+        content = opened.content
+        if isinstance(content, Receipt):
+            entry = self.history.mark_delivered(content.id, self._clock())
+            if entry is not None and entry.peer == opened.sender.username:
+                self._emit(ChatEvent("delivered", entry.peer, entry.id, entry.text,
+                                     entry.delivered_at,
+                                     latency=(entry.delivered_at or 0) - entry.sent_at))
+            return
+        if self.history.add_incoming(content):
+            self._emit(ChatEvent("message", content.sender, content.id, content.text,
+                                 content.sent_at, path=self._path(sender)))
+        # Acknowledge every copy: the first receipt may be what got lost.
+        receipt = Receipt(content.id, self._clock())
+        envelope = seal(self.node.identity, certificate.raw, opened.sender.public_key, receipt)
+        channel = self._channel_to(sender, None)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._send_receipt, channel, envelope)
+
+    async def _send_receipt(self, channel: Channel, envelope: bytes) -> None:
+        try:
+            await channel.send(envelope)
+        except TransportError as exc:
+            log.info("receipt to %s not sent: %s", channel.peer.short, exc)
+
+    # --- directory notices -------------------------------------------------------------
+
+    def _presence_changed(self, username: str, presence: Presence) -> None:
+        self._emit(ChatEvent("presence", username, detail=presence.status, at=self._clock()))
+        if presence.status != "offline":
+            self._want_flush(username)
+
+    def _notice(self, notice: Notice) -> None:
+        if notice.event in ("contact_request", "contact_accepted", "contact_removed"):
+            who = notice.body.get("username")
+            self._emit(ChatEvent(notice.event, who if isinstance(who, str) else None,
+                                 at=self._clock()))
+
+    def _emit(self, event: ChatEvent) -> None:
+        try:
+            self._events_send.send_nowait(event)
+        except trio.WouldBlock:
+            log.warning("chat event dropped: nobody is reading events (%s)", event.kind)

@@ -1,0 +1,82 @@
+"""Sealed envelopes: only the recipient opens them, and only the certified sender seals them."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from overlay.chat.envelope import ChatMessage, Receipt, open_envelope, seal
+from overlay.directory.certificates import issue_certificate
+from overlay.errors import RejectedMessage
+from overlay.proto.codec import pack, unpack
+from tests.conftest import make_identity
+
+SERVER = make_identity("server")
+ALICE, BOB, MALLORY = (make_identity(n) for n in ("alice", "bob", "mallory"))
+NOW = 1_800_000_000.0
+CERT = {name: issue_certificate(SERVER, name, ident.public_key, now=NOW, lifetime=3600)
+        for name, ident in (("alice", ALICE), ("bob", BOB), ("mallory", MALLORY))}
+MESSAGE = ChatMessage(b"\x01" * 16, "alice", "bob", NOW, "attack at dawn")
+
+
+def open_as_bob(envelope: bytes, sender_node: object = ALICE.node_id) -> object:
+    return open_envelope(envelope, BOB, username="bob", server_key=SERVER.public_key,
+                         sender_node=sender_node, now=NOW)  # type: ignore[arg-type]
+
+
+def test_round_trip_and_receipt() -> None:
+    envelope = seal(ALICE, CERT["alice"].raw, BOB.public_key, MESSAGE)
+    assert b"attack at dawn" not in envelope
+    opened = open_as_bob(envelope)
+    assert opened.content == MESSAGE and opened.sender.username == "alice"  # type: ignore[attr-defined]
+    receipt = seal(BOB, CERT["bob"].raw, ALICE.public_key, Receipt(MESSAGE.id, NOW + 1))
+    back = open_envelope(receipt, ALICE, username="alice", server_key=SERVER.public_key,
+                         sender_node=BOB.node_id, now=NOW)
+    assert back.content == Receipt(MESSAGE.id, NOW + 1)
+
+
+def test_a_forged_sender_with_alices_certificate_is_rejected() -> None:
+    """Mallory relays a message under alice's (public) certificate, sealed with its own key."""
+    forged = seal(MALLORY, CERT["alice"].raw, BOB.public_key, MESSAGE)
+    with pytest.raises(RejectedMessage, match="forged sender"):
+        open_as_bob(forged, MALLORY.node_id)  # the channel proves who sent it
+    with pytest.raises(RejectedMessage, match="does not open"):
+        open_as_bob(forged, ALICE.node_id)  # even if it could pose as alice's node
+
+
+def test_names_inside_must_match_the_certificate() -> None:
+    lie = ChatMessage(b"\x02" * 16, "alice", "bob", NOW, "it's me, alice")
+    envelope = seal(MALLORY, CERT["mallory"].raw, BOB.public_key, lie)
+    with pytest.raises(RejectedMessage, match="sealed by 'mallory'"):
+        open_as_bob(envelope, MALLORY.node_id)
+
+
+def test_a_message_for_someone_else_does_not_open() -> None:
+    envelope = seal(ALICE, CERT["alice"].raw, MALLORY.public_key, MESSAGE)
+    with pytest.raises(RejectedMessage):
+        open_as_bob(envelope)
+
+
+def test_a_certificate_from_another_server_is_refused() -> None:
+    rogue = issue_certificate(make_identity("rogue"), "alice", ALICE.public_key, now=NOW,
+                              lifetime=3600)
+    with pytest.raises(RejectedMessage, match="certificate refused"):
+        open_as_bob(seal(ALICE, rogue.raw, BOB.public_key, MESSAGE))
+
+
+@given(st.data())
+def test_any_tampering_is_rejected(data: st.DataObject) -> None:
+    envelope = seal(ALICE, CERT["alice"].raw, BOB.public_key, MESSAGE)
+    version, kind, certificate, box = unpack(envelope)
+    index = data.draw(st.integers(0, len(box) - 1))
+    flipped = box[:index] + bytes([box[index] ^ data.draw(st.integers(1, 255))]) \
+        + box[index + 1:]
+    with pytest.raises(RejectedMessage):
+        open_as_bob(pack([version, kind, certificate, flipped]))
+
+
+@given(st.binary(max_size=300))
+def test_garbage_is_rejected(garbage: bytes) -> None:
+    with pytest.raises(RejectedMessage):
+        open_as_bob(garbage)
