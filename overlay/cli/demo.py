@@ -1,26 +1,54 @@
-"""``overlay demo``: a small local network to watch, then a clean stop.
+"""``overlay demo``: the whole system on 127.0.0.1, a conversation, and a clean stop.
 
-Three nodes in a line on 127.0.0.1 (A - B - C), each told only of its
-neighbour; the demo waits until every link is authenticated and has a few RTT
-samples, prints the ids and the measured latencies, and shuts everything down.
+A directory server, three supernodes and four users: alice and bob behind
+"NAT" (they do not listen, so nobody can dial them), carol and dave
+reachable.  They log in, become contacts and exchange messages; the demo
+prints each message with its path (direct, or relayed through which
+supernodes) and the time until the recipient's receipt came back.
+Everything runs in this one process, so Ctrl-C or the end of the demo leaves
+nothing behind.  ``--interactive`` then leaves you in the chat as alice.
 """
 
 from __future__ import annotations
 
 import argparse
-import secrets
+import statistics
 import sys
+import time
+from dataclasses import dataclass
 
 import trio
 
+from overlay.addresses import format_address
+from overlay.chat.local_network import LocalNetwork, local_network
+from overlay.chat.service import ChatEvent
 from overlay.cli.common import positive_float, stop_signals
-from overlay.errors import OverlayError
-from overlay.ids import SEED_LEN, Identity
-from overlay.net.node import Node, NodeConfig
-from overlay.proto.link import LinkConfig
+from overlay.ids import NodeId
+from overlay.net.node import Node
 
-NAMES = ("A", "B", "C")
-RTT_SAMPLES = 3
+USERS = (("alice", False), ("bob", False), ("carol", True), ("dave", True))
+HOMES = {"alice": ("sn1",), "bob": ("sn3",), "carol": ("sn2", "sn3"), "dave": ("sn1", "sn2")}
+"""On one machine every supernode is equally near, so the demo spreads the users."""
+SCRIPT = (
+    ("alice", "bob", "Hi Bob! We are both behind NAT, so supernodes relay this."),
+    ("bob", "alice", "Hi Alice, got it. Neither of us can dial the other."),
+    ("alice", "carol", "Carol, you are reachable: this goes straight to you."),
+    ("carol", "alice", "Direct link, no relay. Welcome!"),
+    ("bob", "dave", "Dave, I dialled you directly."),
+    ("dave", "bob", "And I answer on the same link."),
+    ("carol", "dave", "Two reachable peers: direct, of course."),
+    ("dave", "alice", "Alice, you dialled me when you looked me up: I answer on that link."),
+    ("bob", "alice", "Still relayed between us two, through both our home supernodes."),
+)
+
+
+@dataclass(slots=True)
+class Line:
+    sender: str
+    recipient: str
+    text: str
+    path: str
+    latency: float | None
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -28,17 +56,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     parser = subparsers.add_parser(
         "demo",
         parents=[common],
-        help="start three nodes in a line on 127.0.0.1 and show their links",
+        help="run a server, supernodes and chat users on 127.0.0.1; show a conversation",
         description=(
-            "Start three nodes in a line on 127.0.0.1 (A - B - C, each told only of its "
-            "neighbour), wait for the authenticated links and their round-trip times, "
-            "print them and stop.  Nothing is written to disk."
+            "Start a directory server, three supernodes and four users on 127.0.0.1: "
+            "alice and bob do not listen (like clients behind NAT: only supernodes can "
+            "carry their messages), carol and dave are reachable (direct links).  The users "
+            "log in, become contacts and chat; every message is sealed end to end and "
+            "acknowledged by its recipient.  The demo prints the conversation with each "
+            "message's path and delivery time, then stops everything.  Nothing is left "
+            "running and nothing is kept on disk."
         ),
     )
-    parser.add_argument(
-        "--timeout", type=positive_float, default=15.0, metavar="SECONDS",
-        help="give up if the links are not measured within this time (default 15)",
-    )
+    parser.add_argument("--timeout", type=positive_float, default=30.0, metavar="SECONDS",
+                        help="give up if the conversation is not over within this time "
+                             "(default 30)")
+    parser.add_argument("--interactive", action="store_true",
+                        help="afterwards, stay in the chat as alice (the others answer)")
     parser.set_defaults(run=run, verbose_default=-1)
 
 
@@ -47,68 +80,112 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    config = LinkConfig(hello_interval=0.2)
-    print("overlay demo: three nodes in a line on 127.0.0.1, each knowing only its neighbour")
+    started = time.monotonic()
+    print("overlay demo: a directory server, three supernodes and four chat users "
+          "on 127.0.0.1", flush=True)
+    result: int | None = None
     with stop_signals() as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            ok = await _line_of_three(config, args.timeout)
+            with trio.move_on_after(args.timeout) as limit:
+                async with local_network() as network:
+                    await _build(network)
+                    lines = await _converse(network)
+                    _print_conversation(network, lines, time.monotonic() - started)
+                    if args.interactive:
+                        await _interactive(network)
+                    result = 0
+            if limit.cancelled_caught:
+                print(f"\nthe demo did not finish within {args.timeout:g} s", file=sys.stderr)
+                result = 1
             nursery.cancel_scope.cancel()
-    if ok is None:
-        print("interrupted; all nodes stopped.")
+    if result is None:
+        print("interrupted; everything stopped.")
         return 130
-    return 0 if ok else 1
+    print("\nall users, supernodes and the server stopped cleanly.")
+    return result
 
 
-async def _cancel_on_signal(signals: trio.abc.ReceiveChannel[int], scope: trio.CancelScope) -> None:
+async def _cancel_on_signal(signals: trio.abc.ReceiveChannel[int],
+                            scope: trio.CancelScope) -> None:
     async for _ in signals:
         scope.cancel()
         return
 
 
-async def _line_of_three(config: LinkConfig, limit: float) -> bool | None:
-    identities = [Identity.from_seed(secrets.token_bytes(SEED_LEN)) for _ in NAMES]
-    node_config = NodeConfig(listen=("127.0.0.1", 0), link=config)
-    ok: bool | None = None
-    with trio.CancelScope():
-        async with Node(identities[0], node_config) as a, Node(identities[1], node_config) as b, \
-                Node(identities[2], node_config) as c:
-            nodes = (a, b, c)
-            print()
-            print("  node  id                                listening on")
-            for name, node in zip(NAMES, nodes, strict=True):
-                assert node.listen_address is not None
-                host, port = node.listen_address
-                print(f"  {name}     {node.node_id}  {host}:{port}")
-            assert a.listen_address is not None and b.listen_address is not None
-            b.connect(a.listen_address)
-            c.connect(b.listen_address)
-            pairs = ((a, b), (b, c))
-            with trio.move_on_after(limit) as waited:
-                for left, right in pairs:
-                    await _wait_measured(left, right)
-            if waited.cancelled_caught:
-                print(f"\nthe links were not measured within {limit:g} s", file=sys.stderr)
-                ok = False
-            else:
-                print()
-                print("  link  srtt        rttvar      samples")
-                for (left, right), label in zip(pairs, ("A-B", "B-C"), strict=True):
-                    rtt = left.neighbours[right.node_id].core.rtt
-                    assert rtt.srtt is not None and rtt.rttvar is not None
-                    print(f"  {label}   {rtt.srtt * 1000:.3f} ms    {rtt.rttvar * 1000:.3f} ms    "
-                          f"{rtt.samples}")
-                ok = True
-        print("\nall nodes stopped cleanly.")
-    return ok
+async def _build(network: LocalNetwork) -> None:
+    print(f"\n  server  {format_address(network.address)}  key {network.key.hex()[:16]}…")
+    for name in ("sn1", "sn2", "sn3"):
+        node = await network.add_supernode(name)
+        assert node.listen_address is not None
+        print(f"  {name}     {format_address(node.listen_address)}  {node.node_id}")
+    for name, listen in USERS:
+        allowed = frozenset(network.supernodes[sn].node_id for sn in HOMES[name])
+        user = await network.add_user(name, listen=listen, only_supernodes=allowed)
+        edge = user.edge
+        where = (f"reachable at {format_address(edge.direct_address)}"
+                 if edge.direct_address else "behind NAT: dials out only")
+        home = network.name_of(edge.home) if edge.home else "-"
+        standby = edge.attachment.standby if edge.attachment else None
+        print(f"  {name:<7} {where:<36} home {home}"
+              + (f", standby {network.name_of(standby)}" if standby else ""))
+    names = [name for name, _ in USERS]
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            await network.befriend(a, b)
+    print("  (on one machine all supernodes are equally near: the demo spreads the homes)")
+    print("  everyone is everyone's contact (requested and accepted through the directory)")
+    # Each user looks its contacts up (certificate, presence): reachable ones get direct links.
+    for name in names:
+        for other in names:
+            if other != name:
+                await network.users[name].edge.locate(other)
+    for name in names:
+        expected = {network.users[o].node.node_id for o, listen in USERS
+                    if listen and o != name}
+        with trio.move_on_after(5):
+            await _linked(network.users[name].node, expected)
 
 
-async def _wait_measured(left: Node, right: Node) -> None:
-    def measured() -> bool:
-        link = left.neighbours.get(right.node_id)
-        return link is not None and link.core.rtt.samples >= RTT_SAMPLES
-
-    await left.wait_until(measured)
+async def _linked(node: Node, peers: set[NodeId]) -> None:
+    await node.wait_until(lambda: peers <= node.neighbours.keys())
 
 
-__all__ = ["OverlayError", "add_parser"]
+async def _converse(network: LocalNetwork) -> list[Line]:
+    lines = []
+    for sender, recipient, text in SCRIPT:
+        chat = network.users[sender].chat
+        message_id = await chat.send(recipient, text)
+        delivered: ChatEvent | None = None
+        async for event in chat.events:
+            if event.kind == "delivered" and event.id == message_id:
+                delivered = event
+                break
+            if event.kind == "error" and event.peer == recipient:
+                break
+        peer_node = network.users[recipient].node.node_id
+        path = network.users[sender].edge.path_to(peer_node)
+        via = " -> ".join(network.name_of(node) for node in path["via"])
+        lines.append(Line(sender, recipient, text,
+                          "direct" if path["path"] == "direct" else f"relayed via {via}",
+                          None if delivered is None else delivered.latency))
+    return lines
+
+
+def _print_conversation(network: LocalNetwork, lines: list[Line], elapsed: float) -> None:
+    print("\n  conversation (each message sealed for its recipient; relays see ciphertext)\n")
+    for line in lines:
+        took = "not delivered" if line.latency is None else \
+            f"delivered in {line.latency * 1000:.1f} ms"
+        print(f"  {line.sender:>5} -> {line.recipient:<5}  {line.text}")
+        print(f"  {'':>5}    {'':<5}  {took}, {line.path}")
+    latencies = [line.latency for line in lines if line.latency is not None]
+    relayed = sum(line.path.startswith("relayed") for line in lines)
+    median = f"{statistics.median(latencies) * 1000:.1f} ms" if latencies else "-"
+    print(f"\n  {len(latencies)} of {len(lines)} delivered; {relayed} relayed, "
+          f"{len(lines) - relayed} direct; median delivery {median}; "
+          f"{elapsed:.1f} s from start")
+
+
+async def _interactive(network: LocalNetwork) -> None:
+    print("\n(--interactive is not available in this build)")

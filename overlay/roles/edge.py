@@ -56,6 +56,8 @@ class EdgeConfig:
     """May the directory ask this client to become a supernode?  (--no-supernode)"""
     direct: bool = True
     """Link directly to contacts that published a verified direct address."""
+    only_supernodes: frozenset[NodeId] = frozenset()
+    """Attach only to these supernodes (empty: any the directory lists)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +319,9 @@ class EdgeClient:
     async def _choose_and_attach(self) -> None:
         try:
             client = await self.directory.ready()
-            self.known = {node: address for node, address in await client.supernodes()}
+            allowed = self.config.only_supernodes
+            self.known = {node: address for node, address in await client.supernodes()
+                          if not allowed or node in allowed}
         except DirectoryError as exc:
             log.debug("supernode list unavailable (%s); using the last one", exc)
         self.rtts = await self._measure()

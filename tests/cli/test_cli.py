@@ -143,14 +143,18 @@ def test_node_key_is_created_private_and_reused() -> None:
         assert again.ready()["node_id"] == first_id
 
 
-def test_demo_prints_three_nodes_and_their_link_rtts() -> None:
+def test_demo_runs_the_whole_system_and_prints_the_conversation() -> None:
     result = run_overlay("demo")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert sum(line.startswith(("  A ", "  B ", "  C ")) for line in lines) == 3
-    assert any(line.startswith("  A-B ") and " ms" in line for line in lines)
-    assert any(line.startswith("  B-C ") and " ms" in line for line in lines)
-    assert "stopped cleanly" in result.stdout
+    out = result.stdout
+    for name in ("sn1", "sn2", "sn3", "alice", "bob", "carol", "dave"):
+        assert f"  {name} " in out
+    assert out.count("behind NAT: dials out only") == 2 and out.count("reachable at 127.0.0.1:") == 2
+    assert "alice -> bob" in out
+    assert "relayed via sn1 -> sn3" in out  # both behind NAT: their homes relay
+    assert "direct" in out  # reachable users get direct links
+    assert "9 of 9 delivered" in out
+    assert "stopped cleanly" in out
     assert "Traceback" not in result.stderr
 
 
