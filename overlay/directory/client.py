@@ -28,6 +28,7 @@ import trio
 
 from overlay.addresses import Address, format_address, parse_address
 from overlay.directory.certificates import Certificate, verify_certificate
+from overlay.directory.protocol import seal_password
 from overlay.errors import DirectoryError, DirectoryUnavailable
 from overlay.ids import Identity, NodeId
 from overlay.net.link import Link
@@ -260,11 +261,18 @@ class DirectoryClient:
             raise DirectoryError(500, "server sent no certificate")
         return verify_certificate(raw, self.server_public_key, now=time.time())
 
+    def _sealed(self, password: str) -> bytes:
+        session_id = self._link.core.session_id
+        assert session_id is not None  # connect() returns only established links
+        return seal_password(self.server_public_key, session_id, password)
+
     async def register(self, username: str, password: str) -> Response:
-        return await self.request("register", username=username, password=password)
+        return await self.request("register", username=username,
+                                  sealed_password=self._sealed(password))
 
     async def login(self, username: str, password: str) -> LoginResult:
-        body = (await self.request("login", username=username, password=password)).body
+        body = (await self.request("login", username=username,
+                                   sealed_password=self._sealed(password))).body
         return LoginResult(username, body["token"], body["expires_at"],
                            self._verify(body.get("certificate")))
 
@@ -277,7 +285,8 @@ class DirectoryClient:
         await self.request("logout")
 
     async def change_key(self, username: str, password: str) -> Response:
-        return await self.request("change_key", username=username, password=password)
+        return await self.request("change_key", username=username,
+                                  sealed_password=self._sealed(password))
 
     async def contact_request(self, username: str) -> Response:
         return await self.request("contact_request", username=username)

@@ -16,8 +16,14 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+import nacl.exceptions
+import nacl.public
+import nacl.signing
+
 from overlay.addresses import Address, format_address, parse_address
-from overlay.ids import NODE_ID_LEN, NodeId
+from overlay.errors import MalformedMessage
+from overlay.ids import NODE_ID_LEN, Identity, NodeId
+from overlay.proto.codec import pack, unpack
 
 TOKEN_LEN = 32
 USERNAME_RULE = re.compile(r"[a-z][a-z0-9_.-]{2,31}")
@@ -71,6 +77,40 @@ def check_password(value: object) -> str:
     return value
 
 
+MAX_SEALED_LEN = 2 * MAX_PASSWORD_LEN + 256
+
+
+def seal_password(server_key: bytes, session_id: bytes, password: str) -> bytes:
+    """``password`` sealed for the server (an anonymous libsodium sealed box to its key,
+    converted to X25519), bound to this connection's session id.
+
+    Links are authenticated but not encrypted: sealing keeps passwords from anyone
+    watching the wire, and the binding keeps a captured blob from being replayed on
+    another connection (to log in, or worse, to move the account to another key).
+    """
+    public = nacl.signing.VerifyKey(server_key).to_curve25519_public_key()
+    return bytes(nacl.public.SealedBox(public).encrypt(pack([session_id, password])))
+
+
+def unseal_password(server: Identity, session_id: bytes | None, sealed: object) -> str:
+    """The password inside ``sealed``; Rejected(400) if it was not sealed for this link."""
+    if not isinstance(sealed, bytes) or not 0 < len(sealed) <= MAX_SEALED_LEN:
+        raise Rejected(Status.BAD_REQUEST,
+                       "sealed_password must be bin: the password sealed for the server")
+    private = server.signing_key.to_curve25519_private_key()
+    try:
+        inner = unpack(nacl.public.SealedBox(private).decrypt(sealed))
+    except (nacl.exceptions.CryptoError, MalformedMessage):
+        raise Rejected(Status.BAD_REQUEST,
+                       "sealed_password does not open with this server's key") from None
+    if not (isinstance(inner, list) and len(inner) == 2 and isinstance(inner[0], bytes)):
+        raise Rejected(Status.BAD_REQUEST, "sealed_password holds [session_id, password]")
+    if session_id is None or inner[0] != session_id:
+        raise Rejected(Status.BAD_REQUEST,
+                       "sealed_password was sealed for another connection (a replay?)")
+    return check_password(inner[1])
+
+
 def password_weakness(username: str, password: str) -> str | None:
     """Why ``password`` is too weak to register with, or None if it is acceptable.
 
@@ -85,6 +125,14 @@ def password_weakness(username: str, password: str) -> str | None:
     if len(set(password)) < MIN_PASSWORD_DISTINCT:
         return f"password too repetitive: use at least {MIN_PASSWORD_DISTINCT} different characters"
     return None
+
+
+def check_sealed(value: object) -> bytes:
+    """Only the shape: opening it needs the server's key and the connection."""
+    if not isinstance(value, bytes) or not 0 < len(value) <= MAX_SEALED_LEN:
+        raise Rejected(Status.BAD_REQUEST,
+                       "sealed_password must be bin: the password sealed for the server")
+    return value
 
 
 def check_token(value: object) -> bytes:
@@ -164,14 +212,14 @@ _USER: dict[str, Any] = {"username": check_username}
 OPERATIONS: dict[str, Operation] = {
     op.name: op for op in (
         _op("register", "create an account bound to this node's key", session=False,
-            username=check_username, password=check_password),
+            username=check_username, sealed_password=check_sealed),
         _op("login", "open a session; returns a token and a certificate", session=False,
-            username=check_username, password=check_password),
+            username=check_username, sealed_password=check_sealed),
         _op("resume", "reopen a session from its token (same node key only)", session=False,
             token=check_token),
         _op("logout", "end the session; presence becomes offline", session=True),
         _op("change_key", "bind the account to this node's key (a new device)", session=False,
-            username=check_username, password=check_password),
+            username=check_username, sealed_password=check_sealed),
         _op("contact_request", "ask a user to become a contact", session=True, **_USER),
         _op("contact_accept", "accept a user's contact request", session=True, **_USER),
         _op("contact_decline", "decline a user's contact request", session=True, **_USER),

@@ -67,6 +67,7 @@ class ClientConnection:
         self.address = address
         self.node_id = NodeId(bytes(16))
         self.public_key = b""
+        self.session_id: bytes | None = None
         self.session: Session | None = None
         self.verified_address: Address | None = None
         self.link: Link | None = None
@@ -82,6 +83,7 @@ class ClientConnection:
         assert link.core.peer_id is not None and link.core.peer_public_key is not None
         self.node_id = link.core.peer_id
         self.public_key = link.core.peer_public_key
+        self.session_id = link.core.session_id
 
     def link_rtt(self, link: Link, event: RttMeasured) -> None:
         pass

@@ -27,7 +27,13 @@ from overlay.addresses import Address, format_address
 from overlay.directory.certificates import Certificate, issue_certificate
 from overlay.directory.limits import FailureWindow
 from overlay.directory.passwords import HashCost, hash_password, password_matches
-from overlay.directory.protocol import Rejected, Status, parse_request, password_weakness
+from overlay.directory.protocol import (
+    Rejected,
+    Status,
+    parse_request,
+    password_weakness,
+    unseal_password,
+)
 from overlay.directory.store import Store, UsernameTaken, UserRecord
 from overlay.ids import Identity, NodeId
 
@@ -70,6 +76,7 @@ class Connection(Protocol):
     node_id: NodeId
     public_key: bytes
     address: Address
+    session_id: bytes | None
     session: Session | None
     verified_address: Address | None
 
@@ -194,7 +201,8 @@ class Directory:
     # --- accounts --------------------------------------------------------------------------
 
     async def _op_register(self, conn: Connection, *, now: float, username: str,
-                           password: str) -> Reply:
+                           sealed_password: bytes) -> Reply:
+        password = unseal_password(self.identity, conn.session_id, sealed_password)
         weakness = password_weakness(username, password)
         if weakness is not None:
             raise Rejected(Status.BAD_REQUEST, weakness)
@@ -236,7 +244,8 @@ class Directory:
         return user
 
     async def _op_login(self, conn: Connection, *, now: float, username: str,
-                        password: str) -> Reply:
+                        sealed_password: bytes) -> Reply:
+        password = unseal_password(self.identity, conn.session_id, sealed_password)
         user = await self._check_password(conn, username, password, now)
         if user.public_key != conn.public_key:
             raise Rejected(
@@ -275,7 +284,8 @@ class Directory:
         return Status.OK, "logged out", {}
 
     async def _op_change_key(self, conn: Connection, *, now: float, username: str,
-                             password: str) -> Reply:
+                             sealed_password: bytes) -> Reply:
+        password = unseal_password(self.identity, conn.session_id, sealed_password)
         user = await self._check_password(conn, username, password, now)
         if user.public_key == conn.public_key:
             return Status.OK, "the account already uses this node's key", {}

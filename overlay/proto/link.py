@@ -39,6 +39,7 @@ input is ignored.  The core never raises on peer behaviour; it closes.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections import deque
 from dataclasses import dataclass
 
@@ -209,6 +210,17 @@ class LinkCore:
     @property
     def is_closed(self) -> bool:
         return self.state is LinkState.CLOSED
+
+    @property
+    def session_id(self) -> bytes | None:
+        """SHA-256 of both handshake nonces (initiator's first), the same at both ends;
+        None before the handshake.  Upper layers bind secrets to it so that what was
+        sealed for this link is refused on any other (a replay)."""
+        if self._peer_nonce is None:
+            return None
+        first, second = ((self._nonce, self._peer_nonce) if self.initiator
+                         else (self._peer_nonce, self._nonce))
+        return hashlib.sha256(b"overlay session\x00" + first + second).digest()
 
     @property
     def pending_bytes(self) -> int:

@@ -149,7 +149,8 @@ def test_demo_runs_the_whole_system_and_prints_the_conversation() -> None:
     out = result.stdout
     for name in ("sn1", "sn2", "sn3", "alice", "bob", "carol", "dave"):
         assert f"  {name} " in out
-    assert out.count("behind NAT: dials out only") == 2 and out.count("reachable at 127.0.0.1:") == 2
+    assert out.count("behind NAT: dials out only") == 2
+    assert out.count("reachable at 127.0.0.1:") == 2
     assert "alice -> bob" in out
     assert "relayed via sn1 -> sn3" in out  # both behind NAT: their homes relay
     assert "direct" in out  # reachable users get direct links

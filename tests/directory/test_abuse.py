@@ -8,34 +8,54 @@ from typing import Any
 import pytest
 import trio
 
+from overlay.directory.client import DirectoryClient
 from overlay.errors import DirectoryError
 from overlay.net.link import Link
 from overlay.proto.messages import DirectoryResponse
 from tests.directory.conftest import PASSWORD, RunningServer, registered
 
+SEALED = "<sealed>"  # replaced by the test with PASSWORD sealed for its own connection
+
+
+def sealed(text: str) -> str:
+    return SEALED + text
+
+
 BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("no_such_op", {}, "unknown operation"),
-    ("register", {"username": "alice"}, "missing argument 'password'"),
-    ("register", {"username": 7, "password": PASSWORD}, "invalid username"),
-    ("register", {"username": ["a"], "password": PASSWORD}, "invalid username"),
-    ("register", {"username": "x" * 5000, "password": PASSWORD}, "invalid username"),
-    ("register", {"username": "bob'; DROP TABLE users; --", "password": PASSWORD},
+    ("register", {"username": "alice"}, "missing argument 'sealed_password'"),
+    ("register", {"username": 7, "sealed_password": SEALED}, "invalid username"),
+    ("register", {"username": ["a"], "sealed_password": SEALED}, "invalid username"),
+    ("register", {"username": "x" * 5000, "sealed_password": SEALED}, "invalid username"),
+    ("register", {"username": "bob'; DROP TABLE users; --", "sealed_password": SEALED},
      "invalid username"),
-    ("register", {"username": "a' OR '1'='1", "password": PASSWORD}, "invalid username"),
-    ("register", {"username": "carol", "password": "p" * 2000}, "password must be"),
-    ("register", {"username": "carol", "password": b"bytes"}, "password must be"),
-    ("register", {"username": "carol", "password": "short"}, "too short"),
-    ("register", {"username": "carol", "password": "aaaaaaaaaaaaaa"}, "too repetitive"),
-    ("register", {"username": "carol", "password": "carol-is-great"}, "username"),
-    ("register", {"username": "carol", "password": PASSWORD, "admin": True},
+    ("register", {"username": "a' OR '1'='1", "sealed_password": SEALED}, "invalid username"),
+    ("register", {"username": "carol", "password": PASSWORD}, "unknown argument"),
+    ("register", {"username": "carol", "sealed_password": "text"}, "must be bin"),
+    ("register", {"username": "carol", "sealed_password": b"\x00" * 80}, "does not open"),
+    ("register", {"username": "carol", "sealed_password": b"\x00" * 5000}, "must be bin"),
+    ("register", {"username": "carol", "sealed_password": sealed("p" * 2000)},
+     "password must be"),
+    ("register", {"username": "carol", "sealed_password": sealed("short")}, "too short"),
+    ("register", {"username": "carol", "sealed_password": sealed("aaaaaaaaaaaaaa")},
+     "too repetitive"),
+    ("register", {"username": "carol", "sealed_password": sealed("carol-is-great")},
+     "username"),
+    ("register", {"username": "carol", "sealed_password": SEALED, "admin": True},
      "unknown argument"),
-    ("login", {"username": "alice", "password": None}, "missing argument"),
+    ("login", {"username": "alice", "sealed_password": None}, "missing argument"),
     ("resume", {"token": "not bytes"}, "token must be"),
     ("dialback", {"address": "nonsense"}, "bad address"),
     ("dialback", {"address": 12}, "address must be"),
     ("presence", {"status": "online"}, "log in first"),
     ("lookup", {"username": "alice"}, "log in first"),
 ]
+
+
+def fill_in(client: DirectoryClient, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {key: client._sealed(value[len(SEALED):] or PASSWORD)
+            if isinstance(value, str) and value.startswith(SEALED) else value
+            for key, value in arguments.items()}
 
 
 @pytest.mark.parametrize(("operation", "arguments", "reason"), BAD_REQUESTS)
@@ -45,13 +65,28 @@ async def test_bad_requests_get_4xx_with_a_reason(
     await registered(directory, "alice")
     async with directory.client("mallory") as mallory:
         with pytest.raises(DirectoryError) as refused:
-            await mallory.request(operation, **arguments)
+            await mallory.request(operation, **fill_in(mallory, arguments))
         assert 400 <= refused.value.status < 500
         assert reason in refused.value.reason
         # The same connection, and the server, keep working.
         assert (await mallory.request("supernodes")).status == 200
     async with directory.client("alice") as alice:
         assert (await alice.login("alice", PASSWORD)).username == "alice"
+
+
+async def test_a_sealed_password_replayed_on_another_connection_is_refused(
+    directory: RunningServer,
+) -> None:
+    """An eavesdropper's capture is worthless: it is bound to the link it was sent on."""
+    await registered(directory, "alice")
+    async with directory.client("alice") as alice:
+        captured = alice._sealed(PASSWORD)
+        await alice.request("login", username="alice", sealed_password=captured)
+    async with directory.client("alice") as again, directory.client("thief") as thief:
+        for client in (again, thief):
+            with pytest.raises(DirectoryError, match="another connection") as refused:
+                await client.request("change_key", username="alice", sealed_password=captured)
+            assert refused.value.status == 400
 
 
 async def test_sql_metacharacters_change_nothing(directory: RunningServer) -> None:
