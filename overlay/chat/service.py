@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from overlay.chat.envelope import (
+    MAX_TEXT_LEN,
     MESSAGE_ID_LEN,
     ChatMessage,
     Receipt,
@@ -39,7 +40,13 @@ from overlay.chat.envelope import (
 )
 from overlay.chat.history import History
 from overlay.directory.client import Notice, Presence
-from overlay.errors import ChatError, OverlayError, RejectedMessage, TransportError
+from overlay.errors import (
+    ChatError,
+    DirectoryError,
+    OverlayError,
+    RejectedMessage,
+    TransportError,
+)
 from overlay.ids import NodeId
 from overlay.net.channels import Channel
 from overlay.roles.edge import EdgeClient
@@ -104,8 +111,13 @@ class Chat:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._accept_channels)
+            # What an earlier run could not deliver: messages it had handed to a channel
+            # died with that channel, so they are queued again (the recipient drops a
+            # copy that did arrive).
+            for message in self.history.pending():
+                self.history.mark_queued(message.id)
             for peer in {message.recipient for message in self.history.pending()}:
-                self._want_flush(peer)  # what an earlier run could not deliver
+                self._want_flush(peer)
             task_status.started()
 
     # --- sending ----------------------------------------------------------------------
@@ -114,6 +126,14 @@ class Chat:
         """Queue ``text`` for contact ``to`` (on disk first); returns the message id."""
         if to == self.username:
             raise ChatError("that is you")
+        if len(text) > MAX_TEXT_LEN:
+            raise ChatError(f"a message is at most {MAX_TEXT_LEN} characters, not {len(text)}")
+        try:
+            await self.edge.locate(to)  # a certificate to seal for, and where to send
+        except DirectoryError as exc:
+            if exc.status in (403, 404):
+                raise ChatError(f"cannot send to {to}: {exc}") from None
+            # The directory is down: queue; the flush finds the contact when it is back.
         message = ChatMessage(secrets.token_bytes(MESSAGE_ID_LEN), self.username, to,
                               self._clock(), text)
         self.history.add_outgoing(message)

@@ -16,6 +16,7 @@ from overlay import __version__
 from overlay.cli import (
     account,
     bench,
+    chat,
     contacts,
     demo,
     messaging,
@@ -28,7 +29,7 @@ from overlay.cli import (
 from overlay.cli.common import configure_logging
 from overlay.errors import OverlayError
 
-SUBCOMMANDS = (node, status, probe, messaging, server, account, contacts, roles, bench, demo)
+SUBCOMMANDS = (node, status, probe, messaging, server, account, contacts, roles, chat, bench, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
