@@ -721,11 +721,16 @@ def _status_lines(client: Client) -> str:
 async def _interactive(client: Client) -> int:
     print(f"connecting to {format_address(client.server)} as {client.user} ...", flush=True)
     await client.start()
+    await interactive_session(client)
+    return 0
+
+
+async def interactive_session(client: Client) -> None:
+    """The terminal chat on a client whose role and engine already run (also the demo's)."""
     editor = LineEditor(PROMPT)
     async with editor:
         with _logging_above(editor):
             await Interactive(client, editor).run()
-    return 0
 
 
 @contextmanager

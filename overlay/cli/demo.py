@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import trio
 
 from overlay.addresses import format_address
-from overlay.chat.local_network import LocalNetwork, local_network
+from overlay.chat.local_network import LocalNetwork, User, local_network
 from overlay.chat.service import ChatEvent
+from overlay.cli.chat import Client, interactive_session
 from overlay.cli.common import positive_float, stop_signals
 from overlay.ids import NodeId
 from overlay.net.node import Node
@@ -87,17 +88,18 @@ async def _run(args: argparse.Namespace) -> int:
     with stop_signals() as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_cancel_on_signal, signals, nursery.cancel_scope)
-            with trio.move_on_after(args.timeout) as limit:
-                async with local_network() as network:
+            async with local_network() as network:
+                with trio.move_on_after(args.timeout) as limit:
                     await _build(network)
                     lines = await _converse(network)
                     _print_conversation(network, lines, time.monotonic() - started)
-                    if args.interactive:
-                        await _interactive(network)
                     result = 0
-            if limit.cancelled_caught:
-                print(f"\nthe demo did not finish within {args.timeout:g} s", file=sys.stderr)
-                result = 1
+                if limit.cancelled_caught:
+                    print(f"\nthe demo did not finish within {args.timeout:g} s",
+                          file=sys.stderr)
+                    result = 1
+                elif args.interactive:
+                    await _interactive(network, args)
             nursery.cancel_scope.cancel()
     if result is None:
         print("interrupted; everything stopped.")
@@ -187,5 +189,26 @@ def _print_conversation(network: LocalNetwork, lines: list[Line], elapsed: float
           f"{elapsed:.1f} s from start")
 
 
-async def _interactive(network: LocalNetwork) -> None:
-    print("\n(--interactive is not available in this build)")
+async def _interactive(network: LocalNetwork, args: argparse.Namespace) -> None:
+    """Leave the user in the chat as alice; bob, carol and dave answer what she says."""
+    for user in network.users.values():  # the scripted part was shown already
+        while True:
+            try:
+                user.chat.events.receive_nowait()
+            except trio.WouldBlock:
+                break
+    for name in ("bob", "carol", "dave"):
+        network.nursery.start_soon(_answer, network.users[name])
+    alice = network.users["alice"]
+    client = Client(args, network.address, alice.node, alice.edge, alice.chat,
+                    network.nursery)
+    print("\nyou are alice now; bob, carol and dave answer.  Try /msg bob hello, /to carol, "
+          "/contacts, /status, /history bob, /help; /quit or Ctrl-C ends the demo.\n",
+          flush=True)
+    await interactive_session(client)
+
+
+async def _answer(user: User) -> None:
+    async for event in user.chat.events:
+        if event.kind == "message" and event.peer is not None:
+            await user.chat.send(event.peer, f"{user.name} here: got your {event.text!r}")

@@ -310,3 +310,29 @@ def test_bench_transport_measures_overlay_and_plain_trio_in_one_run() -> None:
 def test_bench_transport_rejects_bad_hops() -> None:
     result = run_overlay("bench", "transport", "--hops", "0,x")
     assert result.returncode == 2 and "relay counts" in result.stderr
+
+
+def test_demo_interactive_leaves_you_in_the_chat_as_alice() -> None:
+    proc = subprocess.Popen(overlay_command("demo", "--interactive"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("/msg bob are you a bot?\n")
+        proc.stdin.flush()
+        seen = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if "bob here: got your 'are you a bot?'" in line:
+                break
+        assert any("bob here" in line for line in seen), "".join(seen)
+        proc.stdin.write("/quit\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
