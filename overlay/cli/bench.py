@@ -6,21 +6,25 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 import trio.testing
 
+from overlay.bench import chat as chat_bench
 from overlay.cli.common import positive_float, positive_int
 from overlay.errors import ConfigError
 from overlay.sim import topology
 from overlay.sim.routing_bench import BenchConfig, RoutingReport, run
 
+if TYPE_CHECKING:
+    from overlay.bench.directory import DirectoryReport
+
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                common: argparse.ArgumentParser) -> None:
     bench = subparsers.add_parser(
-        "bench", parents=[common], help="run a benchmark (routing)",
+        "bench", parents=[common], help="run a benchmark (routing, transport, directory)",
         description="Benchmarks.  Each prints its figures; --json puts them on stdout.",
     )
     kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -79,6 +83,43 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     transport.add_argument("--json", action="store_true", help="print the figures as JSON")
     transport.set_defaults(run=run_transport, verbose_default=-2)
 
+    directory = kinds.add_parser(
+        "directory", parents=[common],
+        help="directory server logins/lookups/presence on 127.0.0.1 against the bare hash rate",
+        description=(
+            "Start `overlay server` with a fresh database, register --clients users (each a "
+            "contact of a few others), then measure logins/s, lookups/s and presence "
+            "updates/s from concurrent clients on 127.0.0.1 in closed loops (or at a fixed "
+            "--rate), with p50/p99 latency, errors, and the cores the server, the clients "
+            "and everything else kept busy.  Logins are set beside the bare Argon2id "
+            "verification rate on one thread per core, measured in the same run while the "
+            "server is idle, as a ratio.  Progress on stderr."
+        ),
+    )
+    directory.add_argument("--clients", type=positive_int, default=100, metavar="N",
+                           help="concurrent clients, one user and connection each (default 100)")
+    directory.add_argument("--duration", type=positive_float, default=5.0, metavar="SECONDS",
+                           help="length of each measured phase (default 5)")
+    directory.add_argument("--client-procs", type=positive_int, default=None, metavar="N",
+                           help="processes the clients are spread over (default: one per "
+                                "core, at most one per client)")
+    directory.add_argument("--contacts", type=positive_int, default=2, metavar="K",
+                           help="each user asks the next K users on a ring, so has 2K "
+                                "contacts (default 2)")
+    directory.add_argument("--hash-seconds", type=positive_float, default=3.0, metavar="S",
+                           help="how long to measure the bare password-hash rate (default 3)")
+    directory.add_argument("--max-ops", type=positive_int, default=1_000_000, metavar="N",
+                           help="cap on operations per phase, all clients together "
+                                "(default 1000000)")
+    directory.add_argument("--rate", type=positive_float, default=None, metavar="OPS",
+                           help="offer lookups and presence updates at OPS/s in all (each "
+                                "client on a fixed schedule, latency counted from it) instead "
+                                "of closed loops; logins stay closed loops")
+    directory.add_argument("--json", action="store_true", help="print the figures as JSON")
+    directory.set_defaults(run=run_directory, verbose_default=-2)
+
+    chat_bench.add_parser(kinds, common)
+
 
 def _hops_arg(text: str) -> list[int]:
     try:
@@ -113,6 +154,82 @@ def run_transport(args: argparse.Namespace) -> int:
             extra = f"; {r.rtt_p50_added_per_relay_us:.0f} us more round trip per relay"
         print(f"{'':6}  goodput {r.goodput_ratio:.1%} of plain trio{extra}")
     return 0
+
+
+def run_directory(args: argparse.Namespace) -> int:
+    from overlay.bench import directory as bench_directory
+
+    config = bench_directory.BenchConfig(
+        clients=args.clients, duration=args.duration,
+        client_procs=args.client_procs or bench_directory.default_client_procs(),
+        contacts_each=args.contacts, hash_seconds=args.hash_seconds, max_ops=args.max_ops,
+        rate=args.rate)
+    bar = _ProgressBar()
+    try:
+        report = trio.run(bench_directory.run, config, bar)
+    finally:
+        bar.done()
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        print(render_directory(report))
+    return 0
+
+
+def render_directory(r: DirectoryReport) -> str:
+    """The report as a table: figures first, then who used the CPU, errors, the targets."""
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}ms"
+
+    h = r.hash
+    phases = (r.logins, r.lookups, r.presence)
+    lines = [
+        f"{r.clients} clients in {r.client_procs} process(es), {r.contacts_per_user} contacts "
+        f"each, {r.duration_s:g} s per phase; server on {r.server}; {r.cores} cores",
+        f"setup: {r.setup.users} users registered and logged in, {r.setup.contact_pairs} "
+        f"contact pairs, in {r.setup.seconds:.1f} s",
+        "",
+        f"{'phase':<10} {'load':>10} {'ops':>8} {'ops/s':>9} {'p50':>10} {'p99':>10} "
+        f"{'errors':>7}",
+    ]
+    lines += [f"{p.name:<10} {'closed' if p.offered_s is None else f'{p.offered_s:g}/s':>10} "
+              f"{p.ops:>8} {p.ops_s:>9.1f} {ms(p.p50_ms):>10} {ms(p.p99_ms):>10} "
+              f"{p.errors:>7}" for p in phases]
+    lines += [
+        "",
+        f"password hash (argon2id, {h.threads} threads, server idle): {h.hashes_s:.1f}/s, "
+        f"the faster of: before logins {h.before.hashes_s:.1f}/s "
+        f"({h.before.ms_per_hash:.1f} ms each), after {h.after.hashes_s:.1f}/s "
+        f"({h.after.ms_per_hash:.1f} ms each)",
+        f"logins/s = {r.login_hash_ratio:.1%} of the bare hash rate",
+    ]
+    if r.presence.notices:
+        lines.append(f"presence notices delivered to contacts: {r.presence.notices_s:.0f}/s")
+    windows = [(p.name, p.cpu) for p in phases] + [("hash", h.before.cpu),
+                                                    ("hash again", h.after.cpu)]
+    if all(cpu is not None for _, cpu in windows):
+        lines.append("cores busy     server clients  bench  other   idle   server/op clients/op")
+        per_op = {p.name: (p.server_us_per_op, p.clients_us_per_op) for p in phases}
+        for name, cpu in windows:
+            assert cpu is not None
+            server_op, clients_op = per_op.get(name, (None, None))
+            cost = "" if server_op is None or clients_op is None \
+                else f" {server_op:>9.0f}us {clients_op:>8.0f}us"
+            lines.append(f"  {name:<12} {cpu.server:>6.2f} {cpu.clients:>7.2f} "
+                         f"{cpu.bench:>6.2f} {cpu.other:>6.2f} {cpu.idle:>6.2f}{cost}")
+    for p in phases:
+        if p.errors:
+            kinds = ", ".join(f"{k}: {n}" for k, n in p.errors_by_kind.items())
+            lines.append(f"errors in {p.name}: {kinds}; first: {p.first_error}")
+    lines.append("targets (stated for 100 clients on 2 cores):")
+    for t in r.targets:
+        sign = ">=" if t.kind == "min" else "<"
+        shown = "-" if t.measured is None else f"{t.measured:g}"
+        lines.append(f"  {t.figure:<18} {shown:>10} (target {sign} {t.limit:g}): "
+                     f"{'met' if t.met else 'MISSED'}")
+    lines += [f"note: {note}" for note in r.notes]
+    return "\n".join(lines)
 
 
 class _ProgressBar:

@@ -396,14 +396,16 @@ class Directory:
         """Ask one reachable, long-lived, willing client to become a supernode when the
         supernodes are too few for the clients online (Skype's promotion, by policy)."""
         config = self.config
+        if len(self._presence) <= config.clients_per_supernode * max(1, len(self._supernodes)):
+            return  # cheap: there are not even that many users online
+        if any(now - asked < config.promotion_retry
+               for asked in self._promotion_asked.values()):
+            return  # one question at a time
         supernode_ids = set(self._supernodes)
         clients = [(name, p) for name, p in self._presence.items()
                    if p.connection.node_id not in supernode_ids]
         if len(clients) <= config.clients_per_supernode * max(1, len(supernode_ids)):
             return
-        if any(now - asked < config.promotion_retry
-               for asked in self._promotion_asked.values()):
-            return  # one question at a time
         candidates = [
             (self._online_since.get(name, now), name, p) for name, p in clients
             if p.supernode_ok and p.connection.verified_address is not None
