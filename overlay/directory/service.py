@@ -385,10 +385,17 @@ class Directory:
         username = conn.session.user.username
         presence = Presence(status, home_node, home_address, direct_address, int(now), conn,
                             supernode_ok=supernode_ok and conn.verified_address is not None)
+        previous = self._presence.get(username)
+        unchanged = previous is not None and (
+            previous.status, previous.home_node, previous.home_address, previous.direct_address,
+        ) == (status, home_node, home_address, direct_address)
+        if previous is not None and unchanged:
+            presence.since = previous.since
         self._presence[username] = presence
         self._online_since.setdefault(username, now)
-        self._announce_presence(conn.session.contacts, username,
-                                presence.to_wire(self._last_seen.get(username)))
+        if not unchanged:  # a repeated update tells the contacts nothing new
+            self._announce_presence(conn.session.contacts, username,
+                                    presence.to_wire(self._last_seen.get(username)))
         self._consider_promotion(now)
         return Status.OK, f"presence {status}", {}
 
