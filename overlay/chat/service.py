@@ -49,11 +49,13 @@ from overlay.errors import (
 )
 from overlay.ids import NodeId
 from overlay.net.channels import Channel
-from overlay.roles.edge import EdgeClient
+from overlay.roles.edge import EdgeClient, Peer
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 10_000
+CERTIFICATE_MARGIN = 3600.0
+"""Look a contact up again when its certificate has less than this left (seconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,7 @@ class Chat:
         if len(text) > MAX_TEXT_LEN:
             raise ChatError(f"a message is at most {MAX_TEXT_LEN} characters, not {len(text)}")
         try:
-            await self.edge.locate(to)  # a certificate to seal for, and where to send
+            await self._contact(to)  # a certificate to seal for, and where to send
         except DirectoryError as exc:
             if exc.status in (403, 404):
                 raise ChatError(f"cannot send to {to}: {exc}") from None
@@ -162,11 +164,11 @@ class Chat:
         if not self.history.pending(peer, only_queued=True):
             return
         try:
-            node_id = await self.edge.locate(peer)
+            contact = await self._contact(peer)
         except OverlayError as exc:
             self._emit(ChatEvent("error", peer, detail=f"cannot find {peer}: {exc}"))
             return
-        contact = self.edge.peers[peer]
+        node_id = contact.node_id
         reachable = node_id in self.node.neighbours or contact.presence.home_node is not None
         if contact.presence.status == "offline" or not reachable:
             return  # queued: the contact's next presence change flushes
@@ -186,6 +188,16 @@ class Chat:
         except TransportError as exc:
             self._channel_failed(node_id, peer, exc)
 
+    async def _contact(self, username: str) -> Peer:
+        """The contact as last looked up; looked up again when unknown or its certificate
+        is near expiry.  Presence notices keep a known contact's location current, so a
+        conversation costs the directory one lookup, not one per message."""
+        peer = self.edge.peers.get(username)
+        if peer is None or peer.certificate.expires_at - self._clock() < CERTIFICATE_MARGIN:
+            await self.edge.locate(username)
+            peer = self.edge.peers[username]
+        return peer
+
     def _channel_to(self, node_id: NodeId, peer: str | None) -> Channel:
         channel = self._outgoing.get(node_id)
         if channel is None or channel.done.is_set():
@@ -202,7 +214,9 @@ class Chat:
             self._channel_failed(channel.peer, peer, channel.core.error or "closed")
 
     def _channel_failed(self, node_id: NodeId, peer: str, reason: object) -> None:
-        """Undelivered messages go back to the queue; they are re-sent when possible."""
+        """Undelivered messages go back to the queue; they are re-sent when possible
+        (after a fresh lookup: the contact may have moved or changed its key)."""
+        self.edge.peers.pop(peer, None)
         if self._outgoing.get(node_id) is not None and not self._outgoing[node_id].done.is_set():
             self._outgoing[node_id].abort("failed")
         self._outgoing.pop(node_id, None)

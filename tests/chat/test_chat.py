@@ -123,3 +123,23 @@ async def test_history_survives_a_restart(tmp_path: Path) -> None:
     assert [(e.text, e.direction, e.state) for e in entries] == [
         ("remember me", "out", "delivered"), ("I do", "in", "received")]
     assert not again.add_incoming(ChatMessage(b"\x02" * 16, "bob", "alice", 12.0, "I do"))
+
+
+async def test_a_long_conversation_does_not_hammer_the_directory(network: Network,
+                                                                 tmp_path: Path) -> None:
+    """One lookup per contact, not per message: 500 messages stay far below the
+    directory's per-connection rate limit (a burst of 400), and all are delivered."""
+    await network.start_supernode("sn1")
+    await network.register("alice", "bob")
+    alice = await start_chat(network, "alice", tmp_path)
+    bob = await start_chat(network, "bob", tmp_path)
+    ids = {await alice.send("bob", f"line {i}") for i in range(500)}
+    delivered: set[bytes] = set()
+    with trio.fail_after(3 * LIMIT):
+        async for event in alice.events:
+            assert event.kind != "error", event.detail
+            if event.kind == "delivered" and event.id is not None:
+                delivered.add(event.id)
+                if delivered == ids:
+                    break
+    assert len(bob.history.conversation("alice", limit=1000)) == 500
