@@ -52,14 +52,16 @@ async def befriend(client: DirectoryClient, user: str, peer: str) -> None:
             state = states.get(peer)
             if state == "accepted":
                 return
-            if state == "incoming":
-                await client.contact_accept(peer)
-            elif state is None:
-                try:
+            try:
+                if state == "incoming":
+                    await client.contact_accept(peer)
+                elif state is None:
                     await client.contact_request(peer)
-                except DirectoryError as exc:
-                    if exc.status != 404:  # 404: the peer has not registered yet
-                        raise
+            except DirectoryError as exc:
+                # 404: the peer has not registered yet; 409: both asked at once and the
+                # server already made them contacts.  Either way, look again.
+                if exc.status not in (404, 409):
+                    raise
             await trio.sleep(0.2)
 
 
