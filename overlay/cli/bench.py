@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from overlay.bench import chat as chat_bench
+from overlay.bench import hybrid as hybrid_bench
 from overlay.cli.common import positive_float, positive_int
 from overlay.errors import ConfigError
 from overlay.sim import topology
@@ -119,6 +120,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     directory.set_defaults(run=run_directory, verbose_default=-2)
 
     chat_bench.add_parser(kinds, common)
+    hybrid_bench.add_parser(kinds, common)
 
 
 def _hops_arg(text: str) -> list[int]:

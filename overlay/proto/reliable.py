@@ -21,7 +21,13 @@ flight.
 Loss recovery: a retransmission timeout per RFC 6298 (SRTT, RTTVAR, Karn's
 rule: no samples from retransmitted segments; exponential backoff up to
 ``max_rto``); fast retransmit of the first missing segment after three
-duplicate ACKs or once three segments above it are SACKed.
+duplicate ACKs or once three segments above it are SACKed.  Either starts a
+*recovery* that lasts until everything then in flight is acknowledged; during
+it, every ACK resends each segment the peer's SACKs show missing (a hole
+below the highest SACKed segment) and, on a partial ACK, the next segment the
+peer still waits for (RFC 6675's and RFC 6582's ideas), each at most once per
+recovery.  So an outage that lost many segments (a supernode failing over)
+is repaired in a round trip or two, not one hole per timeout.
 
 A peer is declared unreachable on *silence*, never on loss alone: once
 nothing has been heard from it for ``keepalive_interval``, KEEPALIVE probes go
@@ -226,6 +232,7 @@ class ReliableChannel:
         self._rto_deadline: float | None = None
         self._dupacks = 0
         self._recovery_until: int | None = None
+        self._recovery_started = 0.0
         self._last_heard = now
         self._next_keepalive = now + self.config.keepalive_interval
         self._closing = False
@@ -430,7 +437,30 @@ class ReliableChannel:
         self.rtt.backoff()  # RFC 6298 5.5
         self._dupacks = 0
         self._retransmit_first(now)
+        if self._in_flight:
+            self._start_recovery(now)
         self._rto_deadline = now + self.rtt.rto if self._in_flight else None
+
+    def _start_recovery(self, now: float) -> None:
+        self._recovery_until = self._snd_nxt
+        self._recovery_started = now
+
+    def _repair(self, now: float, *, partial_ack: bool) -> None:
+        """In recovery: resend what the peer shows it lacks, each segment once."""
+        if self._recovery_until is None or not self._in_flight:
+            return
+        sacked = [seq for seq, flight in self._in_flight.items() if flight.sacked]
+        highest_sacked = max(sacked) if sacked else None
+        for seq in sorted(self._in_flight):
+            flight = self._in_flight[seq]
+            if flight.sacked or flight.sent_at >= self._recovery_started:
+                continue  # arrived, or already resent in this recovery
+            below_sacked = highest_sacked is not None and seq < highest_sacked
+            awaited = partial_ack and seq == self._snd_una
+            if below_sacked or awaited:
+                self._retransmit(seq, flight, now)
+            elif highest_sacked is None or seq > highest_sacked:
+                break
 
     def _process_ack(self, segment: Segment, now: float) -> None:
         ack = unwrap(segment.ack, self._snd_una)
@@ -459,8 +489,12 @@ class ReliableChannel:
                 self._events.append(Opened())
             if self._recovery_until is not None and ack >= self._recovery_until:
                 self._recovery_until = None
+            self._repair(now, partial_ack=True)
         elif ack == self._snd_una and self._in_flight and not segment.payload:
             self._dupacks += 1
+            self._repair(now, partial_ack=False)
+        else:
+            self._repair(now, partial_ack=False)
         self._sack_recovery(now)
 
     def _sack_recovery(self, now: float) -> None:
@@ -479,8 +513,9 @@ class ReliableChannel:
             hole = self._snd_una
         if hole is not None and not self._in_flight[hole].sacked:
             self.counters.fast_retransmissions += 1
-            self._recovery_until = self._snd_nxt
+            self._start_recovery(now)
             self._retransmit(hole, self._in_flight[hole], now)
+            self._repair(now, partial_ack=False)
 
     # --- receiving --------------------------------------------------------------------
 

@@ -309,12 +309,33 @@ class EdgeClient:
                 if home is None:
                     await trio.sleep(1.0)  # nothing to attach to yet: look again soon
                 else:
-                    await self._wait_home_lost(home)
+                    await self._wait_attachment_broken(home)
             if home is not None and home not in self.node.neighbours:
                 await self._fail_over(home)
 
-    async def _wait_home_lost(self, home: NodeId) -> None:
-        await self.node.wait_until(lambda: home not in self.node.neighbours)
+    async def _wait_attachment_broken(self, home: NodeId) -> None:
+        """Return when the home link is lost, or the standby link once up is lost.
+
+        A lost standby is replaced at once (the loop chooses again), not at the next
+        refresh: otherwise a home that fails within ``refresh_interval`` of its standby
+        leaves the client with nothing to switch to, and a search instead of a switch.
+        """
+        standby = self.attachment.standby if self.attachment is not None else None
+        standby_seen = False
+
+        def broken() -> bool:
+            nonlocal standby_seen
+            neighbours = self.node.neighbours
+            if home not in neighbours:
+                return True
+            if standby is not None:
+                if standby in neighbours:
+                    standby_seen = True
+                elif standby_seen:
+                    return True
+            return False
+
+        await self.node.wait_until(broken)
 
     async def _choose_and_attach(self) -> None:
         try:
@@ -325,6 +346,11 @@ class EdgeClient:
         except DirectoryError as exc:
             log.debug("supernode list unavailable (%s); using the last one", exc)
         self.rtts = await self._measure()
+        if self.attachment is not None and self.attachment.home not in self.node.neighbours:
+            # The home died while we measured (its RTT came from the link, so it may
+            # still look best): fail over to the standby now rather than wait
+            # attach_timeout for a dead home, or drop the standby for a fresh choice.
+            return
         choice = choose_attachment(self.rtts, self.attachment)
         if choice is None:
             if self.known:
