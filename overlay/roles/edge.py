@@ -111,6 +111,7 @@ class EdgeClient:
         self.promoted = False
         self._attached = trio.Event()
         self._attaching = trio.CancelScope()
+        self._warned_no_supernodes = False
         self.on_presence: Callable[[str, Presence], None] | None = None
         """Called for every presence notice of a contact (the chat layer flushes queues)."""
         self.on_notice: Callable[[Notice], None] | None = None
@@ -356,6 +357,10 @@ class EdgeClient:
             if self.known:
                 log.warning("%s: no supernode answered (%d listed)", self.username,
                             len(self.known))
+            elif not self._warned_no_supernodes:
+                self._warned_no_supernodes = True
+                log.warning("%s: the directory lists no supernode yet; waiting for one "
+                            "(start one with overlay supernode)", self.username)
             return
         for peer in (choice.home, choice.standby):
             if peer is not None and peer not in self._dialers:
