@@ -232,15 +232,22 @@ class Forwarder:
             return self._receive_via(packet)
         if packet.dst == self.node_id:
             return self._arrive(packet)
+        refused = self._refuse_to_relay(packet)
+        if refused is not None:
+            return refused
+        return self._route(packet, packet.ttl - 1)
+
+    def _refuse_to_relay(self, packet: RoutedPacket) -> list[Action] | None:
+        """Why ``packet`` goes no further from here (we are an edge client, or its TTL
+        runs out here), with the report owed to its source; None if it may go on."""
         if not self.relays:
             self.counters.dropped_not_relaying += 1
             return [Dropped(packet, "an edge client does not relay")]
-        ttl = packet.ttl - 1
-        if ttl <= 0:
+        if packet.ttl - 1 <= 0:
             self.counters.dropped_ttl += 1
             return [Dropped(packet, "TTL expired"),
                     *self._report(packet, MessageType.TIME_EXCEEDED, UnreachableCode.NONE)]
-        return self._route(packet, ttl)
+        return None
 
     def _route(self, packet: RoutedPacket, ttl: int) -> list[Action]:
         if packet.dst == self.node_id:
@@ -279,14 +286,10 @@ class Forwarder:
         if via.final_dst == self.node_id:
             return self._arrive(RoutedPacket(via.inner_type, packet.ttl, packet.src,
                                              self.node_id, packet.packet_id, via.inner_body))
-        if not self.relays:
-            self.counters.dropped_not_relaying += 1
-            return [Dropped(packet, "an edge client does not relay")]
+        refused = self._refuse_to_relay(packet)
+        if refused is not None:
+            return refused
         ttl = packet.ttl - 1
-        if ttl <= 0:
-            self.counters.dropped_ttl += 1
-            return [Dropped(packet, "TTL expired"),
-                    *self._report(packet, MessageType.TIME_EXCEEDED, UnreachableCode.NONE)]
         if packet.dst != self.node_id:
             return self._route(packet, ttl)
         # We are the home supernode the sender named: hand over to the attached client.

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 import pytest
 
 from overlay.chat.terminal import LineBuffer, Quit, Submit, printable
-from tests.cli.test_roles_cli import Processes, account
+from tests.cli.test_roles_cli import Processes, start_system
 from tests.procs import overlay_command, run_overlay, short_tempdir, wait_until
 
 WAIT = 20.0
@@ -61,20 +61,7 @@ def network() -> Iterator[Network]:
     root = short_tempdir()
     procs = Processes(root)
     try:
-        _server, line = procs.start("server", "--listen", "127.0.0.1:0", "--state",
-                                    str(root / "dir"), "-q")
-        directory = ["--server", line.split()[4], "--server-key", line.split()[6]]
-        for name in ("sn1", "sn2"):
-            _proc, line = procs.start("supernode", "--listen", "127.0.0.1:0", "--state",
-                                      str(root / name), *directory, "-q")
-            assert line.startswith("supernode ")
-        for user in ("alice", "bob"):
-            account(root, user, "register", *directory)
-            account(root, user, "login", *directory)
-        added = run_overlay("contacts", "add", "bob", "--state", str(root / "alice"))
-        assert added.returncode == 0, added.stderr
-        accepted = run_overlay("contacts", "accept", "alice", "--state", str(root / "bob"))
-        assert accepted.returncode == 0, accepted.stderr
+        directory = start_system(procs)
         yield Network(root, directory)
     finally:
         procs.stop()

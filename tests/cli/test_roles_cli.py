@@ -67,12 +67,15 @@ def account(root: Path, user: str, *args: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_two_clients_without_listening_talk_through_supernodes(procs: Processes) -> None:
+def start_system(procs: Processes) -> list[str]:
+    """A server, two supernodes, and alice and bob registered, logged in and contacts.
+
+    Returns the ``--server HOST:PORT --server-key KEY`` arguments.
+    """
     root = procs.root
     _server, line = procs.start("server", "--listen", "127.0.0.1:0", "--state",
                                 str(root / "dir"), "-q")
-    server, key = line.split()[4], line.split()[6]
-    directory = ["--server", server, "--server-key", key]
+    directory = ["--server", line.split()[4], "--server-key", line.split()[6]]
     for name in ("sn1", "sn2"):
         _proc, line = procs.start("supernode", "--listen", "127.0.0.1:0", "--state",
                                   str(root / name), *directory, "-q")
@@ -84,6 +87,12 @@ def test_two_clients_without_listening_talk_through_supernodes(procs: Processes)
     assert added.returncode == 0, added.stderr
     accepted = run_overlay("contacts", "accept", "alice", "--state", str(root / "bob"))
     assert accepted.returncode == 0, accepted.stderr
+    return directory
+
+
+def test_two_clients_without_listening_talk_through_supernodes(procs: Processes) -> None:
+    root = procs.root
+    start_system(procs)
     for user in ("alice", "bob"):
         _proc, line = procs.start("client", "--user", user, "--state", str(root / user), "-q")
         assert f"client {user}" in line and "not reachable (relayed)" in line, line
