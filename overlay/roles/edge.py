@@ -48,8 +48,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class EdgeConfig:
-    candidates: int = 6
-    """Supernodes probed when choosing where to attach."""
+    candidates: int = 32
+    """Supernodes probed when choosing where to attach (a random sample when more are
+    listed).  A probe is three PING/PONG rounds 20 ms apart, so probing many is cheap;
+    probing few leaves clients away from their nearest supernode (in the simulator,
+    probing 6 of 20 left half of them elsewhere and relayed latency 8% higher)."""
     refresh_interval: float = 30.0
     attach_timeout: float = 5.0
     supernode_ok: bool = True

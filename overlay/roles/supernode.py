@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SupernodeConfig:
-    nearest: int = 3
-    random_extra: int = 1
+    nearest: int = 6
+    random_extra: int = 2
     refresh_interval: float = 15.0
     max_probes: int = 32
     """At most this many unlinked candidates are probed per refresh (a random sample)."""
