@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                common: argparse.ArgumentParser) -> None:
     bench = subparsers.add_parser(
-        "bench", parents=[common], help="run a benchmark (routing, transport, directory)",
+        "bench", parents=[common],
+        help="run a benchmark (routing, transport, directory, chat, hybrid)",
         description="Benchmarks.  Each prints its figures; --json puts them on stdout.",
     )
     kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
