@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import sys
 import time
 from typing import Any
 
@@ -26,7 +24,9 @@ import trio
 
 from overlay.chat.local_network import LocalNetwork, User, local_network
 from overlay.cli.common import positive_int
+from overlay.cli.progress import Progress, ProgressBar
 from overlay.errors import OverlayError
+from overlay.stats import quantile
 
 
 def add_parser(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -42,7 +42,11 @@ def add_parser(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
 
 
 def run(args: argparse.Namespace) -> int:
-    result = trio.run(measure, args.messages, _progress)
+    bar = ProgressBar()
+    try:
+        result = trio.run(measure, args.messages, bar)
+    finally:
+        bar.done()
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -50,21 +54,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(text: str) -> None:
-    print(f"\r{text}\x1b[K", end="", file=sys.stderr, flush=True)
-
-
 def _summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 3),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 3),
-        "max_ms": round(ordered[-1] * 1000, 3),
-    }
+    return {name: round((quantile(samples, q) or 0.0) * 1000, 3)
+            for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99), ("max_ms", 1.0))}
 
 
 async def _chat_latencies(sender: User, recipient: str, count: int, label: str,
-                          progress: Any) -> list[float]:
+                          progress: Progress) -> list[float]:
     latencies = []
     for i in range(count):
         message_id = await sender.chat.send(recipient, f"message {i} " + "x" * 40)
@@ -76,8 +72,7 @@ async def _chat_latencies(sender: User, recipient: str, count: int, label: str,
                     break
                 if event.kind in ("error", "rejected"):
                     raise OverlayError(f"{label}: {event.detail}")
-        if i % 50 == 0:
-            progress(f"{label}: {i}/{count}")
+        progress(label, (i + 1) / count)
     return latencies
 
 
@@ -91,10 +86,10 @@ async def _echo_rtts(sender: User, target: User, count: int) -> list[float]:
     return rtts
 
 
-async def measure(count: int, progress: Any) -> dict[str, Any]:
+async def measure(count: int, progress: Progress) -> dict[str, Any]:
     started = time.monotonic()
     async with local_network() as network:
-        progress("starting a server, two supernodes and three users")
+        progress("starting", 0.0)
         await _setup(network)
         alice, bob = network.users["alice"], network.users["bob"]
         carol = network.users["carol"]
@@ -104,7 +99,6 @@ async def measure(count: int, progress: Any) -> dict[str, Any]:
         direct = await _chat_latencies(alice, "carol", min(count, 200), "direct chat",
                                        progress)
         direct_path = alice.edge.path_to(carol.node.node_id)["path"]
-    progress("")
     relayed_figures = _summary(relayed)
     echo_figures = _summary(echoes)
     return {

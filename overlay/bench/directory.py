@@ -46,7 +46,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,6 +63,7 @@ from overlay.bench.directory_worker import LineReader, encode_line
 from overlay.directory.passwords import HashCost, hash_password, password_matches
 from overlay.directory.service import DirectoryConfig
 from overlay.errors import OverlayError
+from overlay.stats import quantile
 
 Progress = Callable[[str, float], None]
 T = TypeVar("T")
@@ -495,8 +495,8 @@ def _aggregate(name: str, rate: float | None, results: list[dict[str, Any]],
     notices = sum(int(r["notices"]) for r in results)
     p50 = p99 = None
     if latencies:
-        p50 = round(statistics.median(latencies) / 1000, 3)
-        p99 = round(latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] / 1000, 3)
+        p50 = round((quantile(latencies, 0.5) or 0.0) / 1000, 3)
+        p99 = round((quantile(latencies, 0.99) or 0.0) / 1000, 3)
     return Phase(
         name=name, offered_s=rate, ops=ops, seconds=round(seconds, 3),
         ops_s=round(ops / seconds, 1) if seconds > 0 else 0.0,

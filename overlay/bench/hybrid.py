@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 import trio
 import trio.testing
 
-from overlay.cli.common import positive_float, positive_int
+from overlay.cli.common import non_negative_int, positive_float, positive_int
+from overlay.cli.progress import ProgressBar
 from overlay.sim import hybrid as sim
 
 SCENARIOS = ("relay", "failover", "capacity")
@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     parser.add_argument("--width", type=positive_float, default=defaults.width * 1000,
                         metavar="MS", help="side of the square latency map in ms "
                                            f"(default {defaults.width * 1000:g})")
-    parser.add_argument("--clusters", type=_non_negative_int, default=defaults.clusters,
+    parser.add_argument("--clusters", type=non_negative_int, default=defaults.clusters,
                         metavar="K",
                         help="place hosts around K random centres (cities) instead of "
                              "uniformly (default 0: uniform)")
@@ -82,16 +82,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                              f"(default {defaults.rate:g})")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.set_defaults(run=run, verbose_default=-2)
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"cannot be negative, got {text}")
-    return value
 
 
 def _scenarios(text: str) -> frozenset[str]:
@@ -115,7 +105,7 @@ def config_from(args: argparse.Namespace) -> sim.HybridConfig:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen scenarios under a virtual clock and print the report."""
     config = config_from(args)
-    progress = _Progress()
+    progress = ProgressBar()
     try:
         report = trio.run(_run, config, args.scenarios, progress,
                           clock=trio.testing.MockClock(autojump_threshold=0))
@@ -208,28 +198,3 @@ def _num(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
-
-
-class _Progress:
-    """Progress on stderr: one rewritten line on a terminal, a line per phase otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.phase = ""
-        self.started = time.perf_counter()
-        self.shown = -1
-
-    def __call__(self, phase: str, fraction: float) -> None:
-        percent = int(max(0.0, min(1.0, fraction)) * 100)
-        elapsed = time.perf_counter() - self.started
-        if self.tty:
-            if (phase, percent) != (self.phase, self.shown):
-                print(f"\r{phase:<26} {percent:3d}%  {elapsed:6.0f} s", end="",
-                      file=sys.stderr, flush=True)
-        elif phase != self.phase:
-            print(f"{phase} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
-        self.phase, self.shown = phase, percent
-
-    def done(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)

@@ -25,6 +25,7 @@ from overlay.ids import SEED_LEN, Identity
 from overlay.net.channels import Channel
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.codec import LENGTH_PREFIX
+from overlay.stats import quantile
 
 Progress = Callable[[str, float], None]
 
@@ -189,12 +190,11 @@ def _forwarder(port: int) -> Callable[[trio.SocketStream], Awaitable[None]]:
 
 
 def _figures(count: int, size: int, elapsed: float, rtts: list[float]) -> Figures:
-    rtts.sort()
     return Figures(
         goodput_msgs_s=round(count / elapsed, 1),
         goodput_mb_s=round(count * size / elapsed / 1e6, 3),
         rtt_p50_ms=round(statistics.median(rtts) * 1000, 3),
-        rtt_p99_ms=round(rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))] * 1000, 3),
+        rtt_p99_ms=round((quantile(rtts, 0.99) or 0.0) * 1000, 3),
     )
 
 

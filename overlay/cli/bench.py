@@ -14,6 +14,7 @@ import trio.testing
 from overlay.bench import chat as chat_bench
 from overlay.bench import hybrid as hybrid_bench
 from overlay.cli.common import positive_float, positive_int
+from overlay.cli.progress import ProgressBar
 from overlay.errors import ConfigError
 from overlay.sim import topology
 from overlay.sim.routing_bench import BenchConfig, RoutingReport, run
@@ -138,7 +139,7 @@ def _hops_arg(text: str) -> list[int]:
 def run_transport(args: argparse.Namespace) -> int:
     from overlay.bench import transport as bench_transport
 
-    bar = _ProgressBar()
+    bar = ProgressBar()
     results = trio.run(bench_transport.run, args.hops, args.size, args.count, args.pings, bar)
     bar.done()
     if args.json:
@@ -167,7 +168,7 @@ def run_directory(args: argparse.Namespace) -> int:
         client_procs=args.client_procs or bench_directory.default_client_procs(),
         contacts_each=args.contacts, hash_seconds=args.hash_seconds, max_ops=args.max_ops,
         rate=args.rate)
-    bar = _ProgressBar()
+    bar = ProgressBar()
     try:
         report = trio.run(bench_directory.run, config, bar)
     finally:
@@ -235,30 +236,6 @@ def render_directory(r: DirectoryReport) -> str:
     return "\n".join(lines)
 
 
-class _ProgressBar:
-    """One self-rewriting line on a terminal; occasional plain lines otherwise."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.last: tuple[str, int] = ("", -1)
-
-    def __call__(self, phase: str, fraction: float) -> None:
-        percent = int(fraction * 100)
-        step = percent if self.tty else percent // 25 * 25
-        if (phase, step) == self.last:
-            return
-        self.last = (phase, step)
-        if self.tty:
-            bar = "#" * (percent // 5)
-            print(f"\r{phase:<16} [{bar:<20}] {percent:3d}%", end="", file=sys.stderr, flush=True)
-        else:
-            print(f"{phase}: {percent}%", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
-
-
 def _load_graph(args: argparse.Namespace) -> tuple[Any, str]:
     if args.topology in topology.KINDS:
         return topology.generate(args.topology, args.nodes, args.seed), args.topology
@@ -278,7 +255,7 @@ def run_routing(args: argparse.Namespace) -> int:
                          jitter=args.jitter,
                          hello_interval=args.hello_interval,
                          update_interval=args.update_interval)
-    bar = _ProgressBar()
+    bar = ProgressBar()
     report = trio.run(run, graph, name, config, bar,
                       clock=trio.testing.MockClock(autojump_threshold=0))
     bar.done()

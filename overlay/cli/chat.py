@@ -53,7 +53,7 @@ from overlay.cli.account import (
     username_arg,
 )
 from overlay.cli.common import address_arg, positive_float, stop_signals
-from overlay.cli.roles import _server
+from overlay.cli.roles import directory_target
 from overlay.cli.session_file import load_session
 from overlay.directory.client import Contact, DirectoryClient
 from overlay.directory.protocol import USERNAME_RULE
@@ -139,7 +139,7 @@ def run_chat(args: argparse.Namespace) -> int:
     if args.message is not None and args.to is None:
         usage_error: Callable[[str], NoReturn] = args.usage_error
         usage_error("--message needs --to CONTACT")
-    state, server, key = _server(args)
+    state, server, key = directory_target(args)
     credentials = _credentials(args, state, server)
     text = _message(args) if args.to is not None else None
     _tolerate_unprintable_output()

@@ -82,7 +82,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     client.set_defaults(run=run_client)
 
 
-def _server(args: argparse.Namespace) -> tuple[Path, Address, bytes | None]:
+def directory_target(args: argparse.Namespace) -> tuple[Path, Address, bytes | None]:
+    """The state directory, the server (--server, else the saved session's) and the key to
+    pin (--server-key, else the one pinned before; None: trust the first one seen)."""
     state: Path = args.state or default_state_dir()
     session = load_session(state)
     server: Address | None = args.server or (session.server if session else None)
@@ -97,7 +99,7 @@ def run_supernode(args: argparse.Namespace) -> int:
 
 
 async def _supernode(args: argparse.Namespace) -> int:
-    state_path, server, key = _server(args)
+    state_path, server, key = directory_target(args)
     config = SupernodeConfig(nearest=args.mesh_nearest)
     with stop_signals() as signals, StateDir(state_path) as state:
         identity = state.load_or_create_identity()
@@ -121,7 +123,7 @@ def run_client(args: argparse.Namespace) -> int:
 
 
 async def _client(args: argparse.Namespace) -> int:
-    state_path, server, key = _server(args)
+    state_path, server, key = directory_target(args)
     session = load_session(state_path)
     if session is not None and session.username == args.user and session.server == server:
         credentials = Credentials(args.user, token=session.token)

@@ -32,7 +32,7 @@ from overlay.directory.protocol import seal_password
 from overlay.errors import DirectoryError, DirectoryUnavailable
 from overlay.ids import Identity, NodeId
 from overlay.net.link import Link
-from overlay.net.transport import TcpTransport, Transport
+from overlay.net.transport import TcpTransport, Transport, describe_connect_error
 from overlay.proto.link import LinkConfig, LinkCore, LinkDown, RttMeasured
 from overlay.proto.messages import (
     NONCE_LEN,
@@ -135,19 +135,6 @@ def _address_or_none(value: object) -> Address | None:
         return None
 
 
-def _why(exc: BaseException) -> str:
-    """The first OS error message behind ``exc`` (trio wraps per-address failures)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.strerror:
-            return seen.strerror
-        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
-            seen = seen.exceptions[0]
-        else:
-            seen = seen.__cause__
-    return "no answer" if isinstance(exc, trio.TooSlowError) else str(exc)
-
-
 class DirectoryClient:
     """One authenticated connection to the directory server."""
 
@@ -173,8 +160,9 @@ class DirectoryClient:
             with trio.fail_after(connect_timeout):
                 stream = await transport.connect(address)
         except (OSError, trio.TooSlowError) as exc:
+            why = describe_connect_error(exc)
             raise DirectoryUnavailable(
-                f"cannot reach the directory server at {where}: {_why(exc)}") from None
+                f"cannot reach the directory server at {where}: {why}") from None
         expected = None if server_key is None else NodeId.from_public_key(server_key)
         core = LinkCore(identity, initiator=True, nonce=secrets.token_bytes(NONCE_LEN),
                         now=trio.current_time(), config=CLIENT_LINK, expected_peer=expected)

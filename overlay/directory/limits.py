@@ -75,3 +75,14 @@ class FailureWindow:
 
     def __len__(self) -> int:
         return len(self._failures)
+
+
+def idle_check(now: float, last_activity: float, timeout: float, *,
+               exempt: bool) -> float | None:
+    """None if a connection idle since ``last_activity`` must close now; otherwise when
+    to look again, always after ``now`` (an exempt connection, one with a session, is
+    looked at again a timeout later, never in a loop that does not wait)."""
+    deadline = last_activity + timeout
+    if now < deadline:
+        return deadline
+    return now + timeout if exempt else None

@@ -24,14 +24,14 @@ from typing import Any
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.directory.limits import TokenBucket
+from overlay.directory.limits import TokenBucket, idle_check
 from overlay.directory.protocol import Status
 from overlay.directory.service import Directory, DirectoryConfig, Session
 from overlay.directory.store import Store
 from overlay.errors import LocalProtocolError
 from overlay.ids import Identity, NodeId
 from overlay.net.link import Link
-from overlay.net.transport import TcpTransport, Transport
+from overlay.net.transport import TcpTransport, Transport, describe_connect_error
 from overlay.proto.link import LinkConfig, LinkCore, LinkDown, RttMeasured
 from overlay.proto.messages import (
     NONCE_LEN,
@@ -130,11 +130,13 @@ class ClientConnection:
     async def close_when_idle(self) -> None:
         timeout = self.server.config.idle_timeout
         while True:
-            if self.session is None and trio.current_time() - self.last_request >= timeout:
+            again = idle_check(trio.current_time(), self.last_request, timeout,
+                               exempt=self.session is not None)
+            if again is None:
                 assert self.link is not None
                 self.link.close(CloseCode.TIMEOUT, f"idle for {timeout:g} s without a session")
                 return
-            await trio.sleep_until(self.last_request + timeout)
+            await trio.sleep_until(again)
 
     def _reply(self, request_id: int, status: int, reason: str, body: dict[str, Any]) -> None:
         if self.link is None:
@@ -193,8 +195,8 @@ class DirectoryServer:
             try:
                 stream = await self._transport.connect(address)
             except OSError as exc:
-                return f"cannot connect to {format_address(address)}: " \
-                       f"{exc.strerror or type(exc).__name__}"
+                return (f"cannot connect to {format_address(address)}: "
+                        f"{describe_connect_error(exc)}")
             core = LinkCore(self.identity, initiator=True, nonce=secrets.token_bytes(NONCE_LEN),
                             now=trio.current_time(),
                             config=LinkConfig(handshake_timeout=timeout),

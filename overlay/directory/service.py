@@ -122,7 +122,7 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
-class Supernode:
+class ListedSupernode:
     node_id: NodeId
     address: Address
     connection: Connection
@@ -147,7 +147,7 @@ class Directory:
         self._presence: dict[str, Presence] = {}
         self._last_seen: dict[str, int] = {}
         self._sessions: dict[str, set[Connection]] = {}
-        self._supernodes: dict[NodeId, Supernode] = {}
+        self._supernodes: dict[NodeId, ListedSupernode] = {}
         self._online_since: dict[str, float] = {}
         self._promotion_asked: dict[str, float] = {}
 
@@ -461,7 +461,7 @@ class Directory:
         reachable, dialled, reason = await self._dial_back(conn, address)
         if not reachable:
             raise Rejected(Status.FORBIDDEN, f"a supernode must be reachable: {reason}")
-        self._supernodes[conn.node_id] = Supernode(conn.node_id, dialled, conn)
+        self._supernodes[conn.node_id] = ListedSupernode(conn.node_id, dialled, conn)
         log.info("supernode %s at %s joined", conn.node_id.short, format_address(dialled))
         return Status.OK, "listed as a supernode", {"address": format_address(dialled)}
 

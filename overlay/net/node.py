@@ -51,7 +51,7 @@ from overlay.net.channels import Channel, ChannelManager
 from overlay.net.control import ControlConnection, serve_control
 from overlay.net.link import Link, LinkStatistics
 from overlay.net.messaging import handle_listen, handle_send
-from overlay.net.transport import TcpTransport, Transport
+from overlay.net.transport import TcpTransport, Transport, describe_connect_error
 from overlay.proto.forwarding import (
     ERROR_TYPES,
     Action,
@@ -190,7 +190,6 @@ class Node:
         """Edge clients attached to this node (their links sent ATTACH EDGE)."""
         self._non_routing: set[NodeId] = set()
         """Peers whose links carry no routing: edge clients and probes."""
-        self._probes: set[NodeId] = set()
         self._attach_purpose: dict[Link, AttachPurpose] = {}
         """Links this node dialled as an edge client or a probe: ATTACH goes first on them."""
         self.forwarder = Forwarder(self.node_id, self._next_hop,
@@ -487,7 +486,7 @@ class Node:
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 log.log(level, "cannot reach %s (%s); retrying with backoff",
-                        format_address(address), _describe_os_error(exc))
+                        format_address(address), describe_connect_error(exc))
             else:
                 failures = 0
                 link = self._new_link(stream, address, initiator=True,
@@ -537,7 +536,7 @@ class Node:
         if peer is None or cost is None or self._neighbours.get(peer) is not link:
             return
         if not self._routes_with(peer, link):
-            if link.core.rtt.samples == 1 and peer not in self._probes:
+            if link.core.rtt.samples == 1 and not self._is_probe(peer):
                 what = "edge client" if peer in self._attached else "neighbour"
                 log.info("%s %s up via %s (%s), rtt %.3f ms", what, peer,
                          format_address(link.address), link.direction, event.sample * 1000)
@@ -573,14 +572,12 @@ class Node:
         where = format_address(link.address)
         if peer is not None and self._neighbours.get(peer) is link:
             del self._neighbours[peer]
+            probe = self._is_probe(peer)
             self._non_routing.discard(peer)
-            if peer in self._probes:
-                self._probes.discard(peer)
+            if probe:
                 log.debug("probe from %s done (%s)", peer, where)
             elif self._attached.pop(peer, None) is not None:
                 log.info("edge client %s detached (%s): %s", peer, where, event.describe())
-            elif link.core.initiator and self._attach_purpose.get(link) is AttachPurpose.PROBE:
-                log.debug("probe of %s done (%s)", peer, where)
             else:
                 log.info("neighbour %s down (%s): %s", peer, where, event.describe())
             if self._router is not None and not self._stopping:
@@ -615,8 +612,10 @@ class Node:
         if message.purpose == AttachPurpose.EDGE:
             self._attached[peer] = link
             self._notify()
-        else:
-            self._probes.add(peer)
+
+    def _is_probe(self, peer: NodeId) -> bool:
+        """A non-routing link that is no attachment: someone measuring its RTT to us."""
+        return peer in self._non_routing and peer not in self._attached
 
     def _next_hop(self, destination: NodeId) -> NodeId | None:
         if self.config.edge:
@@ -793,11 +792,3 @@ def _link_json(stats: LinkStatistics) -> dict[str, Any]:
         "pongs_received": stats.pongs_received,
         "missed_pongs": stats.missed_pongs,
     }
-
-
-def _describe_os_error(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "connect timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__

@@ -7,6 +7,7 @@ real node code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -62,3 +63,22 @@ class TcpTransport:
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, accept, listeners)
             task_status.started(bound_address)
+
+
+def describe_connect_error(exc: BaseException) -> str:
+    """Why a dial failed, in a few words ("connection refused", "no answer").
+
+    trio wraps the per-address failures of ``open_tcp_stream`` in an OSError
+    without an errno; the reason a user needs is the errno of the first one.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return os.strerror(seen.errno).lower()
+        if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
+            seen = seen.exceptions[0]
+        else:
+            seen = seen.__cause__
+    if isinstance(exc, trio.TooSlowError | TimeoutError):
+        return "no answer"
+    return str(exc) or type(exc).__name__

@@ -39,20 +39,24 @@ from overlay.net.node import Node
 from overlay.net.transport import TcpTransport, Transport
 from overlay.proto.messages import MessageType
 from overlay.roles.directory_link import DirectoryLink
-from overlay.roles.probe import measure_rtt
+from overlay.roles.probe import measure_candidates
 from overlay.roles.selection import Attachment, choose_attachment
 from overlay.roles.supernode import Supernode
 
 log = logging.getLogger(__name__)
 
 
+PROBES_AT_ONCE = 8
+
+
 @dataclass(frozen=True, slots=True)
 class EdgeConfig:
     candidates: int = 32
-    """Supernodes probed when choosing where to attach (a random sample when more are
-    listed).  A probe is three PING/PONG rounds 20 ms apart, so probing many is cheap;
-    probing few leaves clients away from their nearest supernode (in the simulator,
-    probing 6 of 20 left half of them elsewhere and relayed latency 8% higher)."""
+    """Supernodes probed when choosing where to attach, beyond those already linked (a
+    random sample when more are listed).  A probe is three PING/PONG rounds 20 ms
+    apart, so probing many is cheap; probing few leaves clients away from their nearest
+    supernode (in the simulator, probing 6 of 20 left half of them elsewhere and relayed
+    latency 8% higher)."""
     refresh_interval: float = 30.0
     attach_timeout: float = 5.0
     supernode_ok: bool = True
@@ -107,7 +111,6 @@ class EdgeClient:
         self.known: dict[NodeId, Address] = {}
         self.rtts: dict[NodeId, float] = {}
         self.peers: dict[str, Peer] = {}
-        self._by_node: dict[NodeId, str] = {}
         self._dialers: dict[NodeId, trio.CancelScope] = {}
         self._direct_dialers: dict[NodeId, trio.CancelScope] = {}
         self.failovers = 0
@@ -152,20 +155,20 @@ class EdgeClient:
         found = await client.lookup(username)
         peer = Peer(username, found.certificate.node_id, found.presence, found.certificate)
         self.peers[username] = peer
-        self._by_node[peer.node_id] = username
         self._apply_presence(peer)
         return peer.node_id
 
     def conversations(self) -> list[dict[str, Any]]:
         """Each open conversation: direct, or relayed through which supernodes."""
         rows = []
+        names = {peer.node_id: peer.username for peer in self.peers.values()}
         seen: set[NodeId] = set()
         for channel in self.node.channels.channels():
             peer = channel.peer
             if peer in seen:
                 continue
             seen.add(peer)
-            rows.append({"peer": peer.hex(), "username": self._by_node.get(peer),
+            rows.append({"peer": peer.hex(), "username": names.get(peer),
                          **self.path_to(peer)})
         return rows
 
@@ -418,26 +421,6 @@ class EdgeClient:
                 self.node.send_packet(MessageType.ECHO_REQUEST, channel.peer, None)
 
     async def _measure(self) -> dict[NodeId, float]:
-        neighbours = self.node.neighbours
-        rtts: dict[NodeId, float] = {}
-        to_probe = []
-        for peer in self.known:
-            link = neighbours.get(peer)
-            if link is not None:
-                if link.core.metric_us is not None:  # half the windowed minimum RTT
-                    rtts[peer] = 2 * link.core.metric_us / 1e6
-            else:
-                to_probe.append(peer)
-        wanted = max(0, self.config.candidates - len(rtts))
-        if len(to_probe) > wanted:
-            to_probe = self._rng.sample(to_probe, wanted)
-
-        async def probe(peer: NodeId) -> None:
-            rtt = await measure_rtt(self.node.identity, self._transport, self.known[peer], peer)
-            if rtt is not None:
-                rtts[peer] = rtt
-
-        async with trio.open_nursery() as nursery:
-            for peer in to_probe:
-                nursery.start_soon(probe, peer)
-        return rtts
+        return await measure_candidates(
+            self.node, self._transport, self.known, max_probes=self.config.candidates,
+            parallel=PROBES_AT_ONCE, rng=self._rng)

@@ -10,13 +10,16 @@ duplicate-link rule would close one of the two links.
 from __future__ import annotations
 
 import math
+import random
 import secrets
+from collections.abc import Mapping
 
 import trio
 
 from overlay.addresses import Address
 from overlay.ids import Identity, NodeId
 from overlay.net.link import Link
+from overlay.net.node import Node
 from overlay.net.transport import Transport
 from overlay.proto.link import LinkConfig, LinkCore, LinkDown, RttMeasured
 from overlay.proto.messages import NONCE_LEN, Attach, AttachPurpose, CloseCode, Message
@@ -58,3 +61,35 @@ async def measure_rtt(identity: Identity, transport: Transport, address: Address
                                           dead_after=50))
         await Link(core, stream, address, prober, linger=0.2).run()
     return None if math.isinf(prober.best) else prober.best
+
+
+async def measure_candidates(node: Node, transport: Transport,
+                             candidates: Mapping[NodeId, Address], *, max_probes: int,
+                             parallel: int, rng: random.Random) -> dict[NodeId, float]:
+    """The RTT to each candidate that answers: the link's own estimate where ``node`` is
+    linked to it (twice the metric, the windowed minimum: no probe, and no duplicate
+    link), a probe for up to ``max_probes`` of the others (a random sample), at most
+    ``parallel`` at a time.  A linked candidate without a sample yet is left out."""
+    neighbours = node.neighbours
+    rtts: dict[NodeId, float] = {}
+    unlinked = []
+    for peer in candidates:
+        link = neighbours.get(peer)
+        if link is None:
+            unlinked.append(peer)
+        elif link.core.metric_us is not None:
+            rtts[peer] = 2 * link.core.metric_us / 1e6
+    if len(unlinked) > max_probes:
+        unlinked = rng.sample(unlinked, max_probes)
+    limiter = trio.CapacityLimiter(parallel)
+
+    async def probe(peer: NodeId) -> None:
+        async with limiter:
+            rtt = await measure_rtt(node.identity, transport, candidates[peer], peer)
+        if rtt is not None:
+            rtts[peer] = rtt
+
+    async with trio.open_nursery() as nursery:
+        for peer in unlinked:
+            nursery.start_soon(probe, peer)
+    return rtts

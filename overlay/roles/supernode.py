@@ -30,7 +30,7 @@ from overlay.ids import NodeId
 from overlay.net.node import Node
 from overlay.net.transport import TcpTransport, Transport
 from overlay.roles.directory_link import DirectoryLink
-from overlay.roles.probe import measure_rtt
+from overlay.roles.probe import measure_candidates
 from overlay.roles.selection import choose_mesh
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class Supernode:
             task_status.started()
 
     def refresh_soon(self) -> None:
+        """Look at the supernode list again now (a new supernode is known to have joined)."""
         self._refresh.set()
 
     def status(self) -> dict[str, Any]:
@@ -116,30 +117,9 @@ class Supernode:
             self._refresh = trio.Event()
 
     async def _measure(self) -> None:
-        neighbours = self.node.neighbours
-        rtts: dict[NodeId, float] = {}
-        unlinked = []
-        for peer in self.known:
-            link = neighbours.get(peer)
-            if link is not None and link.core.metric_us is not None:
-                rtts[peer] = 2 * link.core.metric_us / 1e6  # the windowed minimum RTT
-            elif link is None:
-                unlinked.append(peer)
-        if len(unlinked) > self.config.max_probes:
-            unlinked = self._rng.sample(unlinked, self.config.max_probes)
-        limiter = trio.CapacityLimiter(self.config.probe_parallel)
-
-        async def probe(peer: NodeId) -> None:
-            async with limiter:
-                rtt = await measure_rtt(self.node.identity, self._transport, self.known[peer],
-                                        peer)
-            if rtt is not None:
-                rtts[peer] = rtt
-
-        async with trio.open_nursery() as nursery:
-            for peer in unlinked:
-                nursery.start_soon(probe, peer)
-        self.rtts = rtts
+        self.rtts = await measure_candidates(
+            self.node, self._transport, self.known, max_probes=self.config.max_probes,
+            parallel=self.config.probe_parallel, rng=self._rng)
 
     def _apply(self, wanted: set[NodeId]) -> None:
         for peer in wanted - self._dialers.keys():

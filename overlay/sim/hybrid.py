@@ -100,6 +100,7 @@ from overlay.proto.link import LinkConfig
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
 from overlay.roles.supernode import Supernode, SupernodeConfig
 from overlay.sim.network import EmulatedNetwork
+from overlay.stats import quantile
 
 DIRECTORY_HOST = "dir"
 PORT = 1
@@ -453,14 +454,6 @@ def _quiet(phase: str, fraction: float) -> None:
 
 
 # --- statistics ------------------------------------------------------------------------------
-
-
-def quantile(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank ``q`` quantile (None for no values)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 def _ms(value: float | None) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from overlay.directory.limits import FailureWindow, TokenBucket
+from overlay.directory.limits import FailureWindow, TokenBucket, idle_check
 
 
 def test_failure_window_blocks_the_sixth_and_forgets_after_the_window() -> None:
@@ -53,3 +53,11 @@ def test_token_bucket_says_how_long_to_wait() -> None:
     wait = bucket.take(0.0)
     assert wait == 0.5
     assert bucket.take(0.5) is None
+
+
+def test_idle_check_closes_only_sessionless_connections_and_never_spins() -> None:
+    assert idle_check(10.0, last_activity=5.0, timeout=60.0, exempt=False) == 65.0
+    assert idle_check(70.0, last_activity=5.0, timeout=60.0, exempt=False) is None
+    # A logged-in connection idle past the timeout is looked at again later, not at once.
+    again = idle_check(70.0, last_activity=5.0, timeout=60.0, exempt=True)
+    assert again is not None and again > 70.0

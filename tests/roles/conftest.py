@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from overlay.roles.supernode import Supernode, SupernodeConfig
 from tests.conftest import make_identity
 
 PASSWORD = "correct horse battery"
+Role = Supernode | EdgeClient
 LINKS = LinkConfig(handshake_timeout=2.0, hello_interval=0.2, dead_after=3)
 
 
@@ -53,19 +54,17 @@ class Network:
                         await ca.contact_request(b)
                         await cb.contact_accept(a)
 
-    async def start_supernode(self, name: str, **config: object) -> Node:
+    async def _run_node(self, name: str, config: NodeConfig,
+                        make_role: Callable[[Node], Role]) -> tuple[Node, Role, trio.CancelScope]:
+        """A node and its role running in the network's nursery until the scope is cancelled."""
         scope = trio.CancelScope()
-        started: list[tuple[Node, Supernode]] = []
+        started: list[tuple[Node, Role]] = []
         ready = trio.Event()
 
         async def run() -> None:
             with scope:
-                async with Node(make_identity(name), NodeConfig(link=LINKS)) as node:
-                    assert node.listen_address is not None
-                    role = Supernode(node, node.listen_address, server=self.address,
-                                     server_key=self.key,
-                                     config=SupernodeConfig(refresh_interval=1.0,
-                                                            **config))  # type: ignore[arg-type]
+                async with Node(make_identity(name), config) as node:
+                    role = make_role(node)
                     async with trio.open_nursery() as inner:
                         await inner.start(role.run)
                         started.append((node, role))
@@ -75,6 +74,18 @@ class Network:
         self.nursery.start_soon(run)
         await ready.wait()
         node, role = started[0]
+        return node, role, scope
+
+    async def start_supernode(self, name: str, **config: object) -> Node:
+        def make(node: Node) -> Supernode:
+            assert node.listen_address is not None
+            return Supernode(node, node.listen_address, server=self.address,
+                             server_key=self.key,
+                             config=SupernodeConfig(refresh_interval=1.0,
+                                                    **config))  # type: ignore[arg-type]
+
+        node, role, scope = await self._run_node(name, NodeConfig(link=LINKS), make)
+        assert isinstance(role, Supernode)
         self.supernodes[name] = (node, role, scope)
         return node
 
@@ -85,31 +96,20 @@ class Network:
 
     async def start_client(self, name: str, *, listen: bool = False,
                            **config: object) -> tuple[Node, EdgeClient]:
+        def make(node: Node) -> EdgeClient:
+            role = EdgeClient(node, Credentials(name, password=PASSWORD),
+                              server=self.address, server_key=self.key,
+                              config=EdgeConfig(refresh_interval=2.0,
+                                                **config))  # type: ignore[arg-type]
+            node.name_resolver = role.locate
+            return role
+
         node_config = NodeConfig(link=LINKS, edge=True,
                                  listen=("127.0.0.1", 0) if listen else None)
-        started: list[tuple[Node, EdgeClient]] = []
-        ready = trio.Event()
-
-        async def run() -> None:
-            async with Node(make_identity(name), node_config) as node:
-                role = EdgeClient(node, Credentials(name, password=PASSWORD),
-                                  server=self.address, server_key=self.key,
-                                  config=EdgeConfig(refresh_interval=2.0,
-                                                    **config))  # type: ignore[arg-type]
-                node.name_resolver = role.locate
-                async with trio.open_nursery() as inner:
-                    await inner.start(role.run)
-                    started.append((node, role))
-                    ready.set()
-                    await trio.sleep_forever()
-
-        self.nursery.start_soon(run)
-        await ready.wait()
-        self.clients[name] = started[0]
-        return started[0]
-
-    def supernode_id(self, name: str) -> object:
-        return self.supernodes[name][0].node_id
+        node, role, _scope = await self._run_node(name, node_config, make)
+        assert isinstance(role, EdgeClient)
+        self.clients[name] = (node, role)
+        return node, role
 
 
 @asynccontextmanager
