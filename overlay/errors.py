@@ -32,6 +32,12 @@ class LocalProtocolError(ProtocolError):
 class RemoteProtocolError(ProtocolError):
     """The peer broke the protocol; the link to it must be closed.
 
+    This is the one family for "another machine sent bad bytes": every decoder
+    (framing, msgpack, messages, envelopes, certificates) raises only this
+    family for hostile input, so a caller that handles peer input catches
+    ``RemoteProtocolError`` and never a single sibling such as
+    :class:`MalformedMessage` alone.
+
     ``close_code`` is the :class:`overlay.proto.messages.CloseCode` value the
     link should send in its CLOSE message (an int, to keep this module free of
     protocol imports).

@@ -30,7 +30,7 @@ import nacl.public
 import nacl.signing
 
 from overlay.directory.certificates import Certificate, verify_certificate
-from overlay.errors import CertificateError, MalformedMessage, RejectedMessage
+from overlay.errors import CertificateError, RejectedMessage, RemoteProtocolError
 from overlay.ids import Identity, NodeId
 from overlay.proto.codec import pack, unpack
 
@@ -92,7 +92,7 @@ def open_envelope(data: bytes, identity: Identity, *, username: str, server_key:
     """Verify and open an envelope that ``sender_node`` sent to ``username`` (us)."""
     try:
         outer = unpack(data)
-    except MalformedMessage as exc:
+    except RemoteProtocolError as exc:
         raise RejectedMessage(f"not a chat envelope: {exc}") from None
     if not (isinstance(outer, list) and len(outer) == 4 and outer[0] == ENVELOPE_VERSION
             and outer[1] in ("m", "r") and isinstance(outer[2], bytes)
@@ -109,7 +109,7 @@ def open_envelope(data: bytes, identity: Identity, *, username: str, server_key:
             f"sent by another node ({sender_node.short}): forged sender")
     try:
         inner = unpack(_box(identity, certificate.public_key).decrypt(box))
-    except (nacl.exceptions.CryptoError, MalformedMessage, ValueError):
+    except (nacl.exceptions.CryptoError, RemoteProtocolError, ValueError):
         raise RejectedMessage(
             f"message claiming to be from {certificate.username!r} does not open with "
             "that user's certified key: forged or damaged") from None

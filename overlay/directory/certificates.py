@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from overlay.errors import CertificateError, MalformedMessage
+from overlay.errors import CertificateError, RemoteProtocolError
 from overlay.ids import (
     NODE_ID_LEN,
     PUBLIC_KEY_LEN,
@@ -86,7 +86,7 @@ def verify_certificate(raw: bytes, server_public_key: bytes, *, now: float) -> C
                 or len(signature) != SIGNATURE_LEN:
             raise CertificateError("a certificate is [body, signature], both bin")
         fields = unpack(body)
-    except MalformedMessage as exc:
+    except RemoteProtocolError as exc:
         raise CertificateError(f"not a certificate: {exc}") from None
     if not isinstance(fields, list) or len(fields) != 6:
         raise CertificateError("a certificate body has 6 fields")

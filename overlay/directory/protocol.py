@@ -21,7 +21,7 @@ import nacl.public
 import nacl.signing
 
 from overlay.addresses import Address, format_address, parse_address
-from overlay.errors import MalformedMessage
+from overlay.errors import RemoteProtocolError
 from overlay.ids import NODE_ID_LEN, Identity, NodeId
 from overlay.proto.codec import pack, unpack
 
@@ -100,7 +100,7 @@ def unseal_password(server: Identity, session_id: bytes | None, sealed: object) 
     private = server.signing_key.to_curve25519_private_key()
     try:
         inner = unpack(nacl.public.SealedBox(private).decrypt(sealed))
-    except (nacl.exceptions.CryptoError, MalformedMessage):
+    except (nacl.exceptions.CryptoError, RemoteProtocolError):
         raise Rejected(Status.BAD_REQUEST,
                        "sealed_password does not open with this server's key") from None
     if not (isinstance(inner, list) and len(inner) == 2 and isinstance(inner[0], bytes)):

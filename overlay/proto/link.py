@@ -58,11 +58,11 @@ from overlay.proto.messages import (
     HelloAck,
     LinkMessage,
     Message,
-    MessageType,
     Ping,
     Pong,
     decode_message,
     encode_message,
+    type_name,
 )
 from overlay.proto.rtt import RttEstimator
 
@@ -358,7 +358,7 @@ class LinkCore:
         elif not self.initiator and self._peer_nonce is not None and isinstance(message, Ack):
             self._on_ack(message, now)
         else:
-            name = MessageType(message.header_type()).name
+            name = type_name(message.header_type())
             raise RemoteProtocolError(f"unexpected {name} during the handshake")
 
     def _refuse_peer_key(self, public_key: bytes) -> bool:

@@ -483,11 +483,11 @@ def decode_message(payload: bytes) -> Message:
             raise MalformedMessage(f"unknown message type 0x{message_type:02x}")
         return cls.from_fields(fields)
     except (TypeError, ValueError) as exc:
-        name = _type_name(message_type)
+        name = type_name(message_type)
         raise MalformedMessage(f"bad {name} message: {exc}") from None
 
 
-def _type_name(message_type: int) -> str:
+def type_name(message_type: int) -> str:
     try:
         return MessageType(message_type).name
     except ValueError:
