@@ -27,7 +27,7 @@ from overlay.ids import (
     NodeId,
     signature_is_valid,
 )
-from overlay.proto.codec import pack, unpack
+from overlay.proto.codec import describe_value, pack, unpack
 
 CERTIFICATE_VERSION = 1
 CERTIFICATE_CONTEXT = b"overlay certificate v1\x00"
@@ -92,7 +92,7 @@ def verify_certificate(raw: bytes, server_public_key: bytes, *, now: float) -> C
         raise CertificateError("a certificate body has 6 fields")
     version, username, node_id, public_key, issued_at, expires_at = fields
     if version != CERTIFICATE_VERSION:
-        raise CertificateError(f"certificate version {version!r} is not supported")
+        raise CertificateError(f"certificate version {describe_value(version)} is not supported")
     if not signature_is_valid(server_public_key, CERTIFICATE_CONTEXT + body, signature):
         raise CertificateError("certificate is not signed by the pinned server key")
     if not (isinstance(username, str) and isinstance(node_id, bytes)

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from overlay.errors import ChannelClosed, PeerUnreachable
+from overlay.errors import ChannelClosed, MalformedMessage, PeerUnreachable
 from overlay.ids import NodeId
 from overlay.proto.messages import MessageType, RoutedPacket
 from overlay.proto.reliable import (
@@ -216,7 +216,7 @@ class ChannelManager:
         """A DATA packet for this node: a segment of some channel."""
         try:
             segment = Segment.from_body(packet.body)
-        except ValueError as exc:
+        except MalformedMessage as exc:
             log.debug("bad segment from %s: %s", packet.src, exc)
             return
         key = (packet.src, segment.channel)

@@ -45,7 +45,7 @@ from typing import Any
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.errors import ConfigError, ControlError, OverlayError
+from overlay.errors import ConfigError, ControlError, MalformedMessage, OverlayError
 from overlay.ids import NODE_ID_LEN, Identity, NodeId
 from overlay.net.channels import Channel, ChannelManager
 from overlay.net.control import ControlConnection, serve_control
@@ -692,7 +692,7 @@ class Node:
         elif packet.type in ERROR_TYPES:
             try:
                 report = ErrorReport.from_body(packet.body)
-            except ValueError as exc:
+            except MalformedMessage as exc:
                 log.debug("malformed error report from %s: %s", packet.src, exc)
                 return
             kind = "time_exceeded" if packet.type == MessageType.TIME_EXCEEDED else "unreachable"

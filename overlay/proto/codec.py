@@ -5,8 +5,11 @@ payloads.  It rejects an oversized length prefix as soon as the four header
 bytes arrive, so a hostile peer cannot make us buffer more than one maximal
 frame.  :func:`unpack` decodes a payload with every msgpack limit set to what
 a single frame can hold, with extension types (timestamps included) refused,
-so that decoding hostile bytes yields plain Python values or a
-:class:`~overlay.errors.MalformedMessage`, and nothing else.
+and with nesting capped at :data:`MAX_DEPTH`, so that decoding hostile bytes
+yields plain Python values or a :class:`~overlay.errors.MalformedMessage`, and
+nothing else.  The depth cap is what makes every later step safe: code that
+walks, prints or re-encodes a decoded value (``repr`` included) recurses once
+per level, and a value a thousand levels deep would exhaust Python's stack.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ MAX_PAYLOAD = 65_535
 
 MAX_CONTAINER_LEN = 4_096
 """Most elements an array or map in a frame may have."""
+
+MAX_DEPTH = 32
+"""Most levels of nested arrays/maps in a frame, the frame's own top-level array being level 1.
+
+No honest message nests deeper than a handful of levels; 32 leaves room for
+application bodies while keeping every recursive walk of a decoded value far
+from Python's recursion limit.
+"""
 
 
 def pack(obj: Any) -> bytes:
@@ -48,7 +59,7 @@ def unpack(payload: bytes) -> Any:
     if len(payload) > MAX_PAYLOAD:
         raise FrameTooLarge(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     try:
-        return msgpack.unpackb(
+        obj = msgpack.unpackb(
             payload,
             raw=False,
             use_list=True,
@@ -63,6 +74,47 @@ def unpack(payload: bytes) -> Any:
         # msgpack's own exceptions (ExtraData, FormatError, StackError, OutOfData)
         # and UnicodeDecodeError are all ValueError subclasses.
         raise MalformedMessage(f"undecodable msgpack: {str(exc) or type(exc).__name__}") from None
+    if nesting_depth(obj) > MAX_DEPTH:
+        raise MalformedMessage(f"values nested more than {MAX_DEPTH} levels deep")
+    return obj
+
+
+def describe_value(value: object, limit: int = 40) -> str:
+    """A short, bounded description of a decoded value for error messages.
+
+    Containers are named by kind and size, never ``repr``'d: a hostile value
+    must not cost a deep walk just to be reported.
+    """
+    if isinstance(value, list):
+        return f"an array of {len(value)}"
+    if isinstance(value, dict):
+        return f"a map of {len(value)}"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def nesting_depth(obj: Any) -> int:
+    """Levels of nested lists/dicts in ``obj`` (a scalar is 0), walked without recursion.
+
+    Stops at the first level past :data:`MAX_DEPTH` (and returns that level):
+    the caller only needs to know the value is too deep.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, list):
+            children: Any = value
+        elif isinstance(value, dict):
+            children = value.values()  # keys are str or bin (strict_map_key)
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children
+                     if isinstance(child, (list, dict)))
+    return deepest
 
 
 class FrameDecoder:

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from overlay.errors import MalformedMessage
 from overlay.ids import NODE_ID_LEN, NodeId
 from overlay.proto.messages import (
     DEFAULT_TTL,
@@ -104,17 +105,17 @@ class ErrorReport:
 
     @classmethod
     def from_body(cls, body: Any) -> ErrorReport:
-        """Parse a received report; ValueError if it is malformed."""
+        """Parse a received report; MalformedMessage if it is malformed."""
         if not isinstance(body, list) or len(body) != 5:
-            raise ValueError("an error report body is a 5-element array")
+            raise MalformedMessage("an error report body is a 5-element array")
         original_type, packet_id, dst, address, code = body
         if not all(isinstance(v, int) and not isinstance(v, bool)
                    for v in (original_type, packet_id, code)):
-            raise ValueError("type, packet id and code must be integers")
+            raise MalformedMessage("type, packet id and code must be integers")
         if not isinstance(dst, bytes) or len(dst) != NODE_ID_LEN:
-            raise ValueError("original destination must be a node id")
+            raise MalformedMessage("original destination must be a node id")
         if address is not None and not isinstance(address, str):
-            raise ValueError("reporter address must be a string or nil")
+            raise MalformedMessage("reporter address must be a string or nil")
         return cls(original_type, packet_id, NodeId(dst), address, code)
 
 
@@ -133,19 +134,19 @@ class Via:
 
     @classmethod
     def from_body(cls, body: Any) -> Via:
-        """Parse a received VIA body; ValueError if it is malformed."""
+        """Parse a received VIA body; MalformedMessage if it is malformed."""
         if not isinstance(body, list) or len(body) != 4:
-            raise ValueError("a VIA body is a 4-element array")
+            raise MalformedMessage("a VIA body is a 4-element array")
         final_dst, src_home, inner_type, inner_body = body
         if not isinstance(final_dst, bytes) or len(final_dst) != NODE_ID_LEN:
-            raise ValueError("VIA final destination must be a node id")
+            raise MalformedMessage("VIA final destination must be a node id")
         if src_home is not None and (not isinstance(src_home, bytes)
                                      or len(src_home) != NODE_ID_LEN):
-            raise ValueError("VIA source home must be a node id or nil")
+            raise MalformedMessage("VIA source home must be a node id or nil")
         if not isinstance(inner_type, int) or isinstance(inner_type, bool) \
                 or inner_type not in ROUTED_TYPES \
                 or inner_type == MessageType.VIA:
-            raise ValueError("VIA inner type must be a routed type other than VIA")
+            raise MalformedMessage("VIA inner type must be a routed type other than VIA")
         return cls(NodeId.interned(final_dst),
                    None if src_home is None else NodeId.interned(src_home),
                    int(inner_type), inner_body)
@@ -278,7 +279,7 @@ class Forwarder:
     def _receive_via(self, packet: RoutedPacket) -> list[Action]:
         try:
             via = Via.from_body(packet.body)
-        except ValueError as exc:
+        except MalformedMessage as exc:
             self.counters.dropped_malformed += 1
             return [Dropped(packet, f"malformed VIA: {exc}")]
         if via.src_home is not None and via.src_home != self.node_id:

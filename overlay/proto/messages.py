@@ -21,7 +21,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from overlay.errors import MalformedMessage, UnsupportedVersion
 from overlay.ids import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN, NodeId
-from overlay.proto.codec import encode_frame, unpack
+from overlay.proto.codec import describe_value, encode_frame, unpack
 
 PROTOCOL_VERSION = 1
 NONCE_LEN = 32
@@ -90,7 +90,7 @@ class CloseCode(IntEnum):
 
 def _check_uint(value: object, name: str, maximum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= maximum:
-        raise ValueError(f"{name} must be an integer in 0..{maximum}, got {value!r:.40}")
+        raise ValueError(f"{name} must be an integer in 0..{maximum}, got {describe_value(value)}")
     return value
 
 
@@ -426,7 +426,8 @@ class DirectoryResponse(LinkMessage):
     def __post_init__(self) -> None:
         _check_uint(self.request_id, "request_id", U32_MAX)
         if not isinstance(self.status, int) or not 100 <= self.status <= 599:
-            raise ValueError(f"status must be an integer in 100..599, got {self.status!r:.40}")
+            raise ValueError(
+                f"status must be an integer in 100..599, got {describe_value(self.status)}")
         _check_text(self.reason, "reason", MAX_REASON_LEN)
         _check_map(self.body, "body")
 
@@ -472,7 +473,8 @@ def decode_message(payload: bytes) -> Message:
     if type(version) is not int or version != PROTOCOL_VERSION:  # not 1.0, not True
         raise UnsupportedVersion(version, PROTOCOL_VERSION)
     if not isinstance(message_type, int) or isinstance(message_type, bool):
-        raise MalformedMessage(f"message type must be an integer, got {message_type!r:.40}")
+        raise MalformedMessage(
+            f"message type must be an integer, got {describe_value(message_type)}")
     try:
         if message_type in ROUTED_TYPES:
             if len(fields) != ROUTED_FIELD_COUNT:

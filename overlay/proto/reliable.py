@@ -55,7 +55,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from overlay.errors import LocalProtocolError
+from overlay.errors import LocalProtocolError, MalformedMessage
+from overlay.proto.codec import describe_value
 from overlay.proto.rtt import RttConfig, RttEstimator
 
 SEQ_MODULUS = 2**32
@@ -95,29 +96,29 @@ class Segment:
 
     @classmethod
     def from_body(cls, body: Any) -> Segment:
-        """Parse a received body; ValueError if it is not a valid segment."""
+        """Parse a received body; MalformedMessage if it is not a valid segment."""
         if not isinstance(body, list) or len(body) != 8:
-            raise ValueError("a segment is an 8-element array")
+            raise MalformedMessage("a segment is an 8-element array")
         kind, channel, seq, ack, window, sack, last, payload = body
         for name, value, top in (("channel", channel, SEQ_MODULUS - 1),
                                  ("seq", seq, SEQ_MODULUS - 1), ("ack", ack, SEQ_MODULUS - 1),
                                  ("window", window, MAX_WINDOW)):
             if type(value) is not int or not 0 <= value <= top:
-                raise ValueError(f"{name} must be an integer in 0..{top}")
+                raise MalformedMessage(f"{name} must be an integer in 0..{top}")
         if type(kind) is not int or kind not in SegmentKind._value2member_map_:
-            raise ValueError(f"unknown segment kind {kind!r:.20}")
+            raise MalformedMessage(f"unknown segment kind {describe_value(kind, 20)}")
         if not isinstance(sack, list) or len(sack) > MAX_SACK_RANGES:
-            raise ValueError(f"sack must be at most {MAX_SACK_RANGES} ranges")
+            raise MalformedMessage(f"sack must be at most {MAX_SACK_RANGES} ranges")
         ranges = []
         for item in sack:
             if (not isinstance(item, list) or len(item) != 2
                     or not all(type(v) is int and 0 <= v < SEQ_MODULUS for v in item)):
-                raise ValueError("a sack range is [start, end]")
+                raise MalformedMessage("a sack range is [start, end]")
             ranges.append((item[0], item[1]))
         if type(last) is not bool or not isinstance(payload, bytes):
-            raise ValueError("last must be a boolean and payload bin")
+            raise MalformedMessage("last must be a boolean and payload bin")
         if len(payload) > MAX_SEGMENT_PAYLOAD:
-            raise ValueError(f"payload over {MAX_SEGMENT_PAYLOAD} bytes")
+            raise MalformedMessage(f"payload over {MAX_SEGMENT_PAYLOAD} bytes")
         return cls(SegmentKind(kind), channel, seq, ack, window, tuple(ranges), last, payload)
 
 

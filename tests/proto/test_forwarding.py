@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from overlay.errors import MalformedMessage
+
 from overlay.ids import NodeId
 from overlay.proto.forwarding import (
     Deliver,
@@ -115,5 +117,5 @@ def test_packet_ids_increase_and_wrap() -> None:
 @pytest.mark.parametrize("body", [None, [], [1, 2, 3], [1, 2, b"short", None, 0],
                                   [1, 2, b"x" * 16, 5, 0], [True, 2, b"x" * 16, None, 0]])
 def test_malformed_error_reports_are_rejected(body: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(MalformedMessage):
         ErrorReport.from_body(body)

@@ -8,6 +8,8 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
+
+from overlay.errors import MalformedMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -289,7 +291,7 @@ def test_sequence_numbers_wrap_around_2_to_the_32() -> None:
                                   [4, 1, 1, 1, 1, [[1, 2]] * 5, False, b""],
                                   [4, 1, 1, 1, 1, [], 1, b""], [4, -1, 1, 1, 1, [], False, b""]])
 def test_malformed_segments_are_rejected(body: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(MalformedMessage):
         Segment.from_body(body)
 
 
