@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from overlay.errors import MalformedMessage
-
 from overlay.ids import NodeId
 from overlay.proto.forwarding import (
     Deliver,

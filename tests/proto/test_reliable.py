@@ -8,12 +8,11 @@ import random
 from dataclasses import dataclass, field
 
 import pytest
-
-from overlay.errors import MalformedMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from overlay.errors import MalformedMessage
 from overlay.proto.reliable import (
     MAX_SEGMENT_PAYLOAD,
     ChannelConfig,
