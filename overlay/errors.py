@@ -65,7 +65,9 @@ class UnsupportedVersion(RemoteProtocolError):
     close_code = 1  # CloseCode.VERSION_MISMATCH
 
     def __init__(self, version: object, supported: int) -> None:
-        super().__init__(f"peer speaks protocol version {version!r}, we speak {supported}")
+        scalar = isinstance(version, int | float | str | None)
+        shown = repr(version) if scalar else type(version).__name__  # never walk a container
+        super().__init__(f"peer speaks protocol version {shown[:40]}, we speak {supported}")
         self.version = version
         self.supported = supported
 

@@ -45,7 +45,13 @@ from typing import Any
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.errors import ConfigError, ControlError, MalformedMessage, OverlayError
+from overlay.errors import (
+    ConfigError,
+    ControlError,
+    LocalProtocolError,
+    MalformedMessage,
+    OverlayError,
+)
 from overlay.ids import NODE_ID_LEN, Identity, NodeId
 from overlay.net.channels import Channel, ChannelManager
 from overlay.net.control import ControlConnection, serve_control
@@ -124,6 +130,7 @@ class NodeStatistics:
     forwarding: dict[str, int]
     routing: dict[str, int]
     dropped_queue_full: int
+    dropped_unencodable: int
     dropped_no_link: int
 
 
@@ -180,6 +187,7 @@ class Node:
         self._links_accepted = 0
         self._links_refused = 0
         self._dropped_queue_full = 0
+        self._dropped_unencodable = 0
         self._dropped_no_link = 0
         self._running_cm: Any = None
         self._routing_scope: trio.CancelScope | None = None
@@ -395,6 +403,7 @@ class Node:
             forwarding=asdict(self.forwarder.counters),
             routing=asdict(self._router.counters) if self._router else {},
             dropped_queue_full=self._dropped_queue_full,
+            dropped_unencodable=self._dropped_unencodable,
             dropped_no_link=self._dropped_no_link,
         )
 
@@ -419,6 +428,7 @@ class Node:
             "links_accepted": stats.links_accepted,
             "links_refused": stats.links_refused,
             "forwarding": {**stats.forwarding, "dropped_queue_full": stats.dropped_queue_full,
+                           "dropped_unencodable": stats.dropped_unencodable,
                            "dropped_no_link": stats.dropped_no_link},
             "routing": stats.routing,
             "edge": self.config.edge,
@@ -671,17 +681,36 @@ class Node:
                 if link is None:
                     self._dropped_no_link += 1
                     self._trace("drop", action.packet)
-                elif link.send_nowait(action.packet):
-                    self._trace("forward", action.packet)
                 else:
-                    self._dropped_queue_full += 1
-                    self._trace("drop", action.packet)
+                    self._forward(link, action.packet)
             elif isinstance(action, Deliver):
                 self._trace("deliver", action.packet)
                 self._deliver(action.packet)
             else:
                 log.debug("dropped %s: %s", action.packet, action.reason)
                 self._trace("drop", action.packet)
+
+    def _forward(self, link: Link, packet: RoutedPacket) -> None:
+        """Send ``packet`` on ``link``, or drop and count it.
+
+        A packet built around a peer's bytes may not fit the wire: an echo
+        reply one level deeper than a request at the nesting limit, or larger
+        than a request near the size limit, a relayed float32 re-sent as
+        float64.  Encoding refuses it (LocalProtocolError) before anything is
+        queued, and it is dropped like a packet for a full queue.
+        """
+        try:
+            sent = link.send_nowait(packet)
+        except LocalProtocolError as exc:
+            self._dropped_unencodable += 1
+            self._trace("drop", packet)
+            log.debug("dropped %s: %s", packet, exc)
+            return
+        if sent:
+            self._trace("forward", packet)
+        else:
+            self._dropped_queue_full += 1
+            self._trace("drop", packet)
 
     def _deliver(self, packet: RoutedPacket) -> None:
         if packet.type == MessageType.ECHO_REPLY:

@@ -45,7 +45,16 @@ def pack(obj: Any) -> bytes:
 
 
 def encode_frame(obj: Any) -> bytes:
-    """Length-prefixed frame of ``obj``; a payload over :data:`MAX_PAYLOAD` is our bug."""
+    """Length-prefixed frame of ``obj`` within the limits :func:`unpack` enforces.
+
+    A frame over :data:`MAX_PAYLOAD` or nested past :data:`MAX_DEPTH` raises
+    :class:`~overlay.errors.LocalProtocolError`: we never send what an honest
+    receiver must refuse.  Packets built from a peer's bytes (an echo reply
+    around a request's body, a relayed packet re-encoded) can hit this, so the
+    glue that sends them drops and counts them.
+    """
+    if nesting_depth(obj) > MAX_DEPTH:
+        raise LocalProtocolError(f"message nested more than {MAX_DEPTH} levels deep")
     payload = pack(obj)
     if len(payload) > MAX_PAYLOAD:
         raise LocalProtocolError(
