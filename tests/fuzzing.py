@@ -321,6 +321,9 @@ class Target:
 
     node_id: bytes
     directory_server: bool = False
+    relay_to: list[bytes] = field(default_factory=list)
+    """Node ids the target has routes to (its legitimate neighbour): routed packets for
+    them are relayed, so the fuzz reaches the neighbour too."""
 
 
 class Generator:
@@ -345,6 +348,7 @@ class Generator:
             if target.directory_server else
             {"ping": self._ping, "pong": self._pong, "routed-random": self._routed_random,
              "routed-to-target": self._routed_to_target, "routed-deep-body": self._routed_deep,
+             "routed-deep-reachable": lambda: self._routed_deep(reachable=True),
              "routed-large-body": self._routed_large, "route-update": self._route_update,
              "seqno-request": self._seqno_request, "directory-ignored": self._directory_ignored})
         self.hostile: dict[str, Callable[[], Frame]] = {
@@ -374,7 +378,8 @@ class Generator:
 
     WEIGHTS: ClassVar[dict[str, int]] = {
         "ping": 8, "pong": 8, "routed-random": 25, "routed-to-target": 25,
-        "routed-deep-body": 3, "routed-large-body": 1, "route-update": 8, "seqno-request": 8,
+        "routed-deep-body": 3, "routed-deep-reachable": 1, "routed-large-body": 1,
+        "route-update": 8, "seqno-request": 8,
         "directory-ignored": 6, "directory-request": 80}
     """Relative frequency of the survivable families (big frames are rare: they are slow)."""
 
@@ -403,12 +408,18 @@ class Generator:
         ttl = rng.choice((0, 1, 2, 32, 255, rng.randrange(256)))
         header = [pack(1), pack(packet_type), pack(ttl),
                   pack(src if src is not None else self._source()),
-                  pack(dst if dst is not None else random_id(rng)), pack(_u32(rng))]
+                  pack(dst if dst is not None else self._destination()), pack(_u32(rng))]
         return raw_array([*header, body])
+
+    def _destination(self) -> bytes:
+        """Mostly nowhere (UNREACHABLE); sometimes a node the target relays to."""
+        rng, relay = self.rng, self.target.relay_to
+        return rng.choice(relay) if relay and rng.random() < 0.4 else random_id(rng)
 
     def _source(self) -> bytes:
         rng = self.rng
-        return rng.choice(self.sources) if self.sources and rng.random() < 0.4 else random_id(rng)
+        sources = [*self.sources, *self.target.relay_to]
+        return rng.choice(sources) if sources and rng.random() < 0.4 else random_id(rng)
 
     def _body_budget(self) -> int:
         return self.rng.choice((64, 256, 2048, 16_000, MAX_PAYLOAD - 64))
@@ -449,13 +460,18 @@ class Generator:
             body = value()
         return self._routed(packet_type, body, dst=me if rng.random() < 0.8 else None)
 
-    def _routed_deep(self) -> bytes:
-        """The deepest bodies the profile allows (the frame array is level 1)."""
+    def _routed_deep(self, *, reachable: bool = False) -> bytes:
+        """The deepest bodies the profile allows (the frame array is level 1), from a
+        source the target cannot reach, or (``reachable``) from its neighbour, so that
+        echo replies are actually sent."""
         rng = self.rng
         depth = rng.choice((500, 511, 512, 990, 1000, 1022, MAX_NESTING - 1, rng.randint(1, 1023)))
         dst = self.target.node_id if rng.random() < 0.7 else None
+        src = (rng.choice(self.target.relay_to) if reachable and self.target.relay_to
+               else random_id(rng))
         return self._routed(rng.choice((0x20, 0x21, 0x22, 0x25, 0x3f)),
-                            nested(depth, random_scalar(rng, 8), maps=rng.random() < 0.3), dst=dst)
+                            nested(depth, random_scalar(rng, 8), maps=rng.random() < 0.3),
+                            dst=dst, src=src)
 
     def _routed_large(self) -> bytes:
         rng = self.rng

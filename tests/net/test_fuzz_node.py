@@ -17,12 +17,15 @@ from tests.fuzzing import (
     fuzz_frames,
     fuzz_seed,
     nested,
+    pack,
+    raw_array,
     run_campaign,
     send_before_handshake,
+    send_established,
 )
 from tests.procs import WAIT, NodeProcess, node_processes, run_overlay
 
-KNOWN_NODE_CRASHES: frozenset[str] = frozenset({"deep-field"})
+KNOWN_NODE_CRASHES: frozenset[str] = frozenset({"deep-field", "routed-deep-reachable"})
 """Frame families left out of the main run because they kill the node today; each has
 a strict xfail regression test below.  Remove a name once its bug is fixed (and the
 regression test's xfail mark with it)."""
@@ -63,8 +66,11 @@ def test_node_survives_fuzzing() -> None:
         target_id = status["node_id"]
         host, _, port = status["listen"].rpartition(":")
         neighbour = start("neighbour", "--listen", "127.0.0.1:0", "--connect", status["listen"])
+        neighbour_id = neighbour.ready()["node_id"]
         neighbour.wait_status(lambda s: any(r["destination"] == target_id and r["next_hop"]
                                             for r in s["routes"]), "a route to the target")
+        target.wait_status(lambda s: any(r["destination"] == neighbour_id and r["next_hop"]
+                                         for r in s["routes"]), "a route to the neighbour")
 
         def ping() -> None:
             result = run_overlay("ping", target_id, "-c", "3", "-i", "0.2",
@@ -72,13 +78,36 @@ def test_node_survives_fuzzing() -> None:
             assert result.returncode == 0, f"overlay ping failed: {result.stdout}{result.stderr}"
             assert neighbour.proc.poll() is None, f"the neighbour died:\n{neighbour.log}"
 
+        fuzzed = Target(bytes.fromhex(target_id), relay_to=[bytes.fromhex(neighbour_id)])
         with Watchdog(ping) as watchdog:
             stats = run_campaign(
-                address=(host, int(port)), target=Target(bytes.fromhex(target_id)),
+                address=(host, int(port)), target=fuzzed,
                 pid=target.proc.pid, alive=lambda: target.proc.poll() is None,
                 log=lambda: target.log, check_neighbour=watchdog.check, seed=seed,
                 frames=frames, exclude=KNOWN_NODE_CRASHES)
             watchdog.stop()
         print(stats.summary())
         assert stats.sentinels_confirmed > 0 and watchdog.successes > 0
+        assert neighbour.proc.poll() is None, f"the neighbour died:\n{neighbour.log[-4000:]}"
         assert "Traceback" not in neighbour.log, neighbour.log[-4000:]
+
+
+@pytest.mark.xfail(strict=True, reason="routed-deep-reachable: an ECHO_REQUEST whose body "
+                   "is 1,023 levels deep (valid) from a source the node can reach makes the "
+                   "ECHO_REPLY [id, body, address] one level deeper: encode_message raises "
+                   "LocalProtocolError (msgpack recursion limit, overlay/proto/codec.py:33) "
+                   "out of Node.link_message and the node exits 1 ('cannot encode list')")
+def test_deepest_echo_request_from_a_reachable_source_does_not_kill_the_node() -> None:
+    with node_processes() as start:
+        node = start("target", "--listen", "127.0.0.1:0")
+        node_id = bytes.fromhex(node.ready()["node_id"])
+        neighbour = start("neighbour", "--listen", "127.0.0.1:0",
+                          "--connect", node.ready()["listen"])
+        neighbour_id = neighbour.ready()["node_id"]
+        node.wait_status(lambda s: any(r["destination"] == neighbour_id and r["next_hop"]
+                                       for r in s["routes"]), "a route to the neighbour")
+        # ECHO_REQUEST [1, 0x21, ttl 32, src neighbour, dst node, id 7, 1,023-level body]
+        request = raw_array([pack(1), pack(0x21), pack(32), pack(bytes.fromhex(neighbour_id)),
+                             pack(node_id), pack(7), nested(1023)])
+        send_established(_address(node), [request])
+        _assert_still_serving(node)
