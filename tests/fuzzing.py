@@ -349,6 +349,7 @@ class Generator:
             {"ping": self._ping, "pong": self._pong, "routed-random": self._routed_random,
              "routed-to-target": self._routed_to_target, "routed-deep-body": self._routed_deep,
              "routed-deep-reachable": lambda: self._routed_deep(reachable=True),
+             "routed-large-reachable": lambda: self._routed_large(reachable=True),
              "routed-large-body": self._routed_large, "route-update": self._route_update,
              "seqno-request": self._seqno_request, "directory-ignored": self._directory_ignored})
         self.hostile: dict[str, Callable[[], Frame]] = {
@@ -379,7 +380,7 @@ class Generator:
     WEIGHTS: ClassVar[dict[str, int]] = {
         "ping": 8, "pong": 8, "routed-random": 25, "routed-to-target": 25,
         "routed-deep-body": 3, "routed-deep-reachable": 1, "routed-large-body": 1,
-        "route-update": 8, "seqno-request": 8,
+        "routed-large-reachable": 1,        "route-update": 8, "seqno-request": 8,
         "directory-ignored": 6, "directory-request": 80}
     """Relative frequency of the survivable families (big frames are rare: they are slow)."""
 
@@ -473,11 +474,15 @@ class Generator:
                             nested(depth, random_scalar(rng, 8), maps=rng.random() < 0.3),
                             dst=dst, src=src)
 
-    def _routed_large(self) -> bytes:
+    def _routed_large(self, *, reachable: bool = False) -> bytes:
+        """Bodies as large as a frame allows, from an unreachable source or (``reachable``)
+        from the neighbour, so that replies to them are actually sent."""
         rng = self.rng
         dst = self.target.node_id if rng.random() < 0.5 else None
+        src = (rng.choice(self.target.relay_to) if reachable and self.target.relay_to
+               else random_id(rng))
         return self._routed(rng.choice((0x20, 0x21, 0x3f)), large_value(rng, MAX_PAYLOAD - 64),
-                            dst=dst)
+                            dst=dst, src=src)
 
     def _route_update(self) -> bytes:
         rng = self.rng
@@ -1051,7 +1056,7 @@ def run_campaign(*, address: tuple[str, int], target: Target, pid: int, alive: C
             raise AssertionError(f"only {stats.summary()} in {max_seconds:g} s {replay}")
         try:
             run_batch(attacker, generator, stats, last)
-        except (TargetGone, OSError) as exc:
+        except (AssertionError, OSError) as exc:
             raise AssertionError(post_mortem(f"target misbehaved: {exc}")) from None
         if not alive():
             raise AssertionError(post_mortem("target process died"))
