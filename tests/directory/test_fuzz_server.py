@@ -1,0 +1,150 @@
+"""Fuzzing a real ``overlay server`` process: 100,000 hostile frames, logins keep working.
+
+The frames (tests/fuzzing.py) are mutations of every docs/protocol.md section 18
+vector, random msgpack of every shape, deep nesting and large containers, valid
+messages in the wrong state, and directory requests with random operations and
+arguments, before and after a real handshake.  Meanwhile a legitimate client keeps
+logging in.  Seeded: OVERLAY_FUZZ_SEED replays a run, OVERLAY_FUZZ_FRAMES changes the
+frame count (default 100,000).
+"""
+
+from __future__ import annotations
+
+import select
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from overlay.addresses import parse_address
+from overlay.directory.client import DirectoryClient
+from overlay.ids import Identity, NodeId
+from tests.conftest import make_identity
+from tests.fuzzing import (
+    Target,
+    Watchdog,
+    fuzz_frames,
+    fuzz_seed,
+    nested,
+    run_campaign,
+    send_before_handshake,
+    send_established,
+)
+from tests.procs import WAIT, overlay_command, short_tempdir
+
+KNOWN_SERVER_CRASHES: frozenset[str] = frozenset({"deep-field"})
+"""Frame families left out of the main run because they kill the server today; each
+has a strict xfail regression test below.  Remove a name once its bug is fixed."""
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[str]
+    address: tuple[str, int]
+    key: bytes
+    log_path: Path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture
+def server() -> Iterator[ServerProcess]:
+    root = short_tempdir()
+    log_path = root / "server.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        overlay_command("server", "--listen", "127.0.0.1:0", "--state", str(root / "server")),
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
+        line = proc.stdout.readline() if ready else ""
+        assert line.startswith("directory server listening on "), \
+            f"server did not start: {line!r}\n{log_path.read_text()}"
+        words = line.split()
+        host, port = parse_address(words[4])
+        yield ServerProcess(proc, (host, port), bytes.fromhex(words[6]), log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(WAIT)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _legitimate(server: ServerProcess, identity: Identity, *, register: bool) -> None:
+    """One real client session: (register,) log in, list contacts, look itself up."""
+
+    async def session() -> None:
+        with trio.fail_after(3 * WAIT):
+            async with DirectoryClient.connect(server.address, identity,
+                                               server_key=server.key) as client:
+                if register:
+                    await client.register("legit", PASSWORD)
+                result = await client.login("legit", PASSWORD)
+                assert result.username == "legit"
+                await client.request("contacts")
+                await client.request("lookup", username="legit")
+
+    trio.run(session)
+
+
+def _assert_still_serving(server: ServerProcess, identity: Identity) -> None:
+    """A real client can register and log in (a dead server fails this), no traceback."""
+    try:
+        _legitimate(server, identity, register=True)
+    except Exception as exc:
+        log = server.log[-4000:]
+        raise AssertionError(f"the server no longer serves ({exc}):\n{log}") from None
+    assert server.proc.poll() is None and "Traceback" not in server.log, server.log[-4000:]
+
+
+def test_server_survives_fuzzing(server: ServerProcess) -> None:
+    seed, frames = fuzz_seed(), fuzz_frames()
+    print(f"fuzzing a directory server: {frames} frames, seed {seed} "
+          f"(OVERLAY_FUZZ_SEED={seed} replays)")
+    identity = make_identity("legit")
+    _legitimate(server, identity, register=True)
+    target = Target(NodeId.from_public_key(server.key).raw, directory_server=True)
+    with Watchdog(lambda: _legitimate(server, identity, register=False)) as watchdog:
+        stats = run_campaign(
+            address=server.address, target=target, pid=server.proc.pid,
+            alive=lambda: server.proc.poll() is None, log=lambda: server.log,
+            check_neighbour=watchdog.check, seed=seed, frames=frames,
+            exclude=KNOWN_SERVER_CRASHES)
+        watchdog.stop()
+    print(stats.summary())
+    assert stats.sentinels_confirmed > 0 and watchdog.successes > 0
+
+
+DEEP_TYPE = b"\x92\x01" + nested(1022)
+"""[1, <1,022 nested one-element arrays around nil>]: 1,024 levels, within the limit."""
+
+
+@pytest.mark.xfail(strict=True, reason="deep-field: a ~1,000-level value in a checked field "
+                   "makes the decoder's error message call repr() on it: RecursionError "
+                   "escapes decode_message (overlay/proto/messages.py:476, :92; "
+                   "overlay/errors.py:68)")
+def test_deep_value_in_a_checked_field_does_not_kill_the_server(server: ServerProcess) -> None:
+    send_before_handshake(server.address, len(DEEP_TYPE).to_bytes(4, "big") + DEEP_TYPE)
+    _assert_still_serving(server, make_identity("legit"))
+
+
+@pytest.mark.xfail(strict=True, reason="deep-field after the handshake: same RecursionError")
+def test_deep_value_after_the_handshake_does_not_kill_the_server(
+        server: ServerProcess) -> None:
+    # DIRECTORY_REQUEST [1, 0x40, <request_id nested 1,023 levels>, "supernodes", {}]
+    send_established(server.address, [b"\x95\x01\x40" + nested(1022) + b"\xaasupernodes\x80"])
+    _assert_still_serving(server, make_identity("legit"))
