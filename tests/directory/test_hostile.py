@@ -25,6 +25,12 @@ from tests.directory.conftest import PASSWORD, RunningServer, WallClock, registe
 CHEAP = HashCost(iterations=1, memory=8 * 1024 * 1024)
 
 
+def freeze(running: RunningServer) -> None:
+    """Stop the server's wall clock, so that no backoff ends while a test runs."""
+    frozen = running.server.wall_clock()
+    running.server.wall_clock = lambda: frozen
+
+
 async def answer(call: Awaitable[Any]) -> tuple[int, str]:
     """(status, reason) of a request, whether it succeeded or not."""
     try:
@@ -106,6 +112,7 @@ async def test_login_answers_alike_and_checks_a_hash_for_unknown_users(
         return real(encoded, password)
 
     monkeypatch.setattr(service, "password_matches", counting)
+    freeze(directory)
     await registered(directory, "alice")
     async with directory.client("mallory") as mallory, directory.client("eve") as eve:
         wrong = [await answer(mallory.login("alice", f"guess number {i}")) for i in range(7)]
@@ -121,6 +128,7 @@ async def test_login_answers_alike_and_checks_a_hash_for_unknown_users(
 async def test_failures_against_unknown_names_do_not_lock_bystanders(
     directory: RunningServer,
 ) -> None:
+    freeze(directory)
     await registered(directory, "alice", "bob")
     async with directory.client("mallory") as mallory:
         statuses = [(await answer(mallory.login(f"nobody{i}", "some guess 123")))[0]
