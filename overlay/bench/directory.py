@@ -285,10 +285,12 @@ async def _stop(process: trio.Process, *, close_stdin: bool) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _server(root: Path) -> AsyncIterator[tuple[Address, bytes, int]]:
-    """``overlay server`` on 127.0.0.1, a free port, a new key and an empty database."""
+async def _server(root: Path, clients: int) -> AsyncIterator[tuple[Address, bytes, int]]:
+    """``overlay server`` on 127.0.0.1, a free port, a new key and an empty database
+    (every client registers from 127.0.0.1: the registration limit must let them)."""
     command = [sys.executable, "-m", "overlay", "server", "-qq", "--listen", "127.0.0.1:0",
-               "--state", str(root / "state"), "--db", str(root / "directory.sqlite3")]
+               "--state", str(root / "state"), "--db", str(root / "directory.sqlite3"),
+               "--registrations-per-hour", str(max(1, clients))]
     process = await trio.lowlevel.open_process(command, stdin=subprocess.DEVNULL,
                                                stdout=subprocess.PIPE)
     try:
@@ -581,7 +583,7 @@ async def run(config: BenchConfig, progress: Progress) -> DirectoryReport:
     root = Path(tempfile.mkdtemp(prefix="overlay-bench-directory-"))
     try:
         progress("starting server", 0.0)
-        async with _server(root) as (address, server_key, server_pid), \
+        async with _server(root, config.clients) as (address, server_key, server_pid), \
                 _workers(procs) as workers:
             meter = _CpuMeter(server_pid, [worker.process.pid for worker in workers])
             setup = await _setup(workers, config, address, server_key, progress)

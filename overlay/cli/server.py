@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import trio
 
 from overlay.addresses import format_address
 from overlay.cli.common import address_arg, stop_signals
+from overlay.directory.limits import RegistrationLimits
 from overlay.directory.server import DirectoryServer
+from overlay.directory.service import DirectoryConfig
 from overlay.directory.store import Store
 from overlay.state import StateDir, default_state_dir, load_identity
 
@@ -54,9 +57,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
         "--db", type=Path, default=None, metavar="PATH",
         help=f"SQLite database file (default STATE/{DATABASE_FILE}; created if missing)",
     )
+    parser.add_argument(
+        "--registrations-per-hour", type=_positive_int, default=None, metavar="N",
+        help="new accounts allowed per source address per hour (default "
+             f"{RegistrationLimits().per_address}; each node key may open "
+             f"{RegistrationLimits().per_key})",
+    )
     parser.add_argument("--show-key", action="store_true",
                         help="print the server's public key (for clients to pin) and exit")
     parser.set_defaults(run=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +91,11 @@ async def _run(args: argparse.Namespace) -> int:
         identity = state.load_or_create_identity()
         store = Store(args.db or state_path / DATABASE_FILE)
         try:
-            server = DirectoryServer(identity, store)
+            config = DirectoryConfig()
+            if args.registrations_per_hour is not None:
+                config = replace(config, registrations=replace(
+                    config.registrations, per_address=args.registrations_per_hour))
+            server = DirectoryServer(identity, store, directory_config=config)
             async with trio.open_nursery() as nursery:
                 address = await nursery.start(server.serve, args.listen)
                 # One line for people and scripts: where, and which key to pin.

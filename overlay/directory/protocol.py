@@ -47,6 +47,8 @@ class Status(IntEnum):
     CONFLICT = 409
     TOO_MANY_REQUESTS = 429
     INTERNAL_ERROR = 500
+    INSUFFICIENT_STORAGE = 507
+    """The server's disk (or database size limit) is full: nothing was changed."""
 
 
 class Rejected(Exception):

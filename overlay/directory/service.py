@@ -18,6 +18,7 @@ import os
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -25,7 +26,12 @@ import trio
 
 from overlay.addresses import Address, format_address
 from overlay.directory.certificates import Certificate, issue_certificate
-from overlay.directory.limits import FailureWindow
+from overlay.directory.limits import (
+    LoginLimits,
+    LoginThrottle,
+    RegistrationLimiter,
+    RegistrationLimits,
+)
 from overlay.directory.passwords import HashCost, hash_password, password_matches
 from overlay.directory.protocol import (
     Rejected,
@@ -34,7 +40,13 @@ from overlay.directory.protocol import (
     password_weakness,
     unseal_password,
 )
-from overlay.directory.store import Store, UsernameTaken, UserRecord
+from overlay.directory.store import (
+    StorageFull,
+    Store,
+    UsernameTaken,
+    UserRecord,
+    is_storage_full,
+)
 from overlay.ids import Identity, NodeId
 
 log = logging.getLogger(__name__)
@@ -47,6 +59,10 @@ Dialer = Callable[[Address, NodeId], Awaitable[str | None]]
 
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 MAX_CACHED_USERS = 100_000
+MAX_OUTGOING_REQUESTS = 100
+"""Unanswered contact requests one user may have at a time (to users and to names)."""
+WRONG_LOGIN = "wrong username or password"
+STORAGE_FULL = "server storage is full, try later"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +72,8 @@ class DirectoryConfig:
     certificate_lifetime: float = 24 * 3600.0
     session_lifetime: float = 7 * 24 * 3600.0
     hash_cost: HashCost = field(default_factory=HashCost.owasp)
-    login_failures_per_user: int = 5
-    login_failures_per_address: int = 50
-    login_failure_window: float = 60.0
+    logins: LoginLimits = field(default_factory=LoginLimits)
+    registrations: RegistrationLimits = field(default_factory=RegistrationLimits)
     hash_threads: int = max(1, os.cpu_count() or 1)
     inline_blocking: bool = False
     """Run SQLite and hashing on the event loop: only for the simulator's virtual time."""
@@ -139,9 +154,12 @@ class Directory:
         self._dialer = dialer
         self._db_limiter = trio.CapacityLimiter(1)
         self._hash_limiter = trio.CapacityLimiter(self.config.hash_threads)
-        window = self.config.login_failure_window
-        self._user_failures = FailureWindow(self.config.login_failures_per_user, window)
-        self._address_failures = FailureWindow(self.config.login_failures_per_address, window)
+        self._logins = LoginThrottle(self.config.logins)
+        self._registrations = RegistrationLimiter(self.config.registrations)
+        # Checked in place of a password hash for a username nobody has, so that an
+        # unknown name costs the same time as a wrong password (no timing oracle).
+        self._dummy_hash = hash_password(secrets.token_urlsafe(16), self.config.hash_cost)
+        self._storage_full = False
         self._users: OrderedDict[str, UserRecord] = OrderedDict()
         self._certificates: dict[str, Certificate] = {}
         self._presence: dict[str, Presence] = {}
@@ -168,7 +186,10 @@ class Directory:
             return reply
         except Rejected as rejected:
             return rejected.status, rejected.reason, rejected.body
-        except Exception:
+        except Exception as exc:
+            if is_storage_full(exc):  # e.g. ENOSPC from a file outside the store
+                self._storage_refused(str(exc))
+                return Status.INSUFFICIENT_STORAGE, STORAGE_FULL, {}
             log.exception("internal error in %r from %s", operation[:32],
                           format_address(conn.address))
             return Status.INTERNAL_ERROR, "internal server error", {}
@@ -195,7 +216,8 @@ class Directory:
             del self._presence[username]
             self._online_since.pop(username, None)
             self._last_seen[username] = now
-            await self._db(self._store.set_last_seen, session.user.id, now)
+            with suppress(Rejected):  # storage full: last_seen stays in memory only
+                await self._db(self._store.set_last_seen, session.user.id, now)
             self._announce_presence(session.contacts, username, offline_presence(now))
 
     # --- accounts --------------------------------------------------------------------------
@@ -206,6 +228,12 @@ class Directory:
         weakness = password_weakness(username, password)
         if weakness is not None:
             raise Rejected(Status.BAD_REQUEST, weakness)
+        # Charged before the name is looked at: "taken" is the one answer that must say
+        # whether a name exists, and the limit makes asking it slow.
+        throttled = self._registrations.admit(conn.address[0], conn.public_key, now)
+        if throttled is not None:
+            raise Rejected(Status.TOO_MANY_REQUESTS, throttled.reason,
+                           retry_after=round(throttled.retry_after, 3))
         if await self._user(username) is not None:
             raise Rejected(Status.CONFLICT, f"username {username!r} is taken")
         encoded = await self._offload(self._hash_limiter, hash_password, password,
@@ -221,26 +249,26 @@ class Directory:
 
     async def _check_password(self, conn: Connection, username: str, password: str,
                               now: float) -> UserRecord:
-        """The account, if ``password`` is right; counts failures and answers 429 when due."""
-        host = conn.address[0]
-        for window, key, what in ((self._user_failures, username, f"for {username!r}"),
-                                  (self._address_failures, host, f"from {host}")):
-            wait = window.retry_after(key, now)
-            if wait is not None:
-                raise Rejected(Status.TOO_MANY_REQUESTS,
-                               f"too many failed logins {what}; retry in {wait:.0f} s",
-                               retry_after=round(wait, 3))
+        """The account, if ``password`` is right; 429 when a throttle says wait.
+
+        An unknown username and a wrong password get the same answer after the same
+        work (a hash is checked either way), and the same throttles: nothing tells
+        which names exist.  The account's own key has a budget nobody else can spend.
+        """
         user = await self._user(username)
-        if user is None:
-            self._address_failures.record(host, now)
-            raise Rejected(Status.NOT_FOUND, f"no such user {username!r}")
-        matches = await self._offload(self._hash_limiter, password_matches, user.password_hash,
-                                      password)
-        if not matches:
-            self._user_failures.record(username, now)
-            self._address_failures.record(host, now)
-            log.info("failed login for %s from %s", username, host)
-            raise Rejected(Status.UNAUTHORIZED, "wrong password")
+        owner = user is not None and user.public_key == conn.public_key
+        host = conn.address[0]
+        throttled = self._logins.admit(username, conn.public_key, host, owner=owner, now=now)
+        if throttled is not None:
+            raise Rejected(Status.TOO_MANY_REQUESTS, throttled.reason,
+                           retry_after=round(throttled.retry_after, 3))
+        encoded = self._dummy_hash if user is None else user.password_hash
+        matches = await self._offload(self._hash_limiter, password_matches, encoded, password)
+        if user is None or not matches:
+            log.info("failed login for %s from %s%s", username, host,
+                     "" if user is not None else " (no such account)")
+            raise Rejected(Status.UNAUTHORIZED, WRONG_LOGIN)
+        self._logins.succeeded(username, conn.public_key, host, owner=owner)
         return user
 
     async def _op_login(self, conn: Connection, *, now: float, username: str,
@@ -301,38 +329,52 @@ class Directory:
 
     # --- contacts ---------------------------------------------------------------------------
 
-    async def _other_user(self, conn: Connection, username: str) -> tuple[Session, UserRecord]:
+    async def _other_user(self, conn: Connection,
+                          username: str) -> tuple[Session, UserRecord | None]:
+        """The session and the named user, None if nobody has that name: callers answer
+        an unknown name exactly as they answer a user who has nothing to do with us."""
         session = conn.session
         assert session is not None
         if username == session.user.username:
             raise Rejected(Status.BAD_REQUEST, "that is you")
-        other = await self._user(username)
-        if other is None:
-            raise Rejected(Status.NOT_FOUND, f"no such user {username!r}")
-        return session, other
+        return session, await self._user(username)
 
     async def _op_contact_request(self, conn: Connection, *, now: float,
                                   username: str) -> Reply:
         session, other = await self._other_user(conn, username)
         me = session.user
-        mine = await self._db(self._store.contact_state, me.id, other.id)
+        if other is None:
+            asked = await self._db(self._store.name_requested, me.id, username)
+            mine = "requested" if asked else None
+        else:
+            mine = await self._db(self._store.contact_state, me.id, other.id)
         if mine == "accepted":
             raise Rejected(Status.CONFLICT, f"{username} is already a contact")
         if mine == "requested":
             raise Rejected(Status.CONFLICT, f"you already asked {username}")
-        if await self._db(self._store.contact_state, other.id, me.id) == "requested":
+        if other is not None and \
+                await self._db(self._store.contact_state, other.id, me.id) == "requested":
             return await self._accept(me, other, now)  # they asked first: that is a yes
-        await self._db(self._store.add_request, me.id, other.id, int(now))
-        self._notify_user(username, "contact_request", {"username": me.username})
+        if await self._db(self._store.outgoing_requests, me.id) >= MAX_OUTGOING_REQUESTS:
+            raise Rejected(Status.FORBIDDEN,
+                           f"{MAX_OUTGOING_REQUESTS} contact requests are unanswered: "
+                           "withdraw some first (contacts remove)")
+        if other is None:
+            # Kept as if the user existed (it reaches whoever registers the name).
+            await self._db(self._store.add_name_request, me.id, username, int(now))
+        else:
+            await self._db(self._store.add_request, me.id, other.id, int(now))
+            self._notify_user(username, "contact_request", {"username": me.username})
         return Status.CREATED, f"asked {username}", {"state": "outgoing"}
 
     async def _op_contact_accept(self, conn: Connection, *, now: float,
                                  username: str) -> Reply:
         session, other = await self._other_user(conn, username)
-        state = await self._db(self._store.contact_state, other.id, session.user.id)
+        state = None if other is None else \
+            await self._db(self._store.contact_state, other.id, session.user.id)
         if state == "accepted":
             raise Rejected(Status.CONFLICT, f"{username} is already a contact")
-        if state != "requested":
+        if other is None or state != "requested":
             raise Rejected(Status.NOT_FOUND, f"no contact request from {username}")
         return await self._accept(session.user, other, now)
 
@@ -347,7 +389,8 @@ class Directory:
     async def _op_contact_decline(self, conn: Connection, *, now: float,
                                   username: str) -> Reply:
         session, other = await self._other_user(conn, username)
-        if await self._db(self._store.contact_state, other.id, session.user.id) != "requested":
+        if other is None or await self._db(self._store.contact_state, other.id,
+                                           session.user.id) != "requested":
             raise Rejected(Status.NOT_FOUND, f"no contact request from {username}")
         await self._db(self._store.remove_pair, session.user.id, other.id)
         return Status.OK, f"declined {username}", {}
@@ -355,10 +398,17 @@ class Directory:
     async def _op_contact_remove(self, conn: Connection, *, now: float,
                                  username: str) -> Reply:
         session, other = await self._other_user(conn, username)
-        if await self._db(self._store.remove_pair, session.user.id, other.id) == 0:
+        if other is None:
+            removed = await self._db(self._store.remove_name_request, session.user.id,
+                                     username)
+        else:
+            removed = await self._db(self._store.remove_pair, session.user.id, other.id)
+        if removed == 0:
             raise Rejected(Status.NOT_FOUND, f"{username} is not a contact")
-        self._contacts_changed(session.user.username, username, accepted=False)
-        self._notify_user(username, "contact_removed", {"username": session.user.username})
+        if other is not None:
+            self._contacts_changed(session.user.username, username, accepted=False)
+            self._notify_user(username, "contact_removed",
+                              {"username": session.user.username})
         return Status.OK, f"removed {username}", {}
 
     async def _op_contacts(self, conn: Connection, *, now: float) -> Reply:
@@ -432,13 +482,12 @@ class Directory:
     async def _op_lookup(self, conn: Connection, *, now: float, username: str) -> Reply:
         session = conn.session
         assert session is not None
+        not_yours = Rejected(Status.NOT_FOUND, f"{username} is not your contact")
         if username != session.user.username and username not in session.contacts:
-            if await self._user(username) is None:
-                raise Rejected(Status.NOT_FOUND, f"no such user {username!r}")
-            raise Rejected(Status.FORBIDDEN, f"{username} is not your contact")
+            raise not_yours  # whether or not the name exists: it must not tell
         user = await self._user(username)
-        if user is None:  # removed between the two reads
-            raise Rejected(Status.NOT_FOUND, f"no such user {username!r}")
+        if user is None:  # removed meanwhile
+            raise not_yours
         return Status.OK, "found", {
             **self._identity_body(user, now), "presence": self._presence_of(username),
         }
@@ -489,7 +538,23 @@ class Directory:
     # --- helpers ----------------------------------------------------------------------------
 
     async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        return await self._offload(self._db_limiter, fn, *args, **kwargs)
+        """``fn`` on the store; a write that finds the storage full is a 507."""
+        try:
+            result = await self._offload(self._db_limiter, fn, *args, **kwargs)
+        except StorageFull as exc:
+            self._storage_refused(str(exc))
+            raise Rejected(Status.INSUFFICIENT_STORAGE, STORAGE_FULL) from None
+        if self._storage_full and not self._store.storage_full:
+            self._storage_full = False
+            log.warning("database writes succeed again")
+        return result
+
+    def _storage_refused(self, detail: str) -> None:
+        """One log line when the storage fills up (not one per refused request)."""
+        if not self._storage_full:
+            self._storage_full = True
+            log.error("database storage is full (%s): refusing changes with 507 until "
+                      "there is room again", detail)
 
     async def _offload(self, limiter: trio.CapacityLimiter, fn: Callable[P, T],
                        *args: P.args, **kwargs: P.kwargs) -> T:

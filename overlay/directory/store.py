@@ -13,17 +13,22 @@ Every query is parameterised.  The store is synchronous and not thread-safe by
 itself: :class:`overlay.directory.service.Directory` calls it from one worker
 thread at a time, off the event loop.  Presence is not stored here: it lives
 as long as the client's connection, in memory.
+
+A write that fails for want of space (a full disk, or the database at its size
+limit) raises :class:`StorageFull` after rolling back, and the store goes on:
+the next write that fits succeeds.
 """
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from overlay.errors import ConfigError
+from overlay.errors import ConfigError, OverlayError
 from overlay.ids import NodeId
 
 MIGRATIONS: tuple[str, ...] = (
@@ -55,12 +60,40 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX contacts_by_peer ON contacts(peer_id);
     """,
+    # version 2: contact requests to names nobody has registered (yet), kept so that
+    # asking for an unknown name looks exactly like asking an existing user
+    """
+    CREATE TABLE name_requests (
+        user_id  INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        username TEXT    NOT NULL,
+        since    INTEGER NOT NULL,
+        PRIMARY KEY (user_id, username)
+    );
+    CREATE INDEX name_requests_by_name ON name_requests(username);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
 class UsernameTaken(Exception):
     pass
+
+
+class StorageFull(OverlayError):
+    """A write failed for want of space (SQLITE_FULL, ENOSPC): nothing of it was kept.
+
+    The store stays usable: reads go on, and writes succeed again once there is
+    room (``storage_full`` says whether the latest write failed this way).
+    """
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code & 0xFF == sqlite3.SQLITE_FULL
+        return "full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +118,8 @@ class ContactRecord:
     username: str
     state: str
     """'accepted', 'outgoing' (we asked) or 'incoming' (they asked)."""
-    user_id: int
+    user_id: int | None
+    """None for a request to a name nobody has registered."""
 
 
 class Store:
@@ -93,6 +127,7 @@ class Store:
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
+        self.storage_full = False
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, explicitly.
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -128,14 +163,25 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE ... COMMIT (durable: synchronous=FULL), or ROLLBACK on error."""
+        """BEGIN IMMEDIATE ... COMMIT (durable: synchronous=FULL), or ROLLBACK on error.
+
+        A full disk (or a database at its size limit) fails the statement or the
+        COMMIT with SQLITE_FULL; SQLite may already have rolled back by then, so
+        ROLLBACK runs only if a transaction is still open, and the error becomes
+        :class:`StorageFull`.
+        """
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if is_storage_full(exc):
+                self.storage_full = True
+                raise StorageFull(str(exc)) from None
             raise
-        self._db.execute("COMMIT")
+        self.storage_full = False
 
     def _write(self, sql: str, params: tuple[object, ...]) -> sqlite3.Cursor:
         """One statement in its own (durable) transaction."""
@@ -146,16 +192,27 @@ class Store:
 
     def create_user(self, username: str, password_hash: str, public_key: bytes,
                     now: int) -> UserRecord:
+        """The new account; requests made to its name before it existed become its
+        incoming requests, in the same transaction."""
         try:
-            cursor = self._write(
-                "INSERT INTO users (username, password_hash, public_key, node_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (username, password_hash, public_key, NodeId.from_public_key(public_key), now),
-            )
+            with self._transaction():
+                cursor = self._db.execute(
+                    "INSERT INTO users (username, password_hash, public_key, node_id,"
+                    " created_at) VALUES (?, ?, ?, ?, ?)",
+                    (username, password_hash, public_key, NodeId.from_public_key(public_key),
+                     now),
+                )
+                user_id = cursor.lastrowid
+                assert user_id is not None
+                self._db.execute(
+                    "INSERT INTO contacts (user_id, peer_id, state, since)"
+                    " SELECT user_id, ?, 'requested', since FROM name_requests"
+                    " WHERE username = ?", (user_id, username),
+                )
+                self._db.execute("DELETE FROM name_requests WHERE username = ?", (username,))
         except sqlite3.IntegrityError:
             raise UsernameTaken(username) from None
-        assert cursor.lastrowid is not None
-        return UserRecord(cursor.lastrowid, username, password_hash, public_key,
+        return UserRecord(user_id, username, password_hash, public_key,
                           NodeId.from_public_key(public_key), None)
 
     def user(self, username: str) -> UserRecord | None:
@@ -228,6 +285,29 @@ class Store:
                 (acceptor_id, requester_id, now, now),
             )
 
+    def name_requested(self, user_id: int, username: str) -> bool:
+        """Whether ``user_id`` asked for ``username`` while nobody had that name."""
+        row = self._db.execute("SELECT 1 FROM name_requests WHERE user_id = ? AND username = ?",
+                               (user_id, username)).fetchone()
+        return row is not None
+
+    def add_name_request(self, user_id: int, username: str, now: int) -> None:
+        self._write("INSERT INTO name_requests (user_id, username, since) VALUES (?, ?, ?)",
+                    (user_id, username, now))
+
+    def remove_name_request(self, user_id: int, username: str) -> int:
+        cursor = self._write("DELETE FROM name_requests WHERE user_id = ? AND username = ?",
+                             (user_id, username))
+        return cursor.rowcount
+
+    def outgoing_requests(self, user_id: int) -> int:
+        """Unanswered requests ``user_id`` made, to users and to unregistered names."""
+        row = self._db.execute(
+            "SELECT (SELECT count(*) FROM contacts WHERE user_id = ? AND state = 'requested')"
+            " + (SELECT count(*) FROM name_requests WHERE user_id = ?)", (user_id, user_id),
+        ).fetchone()
+        return int(row[0])
+
     def remove_pair(self, user_id: int, peer_id: int) -> int:
         """Delete whatever links the two users; returns how many rows there were."""
         with self._transaction():
@@ -244,7 +324,9 @@ class Store:
             " UNION ALL"
             " SELECT u.username, 'incoming', u.id FROM contacts c JOIN users u ON u.id = c.user_id"
             " WHERE c.peer_id = ? AND c.state = 'requested'"
-            " ORDER BY 1", (user_id, user_id),
+            " UNION ALL"
+            " SELECT username, 'requested', NULL FROM name_requests WHERE user_id = ?"
+            " ORDER BY 1", (user_id, user_id, user_id),
         ).fetchall()
         return [ContactRecord(name, "outgoing" if state == "requested" else state, uid)
                 for name, state, uid in rows]

@@ -100,23 +100,34 @@ async def test_sql_metacharacters_change_nothing(directory: RunningServer) -> No
     assert directory.store.user("bob") is not None
 
 
-async def test_the_sixth_wrong_password_in_a_minute_gets_429(directory: RunningServer) -> None:
+async def test_wrong_passwords_back_off_per_key_and_the_owner_is_never_locked_out(
+    directory: RunningServer,
+) -> None:
     await registered(directory, "alice")
-    async with directory.client("alice") as alice:
+    async with directory.client("mallory") as mallory, directory.client("alice") as alice:
         for _ in range(5):
             with pytest.raises(DirectoryError) as wrong:
-                await alice.login("alice", "guess-" + secrets.token_hex(4))
+                await mallory.login("alice", "guess-" + secrets.token_hex(4))
             assert wrong.value.status == 401
         with pytest.raises(DirectoryError) as limited:
-            await alice.login("alice", "guess-again-123")
+            await mallory.login("alice", "guess-again-123")
         assert limited.value.status == 429
-        assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 60
-        # Within the window even the right password waits: guessing must not pay off.
+        assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 1
+        assert "from this node key" in limited.value.reason
+        # While blocked even the right password waits: guessing must not pay off.
         with pytest.raises(DirectoryError) as still:
-            await alice.login("alice", PASSWORD)
+            await mallory.login("alice", PASSWORD)
         assert still.value.status == 429
-        directory.clock.advance(61)
+        # The owner, from the key the account is bound to, is not affected at all.
         assert (await alice.login("alice", PASSWORD)).username == "alice"
+        directory.clock.advance(limited.value.retry_after)
+        with pytest.raises(DirectoryError) as again:  # waited: one more try, which fails
+            await mallory.login("alice", "guess-once-more")
+        assert again.value.status == 401
+        with pytest.raises(DirectoryError) as longer:  # and the wait doubles
+            await mallory.login("alice", "guess-once-more")
+        assert longer.value.status == 429
+        assert longer.value.retry_after is not None and 1 < longer.value.retry_after <= 2
 
 
 async def test_request_rate_cap_answers_429(directory: RunningServer) -> None:

@@ -42,10 +42,10 @@ async def test_register_login_contacts_presence_lookup(directory: RunningServer)
             verify_certificate(seen.certificate.raw, make_identity("mallory").public_key,
                                now=time.time())
 
-        # A stranger sees neither presence nor certificate.
+        # A stranger sees neither presence nor certificate, nor whether the name exists.
         with pytest.raises(DirectoryError) as refused:
             await carol.lookup("alice")
-        assert refused.value.status == 403
+        assert refused.value.status == 404
         with pytest.raises(DirectoryError) as missing:
             await carol.lookup("nobody")
         assert missing.value.status == 404
@@ -83,12 +83,12 @@ async def test_presence_notices_reach_contacts_only(directory: RunningServer) ->
 async def test_login_errors_are_clear(directory: RunningServer) -> None:
     await registered(directory, "alice")
     async with directory.client("alice") as alice:
-        with pytest.raises(DirectoryError, match="wrong password") as wrong:
+        with pytest.raises(DirectoryError, match="wrong username or password") as wrong:
             await alice.login("alice", "not the password")
         assert wrong.value.status == 401
-        with pytest.raises(DirectoryError, match="no such user") as unknown:
+        with pytest.raises(DirectoryError, match="wrong username or password") as unknown:
             await alice.login("nobody", PASSWORD)
-        assert unknown.value.status == 404
+        assert unknown.value.status == 401
         with pytest.raises(DirectoryError) as taken:
             await alice.register("alice", PASSWORD)
         assert taken.value.status == 409
