@@ -255,8 +255,9 @@ class HandshakeSlots:
     pending per source host and ``total`` overall; a newcomer is always
     admitted: when its host is at its cap, that host's oldest pending
     connection is evicted; when the total is reached, the oldest of the host
-    with the most pending connections is.  Within a host, connections that have
-    not sent a complete HELLO go first.  An honest peer sends HELLO as soon as
+    with the most pending connections is (of two such hosts, the one with the
+    older connection).  Within a host, connections that have not sent a
+    complete HELLO go first, oldest first.  An honest peer sends HELLO as soon as
     it connects and finishes in a round trip, so the victim is nearly always
     an idle connection, and one source can never hold more than
     ``per_address`` slots.  Outbound dials and established links hold no slot:
