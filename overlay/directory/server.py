@@ -118,8 +118,11 @@ class ClientConnection:
                         "too many requests in flight", {"retry_after": 0.1})
 
     def link_down(self, link: Link, event: LinkDown) -> None:
-        log.debug("client %s at %s gone: %s", self.node_id.short,
-                  format_address(self.address), event.describe())
+        # Disconnecting a client that does not read is news for the operator; the rest
+        # (hang-ups, idle and evicted handshakes) is routine.
+        level = logging.INFO if event.code == CloseCode.SLOW_READER else logging.DEBUG
+        log.log(level, "client %s at %s gone: %s", self.node_id.short,
+                format_address(self.address), event.describe())
         self._send.close()
 
     # --- the service's Connection ------------------------------------------------------
