@@ -587,9 +587,10 @@ class Node:
                 self._after_routing()
         elif link.core.established_at is None:
             self._links_refused += 1
-            # A connection that never said who it is (no HELLO) is load, not news: only
-            # handshakes that got somewhere are worth a warning (no log flood under attack).
-            quiet = event.code == CloseCode.NORMAL or (
+            # A connection that never said who it is (no HELLO), or that we evicted for a
+            # newer one, is load, not news: only handshakes that got somewhere and failed
+            # are worth a warning (no log flood under attack).
+            quiet = event.code in (CloseCode.NORMAL, CloseCode.OVERLOADED) or (
                 not link.core.initiator and link.core.peer_public_key is None)
             level = logging.DEBUG if quiet else logging.WARNING
             log.log(level, "link %s %s failed during handshake: %s", link.direction, where,
