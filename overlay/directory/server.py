@@ -9,7 +9,12 @@ only the connection that asked for it.
 
 Per-connection limits: a token bucket on the request rate (429 with
 ``retry_after`` when empty), a bounded queue of requests in flight (429 when
-full), and an idle timeout for connections that never log in.
+full), and an idle timeout for connections that never log in.  Responses and
+notices go through the link's capped send buffer; a client that lets it fill
+(it sends requests and does not read the answers) is disconnected with
+SLOW_READER.  Connections still in the handshake hold a slot of
+:class:`~overlay.net.link.HandshakeSlots` (per source address and in all), as
+on a node.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from overlay.directory.service import Directory, DirectoryConfig, Session
 from overlay.directory.store import Store
 from overlay.errors import LocalProtocolError
 from overlay.ids import Identity, NodeId
-from overlay.net.link import Link
+from overlay.net.link import HandshakeSlots, Link
 from overlay.net.transport import TcpTransport, Transport, describe_connect_error
 from overlay.proto.link import LinkConfig, LinkCore, LinkDown, RttMeasured
 from overlay.proto.messages import (
@@ -55,6 +60,10 @@ class ServerConfig:
     idle_timeout: float = 60.0
     """A connection with no session and no request for this long is closed."""
     dialback_timeout: float = 3.0
+    max_pending_handshakes: int = 64
+    """Connections in the handshake at once; a newcomer evicts the oldest idle one."""
+    max_pending_per_address: int = 8
+    """Of those, from one source host."""
     link: LinkConfig = field(default_factory=lambda: LinkConfig(
         handshake_timeout=5.0, hello_interval=10.0, dead_after=3))
 
@@ -109,15 +118,18 @@ class ClientConnection:
                         "too many requests in flight", {"retry_after": 0.1})
 
     def link_down(self, link: Link, event: LinkDown) -> None:
-        log.debug("client %s at %s gone: %s", self.node_id.short,
-                  format_address(self.address), event.describe())
+        # Disconnecting a client that does not read is news for the operator; the rest
+        # (hang-ups, idle and evicted handshakes) is routine.
+        level = logging.INFO if event.code == CloseCode.SLOW_READER else logging.DEBUG
+        log.log(level, "client %s at %s gone: %s", self.node_id.short,
+                format_address(self.address), event.describe())
         self._send.close()
 
     # --- the service's Connection ------------------------------------------------------
 
     def notify(self, event: str, body: dict[str, Any]) -> None:
         if self.link is not None:
-            self.link.send_nowait(DirectoryNotice(event, body))
+            self._send_message(DirectoryNotice(event, body))
 
     # --- tasks -------------------------------------------------------------------------
 
@@ -143,11 +155,18 @@ class ClientConnection:
             return
         try:
             response = DirectoryResponse(request_id, int(status), reason[:256], body)
-            self.link.send_nowait(response)
+            self._send_message(response)
         except (LocalProtocolError, ValueError) as exc:  # e.g. a body over the frame limit
             log.error("cannot send response to %s: %s", self.node_id.short, exc)
-            self.link.send_nowait(DirectoryResponse(
+            self._send_message(DirectoryResponse(
                 request_id, Status.INTERNAL_ERROR, "response too large to send", {}))
+
+    def _send_message(self, message: Message) -> None:
+        """Send, or disconnect a client whose unread answers fill the send buffer."""
+        assert self.link is not None
+        if not self.link.send_nowait(message) and not self.link.core.is_closed:
+            self.link.close(CloseCode.SLOW_READER,
+                            "the client does not read its answers (send buffer full)")
 
 
 class DirectoryServer:
@@ -165,6 +184,8 @@ class DirectoryServer:
         self.config = config or ServerConfig()
         self._transport = transport or TcpTransport()
         self.connections: set[ClientConnection] = set()
+        self._handshake_slots = HandshakeSlots(per_address=self.config.max_pending_per_address,
+                                               total=self.config.max_pending_handshakes)
 
     async def serve(self, listen: Address, *,
                     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
@@ -175,6 +196,7 @@ class DirectoryServer:
         core = LinkCore(self.identity, initiator=False, nonce=secrets.token_bytes(NONCE_LEN),
                         now=trio.current_time(), config=self.config.link)
         conn.link = link = Link(core, stream, address, conn)
+        self._handshake_slots.admit(link)
         self.connections.add(conn)
         try:
             async with trio.open_nursery() as nursery:

@@ -9,11 +9,19 @@ a :class:`LinkHandler` (the node), which must not block.
 When the core closes, the writer gets ``linger`` seconds to flush the final
 CLOSE, then the stream is closed.  ``run()`` returns the :class:`LinkDown`
 event that ended the link, whatever ended it, cancellation included.
+
+Memory stays bounded whatever the peer does: the core caps its outgoing buffer
+(and closes a link whose peer does not read), the writer holds at most one
+chunk of ``WRITE_CHUNK`` bytes taken from it, and a write of that chunk that
+makes no progress for the link's ``write_stall_timeout`` ends the link
+(SLOW_READER).  :class:`HandshakeSlots` decides which inbound connections may
+sit in the handshake, so that idle connections cannot lock honest peers out.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -32,6 +40,9 @@ from overlay.proto.link import (
 from overlay.proto.messages import CloseCode, Message
 
 RECEIVE_SIZE = 65_536
+WRITE_CHUNK = 65_536
+"""The writer takes at most this much from the core per write, so that the stall
+timeout measures progress, not the size of a backlog."""
 
 
 class LinkHandler(Protocol):
@@ -167,14 +178,18 @@ class Link:
             self._pump()
 
     async def _write_loop(self) -> None:
+        stall = self.core.config.write_stall_timeout
         while True:
-            data = self.core.data_to_send()
+            data = self.core.data_to_send(WRITE_CHUNK)
             if data:
-                try:
-                    await self._stream.send_all(data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self.core.connection_lost(str(exc) or type(exc).__name__)
-                    self._pump()
+                with trio.move_on_after(stall) as scope:
+                    try:
+                        await self._stream.send_all(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                        self.core.connection_lost(str(exc) or type(exc).__name__)
+                if scope.cancelled_caught:
+                    self.core.write_stalled(stall)
+                self._pump()
             elif self.core.is_closed:
                 assert self._nursery is not None
                 self._nursery.cancel_scope.cancel()
@@ -230,3 +245,63 @@ class Link:
             self._handler.link_established(self)
         elif isinstance(event, LinkDown):
             self._handler.link_down(self, event)
+
+
+class HandshakeSlots:
+    """Which inbound connections may be in the handshake at once (a node's, a server's).
+
+    A slot is cheap to take (connect and say nothing), so the policy makes it
+    cheap to lose instead.  At most ``per_address`` inbound handshakes are
+    pending per source host and ``total`` overall; a newcomer is always
+    admitted: when its host is at its cap, that host's oldest pending
+    connection is evicted; when the total is reached, the oldest of the host
+    with the most pending connections is (of two such hosts, the one with the
+    older connection).  Within a host, connections that have not sent a
+    complete HELLO go first, oldest first.  An honest peer sends HELLO as soon as
+    it connects and finishes in a round trip, so the victim is nearly always
+    an idle connection, and one source can never hold more than
+    ``per_address`` slots.  Outbound dials and established links hold no slot:
+    load on the listener cannot starve the neighbours a node already has or
+    the peers it dials.  Evicted links are closed with OVERLOADED.
+    """
+
+    def __init__(self, *, per_address: int, total: int) -> None:
+        if per_address < 1 or total < per_address:
+            raise ValueError("need 1 <= per_address <= total handshake slots")
+        self.per_address = per_address
+        self.total = total
+        self.evicted = 0
+        self._pending: list[Link] = []  # oldest first
+
+    @property
+    def pending(self) -> int:
+        self._prune()
+        return len(self._pending)
+
+    def admit(self, link: Link) -> Link | None:
+        """Give ``link`` (inbound, just accepted) a slot; returns the link evicted for it."""
+        self._prune()
+        host = link.address[0]
+        victim: Link | None = None
+        hosts = Counter(pending.address[0] for pending in self._pending)
+        if hosts[host] >= self.per_address:
+            victim = self._oldest_of(host)
+        elif len(self._pending) >= self.total:
+            busiest = max(hosts, key=lambda h: (hosts[h], h == host))
+            victim = self._oldest_of(busiest)
+        self._pending.append(link)
+        if victim is not None:
+            self._pending.remove(victim)
+            self.evicted += 1
+            victim.close(CloseCode.OVERLOADED,
+                         f"handshake slot given to a newer connection (at most "
+                         f"{self.per_address} per address, {self.total} in all)")
+        return victim
+
+    def _oldest_of(self, host: str) -> Link:
+        links = [link for link in self._pending if link.address[0] == host]
+        return next((link for link in links if link.core.awaiting_hello), links[0])
+
+    def _prune(self) -> None:
+        self._pending = [link for link in self._pending if not link.core.is_closed
+                         and link.core.established_at is None]

@@ -14,6 +14,10 @@ on facts both know: between links dialled in opposite directions, keep the one
 dialled by the node with the smaller id; between links dialled the same way,
 keep the older.  The other is closed with DUPLICATE_LINK.
 
+Inbound connections in the handshake hold a slot of :class:`HandshakeSlots`
+(per source address and in all; a newcomer evicts the oldest idle one, never an
+established neighbour or a link this node dialled).
+
 Dialers reconnect with exponential backoff and jitter (``reconnect_initial``
 doubling up to ``reconnect_max``), and stay quiet while the peer they reach is
 linked through some other connection.
@@ -31,7 +35,6 @@ or for an error report naming the hop that dropped it: ping and traceroute.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import secrets
@@ -55,7 +58,7 @@ from overlay.errors import (
 from overlay.ids import NODE_ID_LEN, Identity, NodeId
 from overlay.net.channels import Channel, ChannelManager
 from overlay.net.control import ControlConnection, serve_control
-from overlay.net.link import Link, LinkStatistics
+from overlay.net.link import HandshakeSlots, Link, LinkStatistics
 from overlay.net.messaging import handle_listen, handle_send
 from overlay.net.transport import TcpTransport, Transport, describe_connect_error
 from overlay.proto.forwarding import (
@@ -74,14 +77,12 @@ from overlay.proto.messages import (
     NONCE_LEN,
     Attach,
     AttachPurpose,
-    Close,
     CloseCode,
     Message,
     MessageType,
     RoutedPacket,
     RouteUpdate,
     SeqnoRequest,
-    encode_message,
 )
 from overlay.proto.reliable import ChannelConfig
 from overlay.proto.routing import RouteInfo, Router, RoutingConfig
@@ -100,6 +101,9 @@ class NodeConfig:
     reconnect_max: float = 30.0
     connect_timeout: float = 5.0
     max_pending_handshakes: int = 64
+    """Inbound connections in the handshake at once (see :class:`HandshakeSlots`)."""
+    max_pending_per_address: int = 8
+    """Of those, from one source host; a newcomer evicts that host's oldest."""
     shutdown_grace: float = 0.5
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     default_ttl: int = DEFAULT_TTL
@@ -181,6 +185,8 @@ class Node:
         self._nonce_source = nonce_source
         self._nursery: trio.Nursery | None = None
         self._links: set[Link] = set()
+        self._handshake_slots = HandshakeSlots(per_address=self.config.max_pending_per_address,
+                                               total=self.config.max_pending_handshakes)
         self._neighbours: dict[NodeId, Link] = {}
         self._changed = trio.Event()
         self._started_at = 0.0
@@ -462,16 +468,12 @@ class Node:
             self._notify()
 
     async def _accept(self, stream: trio.abc.Stream, address: Address) -> None:
-        pending = sum(1 for link in self._links if link.core.state is LinkState.HANDSHAKE)
-        if pending >= self.config.max_pending_handshakes:
-            log.warning("refusing connection from %s: %d handshakes already pending",
-                        format_address(address), pending)
-            with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError):
-                reason = f"{pending} handshakes already pending"
-                await stream.send_all(encode_message(Close(CloseCode.OVERLOADED, reason)))
-            await trio.aclose_forcefully(stream)
-            return
-        await self._run_link(self._new_link(stream, address, initiator=False))
+        link = self._new_link(stream, address, initiator=False)
+        victim = self._handshake_slots.admit(link)
+        if victim is not None:
+            log.debug("evicted pending connection from %s for one from %s",
+                      format_address(victim.address), format_address(address))
+        await self._run_link(link)
 
     async def _dial_loop(self, address: Address, expected_peer: NodeId | None,
                          purpose: AttachPurpose | None, scope: trio.CancelScope) -> None:
@@ -595,7 +597,12 @@ class Node:
                 self._after_routing()
         elif link.core.established_at is None:
             self._links_refused += 1
-            level = logging.DEBUG if event.code == CloseCode.NORMAL else logging.WARNING
+            # A connection that never said who it is (no HELLO), or that we evicted for a
+            # newer one, is load, not news: only handshakes that got somewhere and failed
+            # are worth a warning (no log flood under attack).
+            quiet = event.code in (CloseCode.NORMAL, CloseCode.OVERLOADED) or (
+                not link.core.initiator and link.core.peer_public_key is None)
+            level = logging.DEBUG if quiet else logging.WARNING
             log.log(level, "link %s %s failed during handshake: %s", link.direction, where,
                     event.describe())
         else:

@@ -30,6 +30,19 @@ Any frame from the peer shows it is alive; when nothing has
 been heard for ``dead_after`` hello intervals (the *dead interval*, i.e.
 ``dead_after`` PONGs missed in a row) the link is declared dead.
 
+Every outgoing byte (handshake, CLOSE, PONG, PING and data alike) goes through
+one buffer, capped at ``max_send_buffer``.  Data is accepted only while the
+buffer is less than three quarters full (:attr:`LinkCore.can_send`: the caller
+drops and counts), which leaves the last quarter to the link's own small
+control frames.  A frame that would take the buffer past the cap means the peer
+is not reading what it provokes (a PING flood whose PONGs it never reads): the
+core discards the unsent backlog, closes the link with ``SLOW_READER`` and
+queues nothing more.  The driver reports a write that makes no progress for
+``write_stall_timeout`` with :meth:`LinkCore.write_stalled`, the same verdict.
+A responder gives a connection ``hello_timeout`` (shorter than the handshake
+timeout) to deliver a complete HELLO, so that an idle connection holds a
+handshake slot only briefly.
+
 States: HANDSHAKE -> ESTABLISHED -> CLOSED, or HANDSHAKE -> CLOSED.  CLOSED is
 sticky: whatever ended the link (our close, the peer's CLOSE, a protocol
 error, a timeout, EOF) is reported once as a :class:`LinkDown` event, and later
@@ -45,7 +58,7 @@ from dataclasses import dataclass
 
 from overlay.errors import LocalProtocolError, RemoteProtocolError
 from overlay.ids import Identity, NodeId, signature_is_valid
-from overlay.proto.codec import FrameDecoder
+from overlay.proto.codec import LENGTH_PREFIX, MAX_PAYLOAD, FrameDecoder
 from overlay.proto.messages import (
     LINK_CONTROL_TYPES,
     NONCE_LEN,
@@ -65,6 +78,9 @@ from overlay.proto.messages import (
     type_name,
 )
 from overlay.proto.rtt import RttEstimator
+
+MIN_SEND_BUFFER = 4 * (LENGTH_PREFIX + MAX_PAYLOAD)
+"""A full frame always fits between the data limit (3/4) and the cap."""
 
 INITIATOR_CONTEXT = b"overlay link v1 initiator"
 RESPONDER_CONTEXT = b"overlay link v1 responder"
@@ -89,16 +105,35 @@ class LinkConfig:
     hello_interval: float = 1.0
     dead_after: int = 3
     max_send_buffer: int = 1 << 20
+    """Hard cap on the bytes queued for the peer and not yet taken by the driver (one
+    final CLOSE may go past it).  Data is accepted below 3/4 of it (``can_send``); a
+    control frame that does not fit closes the link with SLOW_READER."""
     cost_window: int = 30
     """RTT samples the link metric takes its minimum over (30 hello intervals).  Longer
     is steadier under noise; a real latency increase is believed after at most this
     many samples, a decrease at once."""
+    hello_timeout: float = 2.0
+    """Responder: how long a new connection may take to deliver a complete HELLO (capped
+    by ``handshake_timeout``).  Short, so idle connections cannot hoard handshake slots;
+    an honest initiator sends HELLO as soon as it is connected."""
+    write_stall_timeout: float = 10.0
+    """The driver gives up on a write that makes no progress for this long: the peer
+    does not read (SLOW_READER)."""
 
     def __post_init__(self) -> None:
-        if self.handshake_timeout <= 0 or self.hello_interval <= 0:
+        if (self.handshake_timeout <= 0 or self.hello_interval <= 0
+                or self.hello_timeout <= 0 or self.write_stall_timeout <= 0):
             raise ValueError("timeouts and intervals must be positive")
         if self.dead_after < 1 or self.cost_window < 1:
             raise ValueError("dead_after and cost_window must be at least 1")
+        if self.max_send_buffer < MIN_SEND_BUFFER:
+            raise ValueError(f"max_send_buffer must be at least {MIN_SEND_BUFFER} bytes "
+                             "(room for a full frame below the data limit)")
+
+    @property
+    def data_send_limit(self) -> int:
+        """Data frames are accepted while fewer bytes than this are queued."""
+        return self.max_send_buffer * 3 // 4
 
     @property
     def dead_interval(self) -> float:
@@ -196,7 +231,13 @@ class LinkCore:
         self._decoder = FrameDecoder()
         self._outgoing = bytearray()
         self._events: list[LinkEvent] = []
-        self._handshake_deadline = now + self.config.handshake_timeout
+        if initiator:
+            self._handshake_deadline = now + self.config.handshake_timeout
+            self._deadline_reason = "no HELLO_ACK in time"
+        else:
+            self._handshake_deadline = now + min(self.config.hello_timeout,
+                                                 self.config.handshake_timeout)
+            self._deadline_reason = "no complete HELLO in time"
         self._next_ping_at = 0.0
         self._last_heard = now
         self._next_ping_seq = 0
@@ -227,6 +268,12 @@ class LinkCore:
         return len(self._outgoing)
 
     @property
+    def awaiting_hello(self) -> bool:
+        """A responder that has not yet received a complete HELLO: an idle connection."""
+        return (not self.initiator and self.state is LinkState.HANDSHAKE
+                and self._peer_nonce is None)
+
+    @property
     def metric_us(self) -> int | None:
         """One-way latency estimate for routing: min RTT of the recent window / 2, in us."""
         if not self._recent_rtts:
@@ -241,10 +288,14 @@ class LinkCore:
             return 0
         return round((max(self._recent_rtts) - min(self._recent_rtts)) / 2 * 1_000_000)
 
-    def data_to_send(self) -> bytes:
-        """Bytes the driver must write, in order; empties the outgoing buffer."""
-        data = bytes(self._outgoing)
-        self._outgoing.clear()
+    def data_to_send(self, max_bytes: int | None = None) -> bytes:
+        """Bytes the driver must write, in order: all of them, or the first ``max_bytes``."""
+        if max_bytes is None or max_bytes >= len(self._outgoing):
+            data = bytes(self._outgoing)
+            self._outgoing.clear()
+        else:
+            data = bytes(self._outgoing[:max_bytes])
+            del self._outgoing[:max_bytes]
         return data
 
     def next_event(self) -> LinkEvent | None:
@@ -285,10 +336,21 @@ class LinkCore:
             self._outgoing.clear()
             self._finish(CloseCode.NORMAL, f"connection lost: {reason}", by_peer=True)
 
+    def write_stalled(self, seconds: float) -> None:
+        """The driver could hand the peer no bytes for ``seconds``: the peer does not read.
+
+        The driver abandoned a write midway, so the stream can carry no CLOSE: the
+        link ends at once, reported as SLOW_READER.
+        """
+        if not self.is_closed:
+            self._outgoing.clear()
+            self._finish(CloseCode.SLOW_READER,
+                         f"the peer read nothing for {seconds:g} s", by_peer=False)
+
     def handle_timer(self, now: float) -> None:
         if self.state is LinkState.HANDSHAKE:
             if now >= self._handshake_deadline:
-                self.close(CloseCode.TIMEOUT, "handshake timed out")
+                self.close(CloseCode.TIMEOUT, f"handshake timed out: {self._deadline_reason}")
         elif self.state is LinkState.ESTABLISHED:
             if now >= self._last_heard + self.config.dead_interval:
                 self.counters.missed_pongs += len(self._outstanding)
@@ -307,26 +369,36 @@ class LinkCore:
             raise LocalProtocolError(f"cannot send on a link in state {self.state.value}")
         if message.header_type() in LINK_CONTROL_TYPES:
             raise LocalProtocolError("link control messages are sent by the link core itself")
+        if not self.can_send:
+            raise LocalProtocolError("the send buffer is full: check can_send first")
         self._queue(message)
 
     @property
     def can_send(self) -> bool:
-        """False when the outgoing buffer is full: the caller should drop and count."""
+        """False when the outgoing buffer is (3/4) full: the caller should drop and count."""
         return (
             self.state is LinkState.ESTABLISHED
-            and len(self._outgoing) < self.config.max_send_buffer
+            and len(self._outgoing) < self.config.data_send_limit
         )
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "closed") -> None:
         """Send CLOSE with ``reason`` and end the link (idempotent)."""
         if not self.is_closed:
-            self._queue(Close(int(code), reason[:256]))
+            self._queue(Close(int(code), reason[:256]), final=True)
             self._finish(code, reason, by_peer=False)
 
     # --- internals -----------------------------------------------------------
 
-    def _queue(self, message: Message) -> None:
+    def _queue(self, message: Message, *, final: bool = False) -> None:
+        """The one way out for every frame; the cap is enforced here (module docstring)."""
         frame = encode_message(message)
+        if not final and len(self._outgoing) + len(frame) > self.config.max_send_buffer:
+            backlog = len(self._outgoing)
+            self._outgoing.clear()  # the peer is not reading it: free it now
+            self.close(CloseCode.SLOW_READER,
+                       f"the peer does not read: {backlog} bytes unsent, "
+                       f"limit {self.config.max_send_buffer}")
+            return
         self._outgoing += frame
         self.counters.frames_sent += 1
         self.counters.bytes_sent += len(frame)
@@ -386,6 +458,7 @@ class LinkCore:
         )
         self._queue(HelloAck(self.identity.public_key, self._nonce, self.identity.sign(transcript)))
         self._handshake_deadline = now + self.config.handshake_timeout
+        self._deadline_reason = "no ACK in time"
 
     def _on_hello_ack(self, ack: HelloAck, now: float) -> None:
         if self._refuse_peer_key(ack.public_key):

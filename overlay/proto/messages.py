@@ -76,6 +76,7 @@ class CloseCode(IntEnum):
     TIMEOUT = 6
     WRONG_PEER = 7
     OVERLOADED = 8
+    SLOW_READER = 9
 
     @classmethod
     def describe(cls, code: int) -> str:

@@ -9,6 +9,7 @@ import pytest
 from overlay.ids import Identity, NodeId
 from overlay.proto.link import (
     INITIATOR_CONTEXT,
+    MIN_SEND_BUFFER,
     RESPONDER_CONTEXT,
     LinkConfig,
     LinkCore,
@@ -27,6 +28,7 @@ from overlay.proto.messages import (
     Hello,
     HelloAck,
     Ping,
+    Pong,
     RoutedPacket,
     decode_message,
     encode_message,
@@ -249,17 +251,30 @@ def test_version_mismatch_is_refused_with_the_versions_in_the_reason() -> None:
 @pytest.mark.parametrize("step", ["hello", "ack"])
 def test_each_handshake_step_has_its_own_timeout(step: str) -> None:
     b = Side(LinkCore(BOB, initiator=False, nonce=NONCE_B, now=0.0, config=CONFIG))
-    start = 0.0
+    # The first HELLO gets only hello_timeout; after it, the ACK gets handshake_timeout.
+    start, limit, missing = 0.0, CONFIG.hello_timeout, "no complete HELLO"
     if step == "ack":
-        b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), 3.0)
-        start = 3.0
-    assert b.core.get_timer() == start + CONFIG.handshake_timeout
-    b.core.handle_timer(start + CONFIG.handshake_timeout - 0.001)
+        start, limit, missing = 1.5, CONFIG.handshake_timeout, "no ACK"
+        b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), start)
+    assert b.core.awaiting_hello == (step == "hello")
+    assert b.core.get_timer() == start + limit
+    b.core.handle_timer(start + limit - 0.001)
     assert not b.core.is_closed
-    b.core.handle_timer(start + CONFIG.handshake_timeout)
+    b.core.handle_timer(start + limit)
     b.drain()
-    assert b.downs()[0].code == CloseCode.TIMEOUT
+    [down] = b.downs()
+    assert down.code == CloseCode.TIMEOUT and missing in down.reason
     assert b.core.get_timer() is None
+    assert not b.core.awaiting_hello
+
+
+def test_hello_timeout_is_capped_by_the_handshake_timeout() -> None:
+    config = LinkConfig(handshake_timeout=0.5, hello_timeout=2.0)
+    b = LinkCore(BOB, initiator=False, nonce=NONCE_B, now=10.0, config=config)
+    assert b.get_timer() == 10.5
+    a = LinkCore(ALICE, initiator=True, nonce=NONCE_A, now=10.0, config=CONFIG)
+    assert a.get_timer() == 10.0 + CONFIG.handshake_timeout  # the initiator: no HELLO wait
+    assert not a.awaiting_hello
 
 
 @pytest.mark.parametrize(
@@ -344,3 +359,115 @@ def test_identity_helpers() -> None:
     assert ALICE.node_id.short == ALICE.node_id.hex()[:8]
     with pytest.raises(ValueError, match="32 hex digits"):
         NodeId.from_hex("abc")
+
+
+# --- the bounded send buffer ----------------------------------------------------------
+
+SMALL = LinkConfig(handshake_timeout=5.0, hello_interval=1.0, dead_after=3,
+                   max_send_buffer=MIN_SEND_BUFFER)
+
+
+def ping_flood(count: int, first_seq: int = 0) -> bytes:
+    return b"".join(encode_message(Ping(first_seq + i)) for i in range(count))
+
+
+def test_a_peer_that_pings_and_never_reads_is_closed_when_the_buffer_is_full() -> None:
+    a, b = make_pair(config=SMALL)
+    shuttle(a, b, now=0.0)
+    pong_size = len(encode_message(Pong(70_000)))
+    needed = SMALL.max_send_buffer // pong_size + 1
+    # The PONGs pile up in B's buffer: the driver takes nothing (the peer does not read).
+    b.core.receive_data(ping_flood(needed + 1_000, first_seq=70_000), 0.5)
+    b.drain()
+    [down] = b.downs()
+    assert down == LinkDown(CloseCode.SLOW_READER, down.reason, by_peer=False)
+    assert "does not read" in down.reason and str(SMALL.max_send_buffer) in down.reason
+    # The backlog is gone; only the CLOSE is left to write, and nothing more is queued.
+    [close] = frames(b.core)
+    assert close == Close(CloseCode.SLOW_READER, down.reason)
+    b.core.receive_data(ping_flood(100), 0.6)
+    b.core.handle_timer(5.0)
+    assert b.core.pending_bytes == 0 and b.core.get_timer() is None
+
+
+def test_the_buffer_never_grows_past_its_cap() -> None:
+    a, b = make_pair(config=SMALL)
+    shuttle(a, b, now=0.0)
+    high = 0
+    for batch in range(200):
+        b.core.receive_data(ping_flood(500, first_seq=batch * 500), 0.5)
+        high = max(high, b.core.pending_bytes)
+        if b.core.is_closed:
+            break
+    assert b.core.is_closed
+    assert high <= SMALL.max_send_buffer + len(encode_message(Close(9, "x" * 256)))
+
+
+def test_a_peer_that_reads_is_never_closed_however_fast_it_pings() -> None:
+    a, b = make_pair(config=SMALL)
+    shuttle(a, b, now=0.0)
+    flood = ping_flood(5_000)
+    answers = 0
+    for _ in range(20):  # 100,000 PINGs: three times the cap in PONGs
+        b.core.receive_data(flood, 0.5)
+        answers += len(b.core.data_to_send())  # the driver writes after every read
+    assert answers > 2 * SMALL.max_send_buffer
+    b.drain()
+    assert not b.downs() and b.core.state is LinkState.ESTABLISHED
+
+
+def test_data_fills_only_three_quarters_and_leaves_room_for_control_frames() -> None:
+    a, b = make_pair(config=SMALL)
+    shuttle(a, b, now=0.0)
+    packet = RoutedPacket(0x20, 5, ALICE.node_id, BOB.node_id, 1, b"x" * 60_000)
+    sent = 0
+    while a.core.can_send:
+        a.core.send(packet)
+        sent += 1
+    assert SMALL.data_send_limit <= a.core.pending_bytes < SMALL.max_send_buffer
+    assert sent == -(-SMALL.data_send_limit // len(encode_message(packet)))
+    from overlay.errors import LocalProtocolError
+
+    with pytest.raises(LocalProtocolError, match="send buffer is full"):
+        a.core.send(packet)
+    # A full data buffer is the caller's problem (it drops), not a reason to close; the
+    # link still answers PINGs and sends its own from the reserve.
+    a.core.receive_data(ping_flood(100), 0.5)
+    a.core.handle_timer(1.0)
+    a.drain()
+    assert a.core.state is LinkState.ESTABLISHED and not a.downs()
+    assert a.core.counters.pings_sent == 2
+
+
+def test_a_stalled_write_ends_the_link_without_a_close() -> None:
+    a, b = make_pair()
+    shuttle(a, b, now=0.0)
+    a.core.receive_data(ping_flood(10), 0.5)
+    a.core.write_stalled(10.0)
+    a.drain()
+    [down] = a.downs()
+    assert down == LinkDown(CloseCode.SLOW_READER, "the peer read nothing for 10 s",
+                            by_peer=False)
+    assert a.core.data_to_send() == b""  # the stream is unusable: not even a CLOSE
+    a.core.write_stalled(10.0)
+    a.drain()
+    assert len(a.downs()) == 1
+
+
+def test_data_to_send_in_chunks_keeps_the_byte_order() -> None:
+    a, b = make_pair()
+    shuttle(a, b, now=0.0)
+    a.core.receive_data(ping_flood(1_000), 0.5)
+    whole = b"".join(encode_message(Pong(seq)) for seq in range(1_000))
+    chunks = []
+    while chunk := a.core.data_to_send(777):
+        assert len(chunk) <= 777
+        chunks.append(chunk)
+    assert b"".join(chunks) == whole and len(chunks) > 1
+
+
+def test_a_send_buffer_too_small_for_a_frame_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_send_buffer"):
+        LinkConfig(max_send_buffer=MIN_SEND_BUFFER - 1)
+    with pytest.raises(ValueError, match="positive"):
+        LinkConfig(write_stall_timeout=0)
