@@ -83,6 +83,10 @@ class HopResult:
     baseline_rtt_p50_per_hop_us: float
     rtt_p50_added_per_relay_us: float | None
     """Round trip each relay adds on the overlay, beyond what a plain forwarder adds."""
+    relay_cpu_us_per_msg: float | None = None
+    """With --processes: CPU time (user + system) of each relay process per goodput message,
+    averaged over the relays; whatever else crossed it meanwhile (ACKs, pings) included."""
+    baseline_relay_cpu_us_per_msg: float | None = None
 
 
 @dataclass(frozen=True)
@@ -294,8 +298,10 @@ def _figures(count: int, size: int, elapsed: float, rtts: list[float]) -> Figure
 
 
 def hop_result(relays: int, overlay: Figures, baseline: Figures,
-               direct: tuple[Figures, Figures] | None) -> HopResult:
-    """One row; ``direct`` is the (overlay, baseline) pair at 0 relays, if measured."""
+               direct: tuple[Figures, Figures] | None,
+               relay_cpu_us: tuple[float, float] | None = None) -> HopResult:
+    """One row; ``direct`` is the (overlay, baseline) pair at 0 relays, if measured;
+    ``relay_cpu_us`` the (overlay, baseline) CPU per message and relay, if measured."""
     added = None
     if relays and direct is not None:
         overlay_added = (overlay.rtt_p50_ms - direct[0].rtt_p50_ms) / relays
@@ -305,7 +311,7 @@ def hop_result(relays: int, overlay: Figures, baseline: Figures,
                      round(overlay.goodput_msgs_s / baseline.goodput_msgs_s, 4),
                      round(overlay.rtt_p50_ms * 1000 / (relays + 1), 1),
                      round(baseline.rtt_p50_ms * 1000 / (relays + 1), 1),
-                     added)
+                     added, *(relay_cpu_us or (None, None)))
 
 
 def handshakes(links: list[float], connects: list[float]) -> Handshakes:

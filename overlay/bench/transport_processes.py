@@ -13,15 +13,18 @@ count of 3 measures four nodes' work on one core, not a relay.  Here:
   each time, beside bare TCP connects to a plain sink process.
 
 The baseline's processes are stopped before the overlay's start, so the two
-never compete for the cores.  Every child is stopped (end of its stdin or
-SIGTERM, then SIGKILL) on the way out, whether the run ends, fails, times out
-or is interrupted.
+never compete for the cores.  Since each relay is a process of its own, its
+CPU time (user + system, from /proc) over the measurement is reported per
+message too: a figure that a busy machine does not distort as much as rates.
+Every child is stopped (end of its stdin or SIGTERM, then SIGKILL) on the way
+out, whether the run ends, fails, times out or is interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -58,6 +61,8 @@ class _Children:
         self._root = root
         self._started: list[tuple[trio.Process, bool]] = []
         self._logs: list[IO[bytes]] = []
+        self.relays: list[int] = []
+        """Process ids of the relays (forwarders or ``overlay node``), in line order."""
 
     async def __aenter__(self) -> _Children:
         return self
@@ -86,13 +91,15 @@ class _Children:
         text = (self._root / f"{name}.log").read_text(errors="replace").strip()
         return f": {text.splitlines()[-1]}" if text else ""
 
-    async def worker(self, name: str, args: dict[str, Any],
+    async def worker(self, name: str, args: dict[str, Any], *, relay: bool = False,
                      patience: float = START_TIMEOUT) -> dict[str, Any]:
         """Start a worker; its one JSON line (a source's line comes once it has measured)."""
         process = await trio.lowlevel.open_process(
             [sys.executable, "-m", "overlay.bench.transport_worker", json.dumps(args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log(name))
         self._started.append((process, True))
+        if relay:
+            self.relays.append(process.pid)
         assert process.stdout is not None
         line = None
         with trio.move_on_after(patience):
@@ -106,7 +113,7 @@ class _Children:
         return answer
 
     async def node(self, name: str, connect: Address | None) -> Address:
-        """``overlay node`` (linked to ``connect`` if given); the address it listens on."""
+        """``overlay node`` (a relay linked to ``connect`` if given); the address it listens on."""
         state = self._root / name
         state.mkdir(mode=0o700)
         process = await trio.lowlevel.open_process(
@@ -115,6 +122,8 @@ class _Children:
              *([] if connect is None else ["--connect", f"{connect[0]}:{connect[1]}"])],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log(name))
         self._started.append((process, False))
+        if connect is not None:
+            self.relays.append(process.pid)
         with trio.move_on_after(START_TIMEOUT):
             while process.poll() is None:
                 with contextlib.suppress(ControlError):
@@ -147,29 +156,53 @@ def _measure(config: TransportConfig) -> dict[str, int]:
     return {"size": config.size, "count": config.count, "pings": config.pings}
 
 
-async def _baseline(root: Path, relays: int, config: TransportConfig) -> Figures:
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes ``pids`` so far (Linux /proc)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            continue  # not Linux, or gone: counted as nothing
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _per_message_us(cpu: float, relays: int, config: TransportConfig) -> float:
+    return round(cpu * 1e6 / relays / config.count, 1) if relays else 0.0
+
+
+async def _baseline(root: Path, relays: int,
+                    config: TransportConfig) -> tuple[Figures, float]:
     async with _Children(root) as children:
         port = int((await children.worker("plain-sink", {"role": "plain-sink"}))["port"])
         for index in range(relays):
             port = int((await children.worker(f"forwarder-{index}",
-                                              {"role": "forwarder", "to": port}))["port"])
+                                              {"role": "forwarder", "to": port},
+                                              relay=True))["port"])
+        before = _cpu_seconds(children.relays)
         answer = await children.worker(
             "plain-source", {"role": "plain-source", "port": port, **_measure(config)},
             patience=config.time_limit)
-    return Figures.from_json(answer["figures"])
+        cpu = _cpu_seconds(children.relays) - before
+    return Figures.from_json(answer["figures"]), _per_message_us(cpu, relays, config)
 
 
-async def _overlay(root: Path, relays: int, config: TransportConfig) -> Figures:
+async def _overlay(root: Path, relays: int,
+                   config: TransportConfig) -> tuple[Figures, float]:
     async with _Children(root) as children:
         sink = await children.worker("node-sink", {"role": "node-sink"})
         address = parse_address(str(sink["address"]))
         for index in reversed(range(relays)):
             address = await children.node(f"relay-{index}", address)
+        before = _cpu_seconds(children.relays)
         answer = await children.worker(
             "node-source", {"role": "node-source", "connect": f"{address[0]}:{address[1]}",
                             "peer": sink["node_id"], **_measure(config)},
             patience=config.time_limit)
-    return Figures.from_json(answer["figures"])
+        cpu = _cpu_seconds(children.relays) - before
+    return Figures.from_json(answer["figures"]), _per_message_us(cpu, relays, config)
 
 
 async def _handshakes(root: Path, count: int, progress: Progress) -> Handshakes:
@@ -187,12 +220,13 @@ async def _run(root: Path, config: TransportConfig,
     direct: tuple[Figures, Figures] | None = None
     for index, relays in enumerate(config.hops):
         progress(f"{relays} relays: plain", index / len(config.hops))
-        baseline = await _baseline(root / f"plain-{index}", relays, config)
+        baseline, plain_cpu = await _baseline(root / f"plain-{index}", relays, config)
         progress(f"{relays} relays: overlay", (index + 0.5) / len(config.hops))
-        overlay = await _overlay(root / f"overlay-{index}", relays, config)
+        overlay, overlay_cpu = await _overlay(root / f"overlay-{index}", relays, config)
         if relays == 0:
             direct = (overlay, baseline)
-        results.append(bench.hop_result(relays, overlay, baseline, direct))
+        results.append(bench.hop_result(relays, overlay, baseline, direct,
+                                        (overlay_cpu, plain_cpu) if relays else None))
     shakes = await _handshakes(root / "handshakes", config.handshakes, progress)
     progress("done", 1.0)
     return bench.report(config, "processes", results, shakes)

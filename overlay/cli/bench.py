@@ -180,6 +180,10 @@ def run_transport(args: argparse.Namespace) -> int:
         if r.rtt_p50_added_per_relay_us is not None:
             extra = f"; {r.rtt_p50_added_per_relay_us:.0f} us more round trip per relay"
         print(f"{'':6}  goodput {r.goodput_ratio:.1%} of plain trio{extra}")
+        if r.relay_cpu_us_per_msg is not None and r.baseline_relay_cpu_us_per_msg is not None:
+            print(f"{'':6}  CPU per message in each relay: overlay node "
+                  f"{r.relay_cpu_us_per_msg:.0f} us, plain forwarder "
+                  f"{r.baseline_relay_cpu_us_per_msg:.0f} us")
     h = report.handshake
     print(f"handshake ({h.count}, TCP connect to established): p50 {h.p50_ms:.3f} ms, "
           f"p95 {h.p95_ms:.3f} ms; bare TCP connect p50 {h.tcp_connect_p50_ms:.3f} ms, "

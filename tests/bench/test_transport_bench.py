@@ -24,7 +24,8 @@ TINY = ("--hops", "0,1", "--size", "512", "--count", "40", "--pings", "5",
         "--handshakes", "3", "--time-limit", "120")
 FIGURES = {"goodput_msgs_s", "goodput_mb_s", "rtt_p50_ms", "rtt_p99_ms"}
 HOP_FIELDS = {"relays", "overlay", "baseline", "goodput_ratio", "rtt_p50_per_hop_us",
-              "baseline_rtt_p50_per_hop_us", "rtt_p50_added_per_relay_us"}
+              "baseline_rtt_p50_per_hop_us", "rtt_p50_added_per_relay_us",
+              "relay_cpu_us_per_msg", "baseline_relay_cpu_us_per_msg"}
 HANDSHAKE_FIELDS = {"count", "p50_ms", "p95_ms", "tcp_connect_p50_ms", "tcp_connect_p95_ms"}
 
 
@@ -55,6 +56,13 @@ def check_tiny_run(tmpdir: Path, mode: str) -> None:
         assert hop["rtt_p50_per_hop_us"] > 0 and hop["baseline_rtt_p50_per_hop_us"] > 0
     assert report["hops"][0]["rtt_p50_added_per_relay_us"] is None
     assert isinstance(report["hops"][1]["rtt_p50_added_per_relay_us"], float)
+    assert report["hops"][0]["relay_cpu_us_per_msg"] is None  # no relay to measure
+    for name in ("relay_cpu_us_per_msg", "baseline_relay_cpu_us_per_msg"):
+        cpu = report["hops"][1][name]
+        if mode == "processes":
+            assert isinstance(cpu, float) and cpu >= 0  # 40 messages may take under a tick
+        else:
+            assert cpu is None  # one process: the relays' share cannot be told apart
     shake = report["handshake"]
     assert set(shake) == HANDSHAKE_FIELDS and shake["count"] == 3
     assert shake["p95_ms"] >= shake["p50_ms"] > 0
