@@ -11,8 +11,9 @@ the role and its arguments::
      "pings": K}                                 -> {"figures": {...}}
 
 Each prints exactly one JSON line on stdout.  Sinks and forwarders then serve
-until their stdin ends (so none outlives an orchestrator that died); sources
-measure, print their figures and exit.  A failure prints ``{"error": TEXT}``
+until their stdin ends; sources measure, print their figures and exit.  Every
+role stops as soon as its stdin ends, so none outlives an orchestrator that
+died.  A failure prints ``{"error": TEXT}``
 and exits 1.  The relays between a node source and a node sink are not
 workers: they are ``overlay node`` processes, as users run them.
 """
@@ -45,35 +46,21 @@ async def _until_stdin_ends() -> None:
             pass
 
 
-async def _serve_until_stdin_ends(role: str) -> None:
-    async with trio.open_nursery() as nursery:
-        if role == "plain-sink":
+async def _serve(role: str) -> None:
+    """A sink, serving until cancelled."""
+    if role == "plain-sink":
+        async with trio.open_nursery() as nursery:
             _say({"port": await bench.serve_plain_sink(nursery)})
-        else:
-            node = await _enter(nursery, Node(bench.new_identity(), NodeConfig()))
-            assert node.listen_address is not None
-            _say({"address": format_address(node.listen_address),
-                  "node_id": node.node_id.hex()})
-            nursery.start_soon(bench.serve_node_sink, node)
-        await _until_stdin_ends()
-        nursery.cancel_scope.cancel()
-
-
-async def _enter(nursery: trio.Nursery, node: Node) -> Node:
-    """Run ``node`` in a task of ``nursery`` until the nursery is cancelled."""
-    async def keep(task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
-        async with node:
-            task_status.started(node)
-            await trio.sleep_forever()
-    started: Node = await nursery.start(keep)
-    return started
+        return
+    async with Node(bench.new_identity(), NodeConfig()) as node:
+        assert node.listen_address is not None
+        _say({"address": format_address(node.listen_address), "node_id": node.node_id.hex()})
+        await bench.serve_node_sink(node)
 
 
 async def _forward(to: int) -> None:
     async with trio.open_nursery() as nursery:
         _say({"port": await bench.serve_forwarder(nursery, to)})
-        await _until_stdin_ends()
-        nursery.cancel_scope.cancel()
 
 
 async def _node_source(args: dict[str, Any]) -> bench.Figures:
@@ -85,9 +72,21 @@ async def _node_source(args: dict[str, Any]) -> bench.Figures:
 
 
 async def _main(args: dict[str, Any]) -> None:
+    """The role, until it is done or stdin ends, whichever comes first."""
+    async with trio.open_nursery() as nursery:
+        async def watch_stdin() -> None:
+            await _until_stdin_ends()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_stdin)
+        await _role(args)
+        nursery.cancel_scope.cancel()
+
+
+async def _role(args: dict[str, Any]) -> None:
     role = args.get("role")
     if role in ("plain-sink", "node-sink"):
-        await _serve_until_stdin_ends(str(role))
+        await _serve(str(role))
     elif role == "forwarder":
         await _forward(int(args["to"]))
     elif role == "plain-source":

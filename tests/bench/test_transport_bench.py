@@ -121,3 +121,17 @@ def check_interrupted_run(tmpdir: Path) -> None:
             bench.wait()
         for pid in processes_with(tmpdir):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_time_limit_ends_the_run_with_one_line_and_no_process_left() -> None:
+    with bench_tmpdir() as tmpdir:
+        result = subprocess.run(
+            overlay_command("bench", "transport", "--processes", "--hops", "1",
+                            "--count", "100000000", "--time-limit", "3"),
+            capture_output=True, text=True, timeout=120, check=False, env=bench_env(tmpdir))
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines()[-1] == \
+            "overlay bench: the benchmark did not finish within 3 s (see --time-limit)"
+        assert "Traceback" not in result.stderr
+        wait_until(lambda: processes_with(tmpdir) == [], "no process left", timeout=10)
+        assert list(tmpdir.iterdir()) == []
