@@ -150,9 +150,9 @@ def _hops_arg(text: str) -> list[int]:
 
 def run_transport(args: argparse.Namespace) -> int:
     from overlay.bench import transport as bench_transport
-    from overlay.bench import transport_processes
+    from overlay.bench import transport_inprocess, transport_processes
 
-    run_bench = transport_processes.run if args.processes else bench_transport.run
+    run_bench = transport_processes.run if args.processes else transport_inprocess.run
     bar = ProgressBar()
     try:
         config = bench_transport.TransportConfig(
