@@ -72,7 +72,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
             "Start real nodes on 127.0.0.1 and measure a reliable channel's goodput "
             "(messages/s, MB/s) and round-trip latency (p50/p99) across 0, 1 and 3 relay "
             "hops, beside a plain trio TCP stream (through plain trio forwarders for the "
-            "relayed cases) carrying the same messages in the same run, as ratios."
+            "relayed cases) carrying the same messages in the same run, as ratios; then "
+            "the link handshake time (TCP connect to established, p50/p95) beside a bare "
+            "TCP connect.  By default everything runs in this process, on one core; with "
+            "--processes every node (the relays are `overlay node` processes) and every "
+            "forwarder runs in its own process.  Progress on stderr."
         ),
     )
     transport.add_argument("--hops", type=_hops_arg, default=[0, 1, 3], metavar="H,H,...",
@@ -83,6 +87,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                            help="messages for goodput (default 5000)")
     transport.add_argument("--pings", type=positive_int, default=300, metavar="N",
                            help="round trips for latency (default 300)")
+    transport.add_argument("--handshakes", type=positive_int, default=100, metavar="N",
+                           help="link handshakes to time (default 100)")
+    transport.add_argument("--processes", action="store_true",
+                           help="every node and forwarder in its own OS process")
+    transport.add_argument("--time-limit", type=positive_float, default=600.0,
+                           metavar="SECONDS",
+                           help="give up (and stop every process) after this long "
+                                "(default 600)")
     transport.add_argument("--json", action="store_true", help="print the figures as JSON")
     transport.set_defaults(run=run_transport, verbose_default=-2)
 
@@ -138,25 +150,44 @@ def _hops_arg(text: str) -> list[int]:
 
 def run_transport(args: argparse.Namespace) -> int:
     from overlay.bench import transport as bench_transport
+    from overlay.bench import transport_inprocess, transport_processes
 
+    run_bench = transport_processes.run if args.processes else transport_inprocess.run
     bar = ProgressBar()
-    results = trio.run(bench_transport.run, args.hops, args.size, args.count, args.pings, bar)
-    bar.done()
+    try:
+        config = bench_transport.TransportConfig(
+            hops=tuple(args.hops), size=args.size, count=args.count, pings=args.pings,
+            handshakes=args.handshakes, time_limit=args.time_limit)
+        report = trio.run(run_bench, config, bar)
+    finally:
+        bar.done()
     if args.json:
-        json.dump([r.to_json() for r in results], sys.stdout, indent=2)
+        json.dump(report.to_json(), sys.stdout, indent=2)
         print()
         return 0
-    print(f"{args.count} messages of {args.size} bytes; {args.pings} round trips")
-    print(f"{'relays':>6}  {'':8} {'msgs/s':>9} {'MB/s':>8} {'rtt p50':>9} {'rtt p99':>9}")
-    for r in results:
-        for label, f in (("overlay", r.overlay), ("plain", r.baseline)):
+    where = ("every node and forwarder in its own process" if args.processes
+             else "all in this process")
+    print(f"{args.count} messages of {args.size} bytes; {args.pings} round trips; {where}")
+    print(f"{'relays':>6}  {'':8} {'msgs/s':>9} {'MB/s':>8} {'rtt p50':>9} {'rtt p99':>9} "
+          f"{'p50/hop':>9}")
+    for r in report.hops:
+        for label, f, per_hop in (("overlay", r.overlay, r.rtt_p50_per_hop_us),
+                                  ("plain", r.baseline, r.baseline_rtt_p50_per_hop_us)):
             print(f"{r.relays if label == 'overlay' else '':>6}  {label:8} "
                   f"{f.goodput_msgs_s:>9.0f} {f.goodput_mb_s:>8.2f} "
-                  f"{f.rtt_p50_ms:>7.3f}ms {f.rtt_p99_ms:>7.3f}ms")
+                  f"{f.rtt_p50_ms:>7.3f}ms {f.rtt_p99_ms:>7.3f}ms {per_hop:>7.0f}us")
         extra = ""
         if r.rtt_p50_added_per_relay_us is not None:
             extra = f"; {r.rtt_p50_added_per_relay_us:.0f} us more round trip per relay"
         print(f"{'':6}  goodput {r.goodput_ratio:.1%} of plain trio{extra}")
+        if r.relay_cpu_us_per_msg is not None and r.baseline_relay_cpu_us_per_msg is not None:
+            print(f"{'':6}  CPU per message in each relay: overlay node "
+                  f"{r.relay_cpu_us_per_msg:.0f} us, plain forwarder "
+                  f"{r.baseline_relay_cpu_us_per_msg:.0f} us")
+    h = report.handshake
+    print(f"handshake ({h.count}, TCP connect to established): p50 {h.p50_ms:.3f} ms, "
+          f"p95 {h.p95_ms:.3f} ms; bare TCP connect p50 {h.tcp_connect_p50_ms:.3f} ms, "
+          f"p95 {h.tcp_connect_p95_ms:.3f} ms")
     return 0
 
 
