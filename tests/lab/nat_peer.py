@@ -58,8 +58,9 @@ async def befriend(client: DirectoryClient, user: str, peer: str) -> None:
                 elif state is None:
                     await client.contact_request(peer)
             except DirectoryError as exc:
-                # 404: the peer has not registered yet; 409: both asked at once and the
-                # server already made them contacts.  Either way, look again.
+                # 409: both asked at once and the server already made them contacts
+                # (404 is kept for servers older than issue #11's, which refused a
+                # request to a name not yet registered).  Either way, look again.
                 if exc.status not in (404, 409):
                     raise
             await trio.sleep(0.2)

@@ -9,8 +9,6 @@ OVERLAY_FUZZ_FRAMES changes the frame count (default 100,000).
 
 from __future__ import annotations
 
-import pytest
-
 from tests.fuzzing import (
     Target,
     Watchdog,
@@ -25,11 +23,9 @@ from tests.fuzzing import (
 )
 from tests.procs import WAIT, NodeProcess, node_processes, run_overlay
 
-KNOWN_NODE_CRASHES: frozenset[str] = frozenset({"deep-field", "routed-deep-reachable",
-                                                  "routed-large-reachable"})
-"""Frame families left out of the main run because they kill the node today; each has
-a strict xfail regression test below.  Remove a name once its bug is fixed (and the
-regression test's xfail mark with it)."""
+KNOWN_NODE_CRASHES: frozenset[str] = frozenset()
+"""Frame families to leave out of the main run while a known bug kills the node (none
+now); such a family gets a strict xfail regression test until it is fixed."""
 
 
 def _address(node: NodeProcess) -> tuple[str, int]:
@@ -44,13 +40,10 @@ def _assert_still_serving(node: NodeProcess) -> None:
 
 
 DEEP_VERSION = b"\x92" + nested(1022) + b"\x01"
-"""[<1,022 nested one-element arrays around nil>, 1]: 1,024 levels, within the limit."""
+"""[<1,022 nested one-element arrays around nil>, 1]: 1,024 levels, within msgpack's own
+stack limit and far past the protocol's 32 (this killed nodes before issue #11)."""
 
 
-@pytest.mark.xfail(strict=True, reason="deep-field: a ~1,000-level value in a checked field "
-                   "(version, type, any field) makes the decoder's error message call repr() "
-                   "on it: RecursionError escapes decode_message (overlay/errors.py:68 "
-                   "UnsupportedVersion, overlay/proto/messages.py:92 _check_uint, :476)")
 def test_deep_value_in_a_checked_field_does_not_kill_the_node() -> None:
     with node_processes() as start:
         node = start("target", "--listen", "127.0.0.1:0")
@@ -93,25 +86,20 @@ def test_node_survives_fuzzing() -> None:
         assert "Traceback" not in neighbour.log, neighbour.log[-4000:]
 
 
-@pytest.mark.xfail(strict=True, reason="routed-deep-reachable: an ECHO_REQUEST whose body "
-                   "is 1,023 levels deep (valid) from a source the node can reach makes the "
-                   "ECHO_REPLY [id, body, address] one level deeper: encode_message raises "
-                   "LocalProtocolError (msgpack recursion limit, overlay/proto/codec.py:33) "
-                   "out of Node.link_message and the node exits 1 ('cannot encode list')")
 def test_deepest_echo_request_from_a_reachable_source_does_not_kill_the_node() -> None:
     _echo_from_neighbour(nested(1023))
 
 
-@pytest.mark.xfail(strict=True, reason="routed-large-reachable: an ECHO_REQUEST of 65,535 "
-                   "bytes (valid) from a source the node can reach makes an ECHO_REPLY over "
-                   "the frame limit: encode_frame raises LocalProtocolError "
-                   "(overlay/proto/codec.py:40) out of Node.link_message and the node exits 1 "
-                   "('message of 65536 bytes exceeds the 65535-byte frame limit')")
+def test_echo_request_at_the_nesting_limit_gets_no_reply_and_no_crash() -> None:
+    """A request nested 32 levels in all is valid; its reply would nest 33, so it is dropped."""
+    _echo_from_neighbour(nested(31), reply_dropped=True)
+
+
 def test_largest_echo_request_from_a_reachable_source_does_not_kill_the_node() -> None:
     _echo_from_neighbour(b"\xc5" + (65_535 - 48).to_bytes(2, "big") + bytes(65_535 - 48))
 
 
-def _echo_from_neighbour(body: bytes) -> None:
+def _echo_from_neighbour(body: bytes, *, reply_dropped: bool = False) -> None:
     with node_processes() as start:
         node = start("target", "--listen", "127.0.0.1:0")
         node_id = bytes.fromhex(node.ready()["node_id"])
@@ -126,3 +114,6 @@ def _echo_from_neighbour(body: bytes) -> None:
         assert len(request) <= 65_535
         send_established(_address(node), [request])
         _assert_still_serving(node)
+        if reply_dropped:
+            node.wait_status(lambda s: s["forwarding"]["dropped_unencodable"] >= 1,
+                             "the reply to be dropped as unencodable")
