@@ -11,13 +11,16 @@ imports nothing but the standard library.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from overlay import __version__
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def _subcommands() -> tuple[ModuleType, ...]:
@@ -40,6 +43,8 @@ def _subcommands() -> tuple[ModuleType, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (repeat for debug)")
@@ -98,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _is_interrupt(exc):
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: same answer
             print(f"{command}: interrupted", file=sys.stderr)
+            if argv is None:
+                interrupted_exit()
             return 130
         error = _user_error(exc)
         if error is None:
@@ -108,3 +115,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     return result
+
+
+def interrupted_exit() -> None:
+    """Exit 130 now.  Not by returning: a Ctrl-C that landed inside ``exec`` of a string
+    (dataclasses build their methods so, at import time) leaves CPython's "unhandled
+    KeyboardInterrupt" flag set even though it was handled, and the interpreter would
+    then kill itself with SIGINT at exit instead of exiting 130."""
+    import contextlib
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(130)
