@@ -128,8 +128,9 @@ class Chat:
         """Accepted contacts, as the directory last said and notices since have told."""
         self._contacts_at: float | None = None
         self._contacts_asked = -math.inf
-        self._rejections: dict[NodeId, tuple[float, int]] = {}
-        """Per sending node: when a refusal was last shown, and how many since were not."""
+        self._rejections: dict[tuple[NodeId, str | None], tuple[float, int]] = {}
+        """Per sending node (and user, when known): when a refusal was last shown, and
+        how many since were not."""
         edge.on_presence = self._presence_changed
         edge.on_notice = self._notice
 
@@ -323,16 +324,17 @@ class Chat:
     def _reject(self, sender: NodeId, username: str | None, reason: str) -> None:
         """Log and report a refusal, quietly when this node keeps sending them."""
         now = self._clock()
-        shown_at, unshown = self._rejections.get(sender, (-math.inf, 0))
+        key = (sender, username)
+        shown_at, unshown = self._rejections.get(key, (-math.inf, 0))
         if now - shown_at < REJECTION_QUIET:
-            self._rejections[sender] = (shown_at, unshown + 1)
+            self._rejections[key] = (shown_at, unshown + 1)
             log.debug("rejected %s", reason)
             return
         if unshown:
-            reason += f" ({unshown} more from that node not shown)"
+            reason += f" ({unshown} more like it not shown)"
         if len(self._rejections) >= MAX_EVENTS:  # bounded, however many nodes try
             self._rejections.clear()
-        self._rejections[sender] = (now, 0)
+        self._rejections[key] = (now, 0)
         log.warning("rejected %s", reason)
         self._emit(ChatEvent("rejected", username, detail=reason, at=now))
 
