@@ -22,6 +22,7 @@ Any failure raises :class:`~overlay.errors.RejectedMessage`.  Pure: no I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,11 +127,22 @@ def _content(kind: str, inner: Any) -> ChatMessage | Receipt:
     if kind == "m":
         if not (isinstance(inner, list) and len(inner) == 5 and isinstance(inner[0], bytes)
                 and len(inner[0]) == MESSAGE_ID_LEN and isinstance(inner[1], str)
-                and isinstance(inner[2], str) and isinstance(inner[3], int | float)
+                and isinstance(inner[2], str) and _is_time(inner[3])
                 and isinstance(inner[4], str) and len(inner[4]) <= MAX_TEXT_LEN):
             raise RejectedMessage("malformed sealed message")
         return ChatMessage(inner[0], inner[1], inner[2], float(inner[3]), inner[4])
     if not (isinstance(inner, list) and len(inner) == 2 and isinstance(inner[0], bytes)
-            and len(inner[0]) == MESSAGE_ID_LEN and isinstance(inner[1], int | float)):
+            and len(inner[0]) == MESSAGE_ID_LEN and _is_time(inner[1])):
         raise RejectedMessage("malformed sealed receipt")
     return Receipt(inner[0], float(inner[1]))
+
+
+MAX_TIME = 2.0**35
+"""Latest accepted timestamp (the year 3058): later ones are a sender's nonsense."""
+
+
+def _is_time(value: Any) -> bool:
+    """A Unix time the history can store and a terminal can show: NaN is stored as NULL
+    by SQLite and infinities do not convert to a date, so a sender must not pick them."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and 0 <= value < MAX_TIME)

@@ -15,13 +15,26 @@ the queue.  If a channel fails, what it had not delivered is queued again and
 re-sent later; the recipient drops duplicates by message id, so a message is
 shown once however often it travelled.
 
+Only accepted contacts may write to us, as the directory's contact rules say
+(presence, lookups): a verified message from anybody else (a stranger, a
+contact who removed us or whom we removed) is refused, never stored and never
+acknowledged.  The engine keeps the list of accepted contacts from the
+directory and follows it by notices (presence comes only from accepted
+contacts; ``contact_accepted``/``contact_removed``); a sender not on it makes
+the engine ask the directory again, at most every :data:`CONTACTS_RETRY`
+seconds, so a stranger's flood cannot make us flood the directory.  While the
+directory is down the last list stands.
+
 Everything the UI needs to show arrives as :class:`ChatEvent` on
-:meth:`Chat.events`.
+:meth:`Chat.events`.  Refusals are shown once per sending node and then at
+most every :data:`REJECTION_QUIET` seconds, with a count of the ones not
+shown: a hostile sender cannot fill the screen.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable
@@ -56,6 +69,16 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 10_000
 CERTIFICATE_MARGIN = 3600.0
 """Look a contact up again when its certificate has less than this left (seconds)."""
+CONTACTS_FRESH = 300.0
+"""Ask the directory for the contact list again when it is older than this (seconds),
+in case a notice was missed while the directory connection was down."""
+CONTACTS_RETRY = 10.0
+"""A message from someone not on the list asks the directory at most this often."""
+DIRECTORY_WAIT = 5.0
+"""How long a contact check waits for the directory before using the last list."""
+REJECTION_QUIET = 60.0
+"""After a refusal from a node is shown, further ones from it are counted, not shown,
+for this long (seconds)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +124,13 @@ class Chat:
         self._flushing: set[str] = set()
         self._again: set[str] = set()
         self._nursery: trio.Nursery | None = None
+        self._contacts: set[str] = set()
+        """Accepted contacts, as the directory last said and notices since have told."""
+        self._contacts_at: float | None = None
+        self._contacts_asked = -math.inf
+        self._rejections: dict[tuple[NodeId, str | None], tuple[float, int]] = {}
+        """Per sending node (and user, when known): when a refusal was last shown, and
+        how many since were not."""
         edge.on_presence = self._presence_changed
         edge.on_notice = self._notice
 
@@ -112,6 +142,7 @@ class Chat:
                   ) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            await self._refresh_contacts()  # before any message can arrive
             nursery.start_soon(self._accept_channels)
             # What an earlier run could not deliver: messages it had handed to a channel
             # died with that channel, so they are queued again (the recipient drops a
@@ -250,9 +281,9 @@ class Chat:
                     data = await channel.receive()
                 except TransportError:
                     return
-                self._handle(channel.peer, data)
+                await self._handle(channel.peer, data)
 
-    def _handle(self, sender: NodeId, data: bytes) -> None:
+    async def _handle(self, sender: NodeId, data: bytes) -> None:
         certificate = self.edge.certificate
         server_key = self.edge.directory.server_key
         if certificate is None or server_key is None:
@@ -262,16 +293,23 @@ class Chat:
                                    server_key=server_key, sender_node=sender,
                                    now=self._clock())
         except RejectedMessage as exc:
-            log.warning("rejected a message from node %s: %s", sender.short, exc)
-            self._emit(ChatEvent("rejected", detail=str(exc), at=self._clock()))
+            self._reject(sender, None, f"a message from node {sender.short}: {exc}")
             return
         content = opened.content
+        who = opened.sender.username
         if isinstance(content, Receipt):
+            entry = self.history.entry(content.id)
+            if entry is None or entry.direction != "out" or entry.peer != who:
+                return  # not a message of ours to this sender: nothing to mark
             entry = self.history.mark_delivered(content.id, self._clock())
-            if entry is not None and entry.peer == opened.sender.username:
+            if entry is not None:
                 self._emit(ChatEvent("delivered", entry.peer, entry.id, entry.text,
                                      entry.delivered_at,
                                      latency=(entry.delivered_at or 0) - entry.sent_at))
+            return
+        if not await self._is_contact(who):
+            self._reject(sender, who, f"a message from {who}, who is not your contact "
+                                      "(not stored, not acknowledged)")
             return
         if self.history.add_incoming(content):
             self._emit(ChatEvent("message", content.sender, content.id, content.text,
@@ -283,6 +321,48 @@ class Chat:
         assert self._nursery is not None
         self._nursery.start_soon(self._send_receipt, channel, envelope)
 
+    def _reject(self, sender: NodeId, username: str | None, reason: str) -> None:
+        """Log and report a refusal, quietly when this node keeps sending them."""
+        now = self._clock()
+        key = (sender, username)
+        shown_at, unshown = self._rejections.get(key, (-math.inf, 0))
+        if now - shown_at < REJECTION_QUIET:
+            self._rejections[key] = (shown_at, unshown + 1)
+            log.debug("rejected %s", reason)
+            return
+        if unshown:
+            reason += f" ({unshown} more like it not shown)"
+        if len(self._rejections) >= MAX_EVENTS:  # bounded, however many nodes try
+            self._rejections.clear()
+        self._rejections[key] = (now, 0)
+        log.warning("rejected %s", reason)
+        self._emit(ChatEvent("rejected", username, detail=reason, at=now))
+
+    # --- who may write to us ----------------------------------------------------------
+
+    async def _is_contact(self, username: str) -> bool:
+        now = self._clock()
+        stale = self._contacts_at is None or now - self._contacts_at > CONTACTS_FRESH
+        if ((username not in self._contacts or stale)
+                and now - self._contacts_asked >= CONTACTS_RETRY):
+            await self._refresh_contacts()
+        return username in self._contacts
+
+    async def _refresh_contacts(self) -> None:
+        """The accepted contacts, from the directory; the last list if it cannot say."""
+        self._contacts_asked = self._clock()
+        client = self.edge.directory.client
+        if client is None:
+            return
+        with trio.move_on_after(DIRECTORY_WAIT):
+            try:
+                contacts = await client.contacts()
+            except OverlayError as exc:
+                log.info("contact list not refreshed: %s", exc)
+                return
+            self._contacts = {c.username for c in contacts if c.state == "accepted"}
+            self._contacts_at = self._clock()
+
     async def _send_receipt(self, channel: Channel, envelope: bytes) -> None:
         try:
             await channel.send(envelope)
@@ -292,6 +372,7 @@ class Chat:
     # --- directory notices -------------------------------------------------------------
 
     def _presence_changed(self, username: str, presence: Presence) -> None:
+        self._contacts.add(username)  # the directory shows presence to accepted contacts only
         self._emit(ChatEvent("presence", username, detail=presence.status, at=self._clock()))
         if presence.status != "offline":
             self._want_flush(username)
@@ -299,6 +380,10 @@ class Chat:
     def _notice(self, notice: Notice) -> None:
         if notice.event in ("contact_request", "contact_accepted", "contact_removed"):
             who = notice.body.get("username")
+            if isinstance(who, str) and notice.event == "contact_accepted":
+                self._contacts.add(who)
+            elif isinstance(who, str) and notice.event == "contact_removed":
+                self._contacts.discard(who)
             self._emit(ChatEvent(notice.event, who if isinstance(who, str) else None,
                                  at=self._clock()))
 

@@ -425,7 +425,10 @@ def duration(seconds: float) -> str:
 
 
 def _stamp(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    except (OverflowError, ValueError, OSError):  # a history written before times were checked
+        return "(no valid time)"
 
 
 def _indent(text: str) -> str:
@@ -554,7 +557,7 @@ class Interactive:
         if kind == "contact_removed":
             return f"* {peer} is no longer a contact"
         if kind == "rejected":
-            return f"! rejected a message that failed verification: {_indent(event.detail or '')}"
+            return f"! rejected {_indent(event.detail or 'a message')}"
         return f"! {_indent(event.detail or kind)}"
 
     # --- commands ----------------------------------------------------------------------------

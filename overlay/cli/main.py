@@ -3,36 +3,48 @@
 A user mistake never shows a traceback: an :class:`~overlay.errors.OverlayError`
 (even when trio wrapped it in an exception group) becomes one line on stderr and
 exit status 1; a bad argument is argparse's usage line and status 2; Ctrl-C
-outside a command's own handling is status 130.
+outside a command's own handling is status 130 with one line, however early it
+comes: the subcommands (and trio, msgpack, PyNaCl, networkx behind them) are
+imported inside :func:`main`, where the interrupt is caught, so this module
+imports nothing but the standard library.
 """
 
 from __future__ import annotations
 
-import argparse
+import signal
 import sys
 from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from overlay import __version__
-from overlay.cli import (
-    account,
-    bench,
-    chat,
-    contacts,
-    demo,
-    messaging,
-    node,
-    probe,
-    roles,
-    server,
-    status,
-)
-from overlay.cli.common import configure_logging
-from overlay.errors import OverlayError
 
-SUBCOMMANDS = (node, status, probe, messaging, server, account, contacts, roles, chat, bench, demo)
+if TYPE_CHECKING:
+    import argparse
+
+
+def _subcommands() -> tuple[ModuleType, ...]:
+    from overlay.cli import (
+        account,
+        bench,
+        chat,
+        contacts,
+        demo,
+        messaging,
+        node,
+        probe,
+        roles,
+        server,
+        status,
+    )
+
+    return (node, status, probe, messaging, server, account, contacts, roles, chat, bench,
+            demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (repeat for debug)")
@@ -48,13 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"overlay {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in SUBCOMMANDS:
+    for module in _subcommands():
         module.add_parser(subparsers, common)
     return parser
 
 
-def _user_error(exc: BaseException) -> OverlayError | None:
+def _user_error(exc: BaseException) -> BaseException | None:
     """The OverlayError behind ``exc`` if that is all it is, else None (a real bug)."""
+    from overlay.errors import OverlayError
+
     if isinstance(exc, OverlayError):
         return exc
     if isinstance(exc, BaseExceptionGroup):
@@ -74,19 +88,44 @@ def _is_interrupt(exc: BaseException) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    verbosity = args.verbose - args.quiet + getattr(args, "verbose_default", 0)
-    configure_logging(verbosity)
+    """Run one command.  ``argv`` None means this process's own command line: then a
+    Ctrl-C after the command is over (the interpreter is exiting) is ignored too."""
+    command = "overlay"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"overlay {args.command}"
+        from overlay.cli.common import configure_logging
+
+        configure_logging(args.verbose - args.quiet + getattr(args, "verbose_default", 0))
         result: int = args.run(args)
     except BaseException as exc:
         if _is_interrupt(exc):
-            print(f"overlay {args.command}: interrupted", file=sys.stderr)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: same answer
+            print(f"{command}: interrupted", file=sys.stderr)
+            if argv is None:
+                interrupted_exit()
             return 130
         error = _user_error(exc)
         if error is None:
             raise
-        print(f"overlay {args.command}: {error}", file=sys.stderr)
+        print(f"{command}: {error}", file=sys.stderr)
         return 1
+    finally:
+        if argv is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return result
+
+
+def interrupted_exit() -> None:
+    """Exit 130 now.  Not by returning: a Ctrl-C that landed inside ``exec`` of a string
+    (dataclasses build their methods so, at import time) leaves CPython's "unhandled
+    KeyboardInterrupt" flag set even though it was handled, and the interpreter would
+    then kill itself with SIGINT at exit instead of exiting 130."""
+    import contextlib
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(130)

@@ -16,6 +16,7 @@ from overlay.directory.limits import RegistrationLimits
 from overlay.directory.server import DirectoryServer
 from overlay.directory.service import DirectoryConfig
 from overlay.directory.store import Store
+from overlay.errors import ConfigError
 from overlay.state import StateDir, default_state_dir, load_identity
 
 log = logging.getLogger("overlay.cli")
@@ -97,7 +98,11 @@ async def _run(args: argparse.Namespace) -> int:
                     config.registrations, per_address=args.registrations_per_hour))
             server = DirectoryServer(identity, store, directory_config=config)
             async with trio.open_nursery() as nursery:
-                address = await nursery.start(server.serve, args.listen)
+                try:
+                    address = await nursery.start(server.serve, args.listen)
+                except OSError as exc:
+                    raise ConfigError(f"cannot listen on {format_address(args.listen)}: "
+                                      f"{exc.strerror or exc}") from None
                 # One line for people and scripts: where, and which key to pin.
                 print(f"directory server listening on {format_address(address)} "
                       f"key {identity.public_key.hex()}", flush=True)

@@ -409,6 +409,10 @@ class Directory:
             self._contacts_changed(session.user.username, username, accepted=False)
             self._notify_user(username, "contact_removed",
                               {"username": session.user.username})
+            # The remover's other sessions (a running chat) learn it too: they must stop
+            # accepting messages from the removed contact now, not at their next refresh.
+            self._notify_user(session.user.username, "contact_removed",
+                              {"username": username})
         return Status.OK, f"removed {username}", {}
 
     async def _op_contacts(self, conn: Connection, *, now: float) -> Reply:

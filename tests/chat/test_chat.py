@@ -91,6 +91,32 @@ async def test_a_forged_sender_is_rejected_and_reported(network: Network,
     assert bob.history.entry(forged.id) is None
 
 
+async def test_a_message_from_a_non_contact_is_refused(network: Network,
+                                                       tmp_path: Path) -> None:
+    """Carol never was bob's contact; alice was, until bob removed her."""
+    await network.start_supernode("sn1")
+    await network.register("alice", "bob")
+    await network.register("carol", contacts=False)
+    bob = await start_chat(network, "bob", tmp_path)
+    alice = await start_chat(network, "alice", tmp_path)
+    await alice.send("bob", "still friends")
+    assert (await next_event(bob, "message")).text == "still friends"
+    await (await bob.edge.directory.ready()).contact_remove("alice")
+    carol_node, carol = await network.start_client("carol")
+    for name, node, role in (("carol", carol_node, carol), ("alice", alice.node, alice.edge)):
+        assert role.certificate is not None and bob.edge.home is not None
+        node.set_location(bob.node.node_id, bob.edge.home)
+        message = ChatMessage(bytes([len(name)]) * 16, name, "bob", 1.0, f"from {name}")
+        envelope = seal(node.identity, role.certificate.raw, bob.node.identity.public_key,
+                        message)
+        async with node.open_channel(bob.node.node_id) as channel:
+            await channel.send(envelope)
+            rejected = await next_event(bob, "rejected")
+        assert rejected.peer == name
+        assert f"{name}, who is not your contact" in (rejected.detail or "")
+        assert bob.history.entry(message.id) is None
+
+
 async def test_offline_messages_wait_for_the_contact(network: Network, tmp_path: Path) -> None:
     await network.start_supernode("sn1")
     await network.register("alice", "bob")

@@ -80,3 +80,16 @@ def test_any_tampering_is_rejected(data: st.DataObject) -> None:
 def test_garbage_is_rejected(garbage: bytes) -> None:
     with pytest.raises(RejectedMessage):
         open_as_bob(garbage)
+
+
+@pytest.mark.parametrize("when", [float("nan"), float("inf"), -float("inf"), -1.0, 2.0**40,
+                                  True])
+def test_a_time_the_history_cannot_store_or_show_is_rejected(when: object) -> None:
+    """NaN became NULL in the history (a crash), an infinity crashed the terminal's date."""
+    nonsense = ChatMessage(b"\x02" * 16, "alice", "bob", when, "hi")  # type: ignore[arg-type]
+    with pytest.raises(RejectedMessage, match="malformed sealed message"):
+        open_as_bob(seal(ALICE, CERT["alice"].raw, BOB.public_key, nonsense))
+    receipt = seal(BOB, CERT["bob"].raw, ALICE.public_key, Receipt(MESSAGE.id, when))  # type: ignore[arg-type]
+    with pytest.raises(RejectedMessage, match="malformed sealed receipt"):
+        open_envelope(receipt, ALICE, username="alice", server_key=SERVER.public_key,
+                      sender_node=BOB.node_id, now=NOW)

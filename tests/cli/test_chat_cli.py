@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import struct
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Iterator
@@ -27,7 +28,9 @@ from typing import Any, TextIO
 import pytest
 
 from overlay.chat.terminal import LineBuffer, Quit, Submit, printable
-from tests.cli.test_roles_cli import Processes, start_system
+from overlay.proto.codec import pack
+from overlay.state import load_identity
+from tests.cli.test_roles_cli import PASSWORD, Processes, account, start_system
 from tests.procs import overlay_command, run_overlay, short_tempdir, wait_until
 
 WAIT = 20.0
@@ -399,3 +402,68 @@ def test_piped_commands_print_plainly(network: Network) -> None:
     assert re.search(r"^bob\s+accepted\s+\w+", piped.stdout, re.M), piped.stdout
     assert "! unknown command /frobnicate" in piped.stdout
     assert "! that is you\n" in piped.stdout
+
+
+# --- hostile senders (issue 11: items 3 and 7) -------------------------------------------------
+
+
+def hostile_send(network: Network, user: str, to: dict[str, Any], text: str) -> None:
+    """``tests/cli/chat_sender.py``: a sealed message from ``user`` to bob, no questions asked."""
+    server, key = network.directory[1], network.directory[3]
+    sent = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("chat_sender.py")), "--server", server,
+         "--server-key", key, "--user", user, "--password", PASSWORD, "--to-user", "bob",
+         "--to-node", to["node_id"], "--to-key", to["key"], "--to-home", to["home"],
+         "--text", text, "--state", str(network.root / user)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert sent.returncode == 0 and '"sent"' in sent.stdout, sent.stderr
+
+
+def test_hostile_messages_leave_the_chat_up_and_are_refused(network: Network) -> None:
+    """A 70 KB message from a contact, a stranger's and an ex-contact's sealed messages:
+    bob's `overlay chat` reports each in one line, stores none, and goes on."""
+    account(network.root, "carol", "register", *network.directory)
+    account(network.root, "carol", "login", *network.directory)
+    bob = JsonChat(network, "bob")
+    alice = JsonChat(network, "alice")
+    try:
+        ready = bob.expect(event="ready")
+        to = {"node_id": ready["node_id"], "home": ready["home"],
+              "key": load_identity(network.root / "bob").public_key.hex()}
+        alice.expect(event="ready")
+
+        # Item 3: over the 65,535-byte limit of a chat envelope, through alice's node.
+        big = network.root / "big.bin"
+        big.write_bytes(pack([1, "m", b"x" * 70_000, b""]))
+        sent = run_overlay("send", "--state", str(network.root / "alice"), "bob",
+                           "--file", str(big))
+        assert sent.returncode == 0, sent.stderr
+        rejected = bob.expect(event="rejected")
+        assert "not a chat envelope" in rejected["detail"], rejected
+        assert "\n" not in rejected["detail"]
+        assert alice.stop() == 0
+
+        # Item 7: carol was never bob's contact.
+        hostile_send(network, "carol", to, "hello from a stranger")
+        refused = bob.expect(event="rejected", peer="carol")
+        assert "carol, who is not your contact" in refused["detail"], refused
+
+        # ...and alice no longer is one once bob removes her.
+        removed = run_overlay("contacts", "remove", "alice", "--state", str(network.root / "bob"))
+        assert removed.returncode == 0, removed.stderr
+        hostile_send(network, "alice", to, "hello from an ex")
+        refused = bob.expect(event="rejected", peer="alice")
+        assert "alice, who is not your contact" in refused["detail"], refused
+
+        assert bob.proc.poll() is None, "bob's chat is still up"
+        assert [e for e in bob.events if e["event"] == "message"] == []
+        for text in ("hello from a stranger", "hello from an ex"):
+            assert network.history("bob", text) is None
+        assert bob.stop() == 0
+        assert "Traceback" not in bob.log_path.read_text()
+    finally:
+        bob.close()
+        alice.close()
+        # Other tests of this module need alice and bob as contacts.
+        run_overlay("contacts", "add", "bob", "--state", str(network.root / "alice"))
+        run_overlay("contacts", "accept", "alice", "--state", str(network.root / "bob"))
