@@ -41,7 +41,7 @@ import msgpack
 
 from overlay.errors import RemoteProtocolError
 from overlay.ids import Identity, NodeId
-from overlay.proto.codec import MAX_CONTAINER_LEN, MAX_PAYLOAD, FrameDecoder
+from overlay.proto.codec import MAX_CONTAINER_LEN, MAX_DEPTH, MAX_PAYLOAD, FrameDecoder
 from overlay.proto.link import LinkCore, LinkDown, LinkState
 from overlay.proto.messages import (
     NONCE_LEN,
@@ -63,7 +63,7 @@ from overlay.proto.messages import (
 )
 
 PROTOCOL_MD = Path(__file__).parents[1] / "docs" / "protocol.md"
-MAX_NESTING = 1_024
+MAX_NESTING = MAX_DEPTH
 """docs/protocol.md section 2: levels of arrays/maps, the frame's own array being level 1."""
 
 DEFAULT_FRAMES = 100_000
@@ -268,7 +268,7 @@ def hostile_value(rng: random.Random, budget: int = 4096) -> bytes:
         n = MAX_CONTAINER_LEN + 1
         return map_header(n) + b"\xa0\xc0" * n  # also a repeated key
     if kind == 7:  # deeper than the limit
-        return nested(MAX_NESTING + rng.choice((1, 2, 76, 976)), maps=rng.random() < 0.3)
+        return nested(MAX_NESTING + rng.choice((1, 2, 958, 991)), maps=rng.random() < 0.3)
     if kind == 8:  # map keys that are not str or bin
         key = rng.choice((b"\x01", b"\xc0", b"\xc3", b"\xcb" + bytes(8), b"\x90", b"\x80", b"\xff"))
         return b"\x81" + key + b"\xc0"
@@ -466,7 +466,7 @@ class Generator:
         source the target cannot reach, or (``reachable``) from its neighbour, so that
         echo replies are actually sent."""
         rng = self.rng
-        depth = rng.choice((500, 511, 512, 990, 1000, 1022, MAX_NESTING - 1, rng.randint(1, 1023)))
+        depth = rng.choice((MAX_NESTING - 2, MAX_NESTING - 1, rng.randint(1, MAX_NESTING - 1)))
         dst = self.target.node_id if rng.random() < 0.7 else None
         src = (rng.choice(self.target.relay_to) if reachable and self.target.relay_to
                else random_id(rng))
