@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from overlay.ids import Identity, NodeId
+from overlay.proto.handshake import SessionKeys, derive_session_keys, ephemeral_public_key
 from overlay.proto.link import (
     INITIATOR_CONTEXT,
     RESPONDER_CONTEXT,
@@ -31,6 +32,7 @@ from overlay.proto.messages import (
     decode_message,
     encode_message,
 )
+from overlay.proto.sealing import Opener, Sealer
 from tests.conftest import make_identity
 
 ALICE = make_identity("alice")
@@ -38,6 +40,8 @@ BOB = make_identity("bob")
 MALLORY = make_identity("mallory")
 NONCE_A = b"\xa1" * 32
 NONCE_B = b"\xb2" * 32
+EPH_A = ephemeral_public_key(NONCE_A)
+EPH_B = ephemeral_public_key(NONCE_B)
 CONFIG = LinkConfig(handshake_timeout=5.0, hello_interval=1.0, dead_after=3)
 
 
@@ -77,16 +81,34 @@ def shuttle(a: Side, b: Side, now: float) -> None:
             return
 
 
-def frames(core: LinkCore) -> list[object]:
-    """Decode what ``core`` wants to send (consumes it)."""
-    from overlay.proto.codec import FrameDecoder
+def alice_keys(responder: Identity = BOB) -> SessionKeys:
+    """Alice's session keys with ``responder`` (NONCE_A, NONCE_B as ephemeral secrets),
+    derived here independently of the cores."""
+    return derive_session_keys(initiator=True, own_secret=NONCE_A,
+                               initiator_key=ALICE.public_key, initiator_ephemeral=EPH_A,
+                               responder_key=responder.public_key, responder_ephemeral=EPH_B)
 
-    decoder = FrameDecoder()
+
+def frames(core: LinkCore, *, plain: int | None = None, opener: Opener | None = None
+           ) -> list[object]:
+    """Decode what ``core`` wants to send (consumes it): the first ``plain`` frames as
+    they are (all of them if None), the rest opened with ``opener``."""
+    from overlay.proto.codec import FrameDecoder
+    from overlay.proto.sealing import MAX_SEALED_PAYLOAD
+
+    decoder = FrameDecoder(MAX_SEALED_PAYLOAD)
     decoder.receive_data(core.data_to_send())
-    out = []
+    out: list[object] = []
     while (payload := decoder.next_payload()) is not None:
+        if plain is not None and len(out) >= plain:
+            assert opener is not None
+            payload = opener.open(payload)
         out.append(decode_message(payload))
     return out
+
+
+def sealed(sealer: Sealer, message: object) -> bytes:
+    return sealer.seal(encode_message(message)[4:])  # type: ignore[arg-type]
 
 
 def test_handshake_establishes_both_sides_with_the_right_peer_ids() -> None:
@@ -101,13 +123,15 @@ def test_handshake_establishes_both_sides_with_the_right_peer_ids() -> None:
 def test_handshake_is_exactly_three_messages_then_pings() -> None:
     a, b = make_pair()
     [hello] = frames(a.core)
-    assert hello == Hello(ALICE.public_key, NONCE_A)
+    assert hello == Hello(ALICE.public_key, EPH_A)  # the ephemeral secret itself is never sent
     b.core.receive_data(encode_message(hello), 0.0)  # type: ignore[arg-type]
     [hello_ack] = frames(b.core)
-    assert isinstance(hello_ack, HelloAck) and hello_ack.public_key == BOB.public_key
-    a.core.receive_data(encode_message(hello_ack), 0.0)
-    ack, first_ping = frames(a.core)
-    assert isinstance(ack, Ack) and isinstance(first_ping, Ping)
+    assert hello_ack == HelloAck(BOB.public_key, EPH_B, hello_ack.signature)  # type: ignore[union-attr]
+    a.core.receive_data(encode_message(hello_ack), 0.0)  # type: ignore[arg-type]
+    # ACK in clear, then the first PING sealed with the initiator-to-responder key.
+    ack, first_ping = frames(a.core, plain=1, opener=Opener(alice_keys().send))
+    assert isinstance(ack, Ack) and first_ping == Ping(0)
+    assert a.core.session_id == alice_keys().session_id
 
 
 def test_rtt_is_measured_from_ping_to_pong() -> None:
@@ -170,18 +194,19 @@ def test_any_frame_from_the_peer_keeps_the_link_alive() -> None:
 def test_impostor_initiator_without_the_private_key_is_refused() -> None:
     """Mallory claims Alice's public key but can only sign with her own."""
     b = Side(LinkCore(BOB, initiator=False, nonce=NONCE_B, now=0.0, config=CONFIG))
-    b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), 0.0)
+    b.core.receive_data(encode_message(Hello(ALICE.public_key, EPH_A)), 0.0)
     [hello_ack] = frames(b.core)
     assert isinstance(hello_ack, HelloAck)
     forged = MALLORY.sign(handshake_transcript(
-        INITIATOR_CONTEXT, ALICE.public_key, NONCE_A, BOB.public_key, hello_ack.nonce))
+        INITIATOR_CONTEXT, ALICE.public_key, EPH_A, BOB.public_key, hello_ack.ephemeral_key))
     b.core.receive_data(encode_message(Ack(forged)), 0.0)
     b.drain()
     [down] = b.downs()
     assert down.code == CloseCode.BAD_SIGNATURE
     assert ALICE.node_id.hex() in down.reason and "private key" in down.reason
     assert b.core.state is LinkState.CLOSED and b.core.peer_id is None
-    [close] = frames(b.core)
+    # Sealed: the responder seals everything after its HELLO_ACK.
+    [close] = frames(b.core, plain=0, opener=Opener(alice_keys().receive))
     assert close == Close(CloseCode.BAD_SIGNATURE, down.reason)
     assert not any(isinstance(e, LinkEstablished) for e in b.events)
 
@@ -190,8 +215,8 @@ def test_impostor_responder_without_the_private_key_is_refused() -> None:
     a = Side(LinkCore(ALICE, initiator=True, nonce=NONCE_A, now=0.0, config=CONFIG))
     frames(a.core)
     forged = MALLORY.sign(handshake_transcript(
-        RESPONDER_CONTEXT, ALICE.public_key, NONCE_A, BOB.public_key, NONCE_B))
-    a.core.receive_data(encode_message(HelloAck(BOB.public_key, NONCE_B, forged)), 0.0)
+        RESPONDER_CONTEXT, ALICE.public_key, EPH_A, BOB.public_key, EPH_B))
+    a.core.receive_data(encode_message(HelloAck(BOB.public_key, EPH_B, forged)), 0.0)
     a.drain()
     [down] = a.downs()
     assert down.code == CloseCode.BAD_SIGNATURE and BOB.node_id.hex() in down.reason
@@ -199,18 +224,19 @@ def test_impostor_responder_without_the_private_key_is_refused() -> None:
 
 
 def test_signature_from_another_session_cannot_be_replayed() -> None:
-    """A HELLO_ACK signed for a different initiator nonce does not verify."""
+    """A HELLO_ACK signed for a different initiator ephemeral key does not verify."""
     a = Side(LinkCore(ALICE, initiator=True, nonce=NONCE_A, now=0.0, config=CONFIG))
     old = BOB.sign(handshake_transcript(
-        RESPONDER_CONTEXT, ALICE.public_key, b"\x00" * 32, BOB.public_key, NONCE_B))
-    a.core.receive_data(encode_message(HelloAck(BOB.public_key, NONCE_B, old)), 0.0)
+        RESPONDER_CONTEXT, ALICE.public_key, ephemeral_public_key(bytes(32)), BOB.public_key,
+        EPH_B))
+    a.core.receive_data(encode_message(HelloAck(BOB.public_key, EPH_B, old)), 0.0)
     a.drain()
     assert a.downs()[0].code == CloseCode.BAD_SIGNATURE
 
 
 def test_responder_signature_cannot_be_reflected_as_the_initiators() -> None:
     b = Side(LinkCore(BOB, initiator=False, nonce=NONCE_B, now=0.0, config=CONFIG))
-    b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), 0.0)
+    b.core.receive_data(encode_message(Hello(ALICE.public_key, EPH_A)), 0.0)
     [hello_ack] = frames(b.core)
     assert isinstance(hello_ack, HelloAck)
     b.core.receive_data(encode_message(Ack(hello_ack.signature)), 0.0)
@@ -234,16 +260,22 @@ def test_wrong_peer_is_refused_when_a_node_id_was_expected() -> None:
     assert b.downs()[0].by_peer
 
 
-def test_version_mismatch_is_refused_with_the_versions_in_the_reason() -> None:
+@pytest.mark.parametrize(("version", "close_version"), [(1, 1), (3, 2)])
+def test_version_mismatch_is_refused_with_the_versions_in_the_reason(
+        version: int, close_version: int) -> None:
+    """A version-1 HELLO is refused with a version-1 CLOSE, which a v1 node can read."""
     import msgpack
 
     b = Side(LinkCore(BOB, initiator=False, nonce=NONCE_B, now=0.0, config=CONFIG))
-    payload = msgpack.packb([2, 1, ALICE.public_key, NONCE_A])
+    payload = msgpack.packb([version, 1, ALICE.public_key, NONCE_A])
     b.core.receive_data(len(payload).to_bytes(4, "big") + payload, 0.0)
     b.drain()
     [down] = b.downs()
     assert down.code == CloseCode.VERSION_MISMATCH
-    assert "version 2" in down.reason and "we speak 1" in down.reason
+    assert f"version {version}, we speak 2" in down.reason
+    assert f"upgrade the node that speaks version {min(version, 2)}" in down.reason
+    sent = b.core.data_to_send()
+    assert msgpack.unpackb(sent[4:]) == [close_version, 4, 1, down.reason]
 
 
 @pytest.mark.parametrize("step", ["hello", "ack"])
@@ -251,7 +283,7 @@ def test_each_handshake_step_has_its_own_timeout(step: str) -> None:
     b = Side(LinkCore(BOB, initiator=False, nonce=NONCE_B, now=0.0, config=CONFIG))
     start = 0.0
     if step == "ack":
-        b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), 3.0)
+        b.core.receive_data(encode_message(Hello(ALICE.public_key, EPH_A)), 3.0)
         start = 3.0
     assert b.core.get_timer() == start + CONFIG.handshake_timeout
     b.core.handle_timer(start + CONFIG.handshake_timeout - 0.001)
@@ -281,9 +313,19 @@ def test_valid_message_at_the_wrong_moment_closes_the_link(message: object) -> N
 def test_hello_on_an_established_link_closes_it() -> None:
     a, b = make_pair()
     shuttle(a, b, now=0.0)
-    b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), 0.0)
+    assert a.core.sealer is not None
+    b.core.receive_data(sealed(a.core.sealer, Hello(ALICE.public_key, EPH_A)), 0.0)
     b.drain()
     assert b.downs()[0].code == CloseCode.PROTOCOL_ERROR
+
+
+def test_a_plaintext_frame_on_an_established_link_fails_authentication() -> None:
+    a, b = make_pair()
+    shuttle(a, b, now=0.0)
+    b.core.receive_data(encode_message(Ping(5)), 0.0)
+    b.drain()
+    [down] = b.downs()
+    assert down.code == CloseCode.AUTHENTICATION_FAILED and "authentication" in down.reason
 
 
 def test_routed_packets_are_delivered_as_events_once_up() -> None:
@@ -298,7 +340,8 @@ def test_routed_packets_are_delivered_as_events_once_up() -> None:
 def test_garbage_closes_with_a_reason_and_later_input_is_ignored() -> None:
     a, b = make_pair()
     shuttle(a, b, now=0.0)
-    b.core.receive_data(b"\x00\x00\x00\x02\xc1\xc1", 0.0)
+    assert a.core.sealer is not None
+    b.core.receive_data(a.core.sealer.seal(b"\xc1\xc1"), 0.0)  # authentic, not msgpack
     b.drain()
     [down] = b.downs()
     assert down.code == CloseCode.PROTOCOL_ERROR and "msgpack" in down.reason
