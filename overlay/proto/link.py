@@ -83,8 +83,6 @@ from overlay.proto.messages import (
 from overlay.proto.rtt import RttEstimator
 from overlay.proto.sealing import FRAME_LIMIT, MAX_SEALED_PAYLOAD, Opener, Sealer
 
-__all__ = ["INITIATOR_CONTEXT", "RESPONDER_CONTEXT", "handshake_transcript"]  # re-exported
-
 
 @dataclass(frozen=True, slots=True)
 class LinkConfig:
