@@ -65,11 +65,33 @@ class UnsupportedVersion(RemoteProtocolError):
     close_code = 1  # CloseCode.VERSION_MISMATCH
 
     def __init__(self, version: object, supported: int) -> None:
+        advice = ""
+        # Worded so that it reads right at both ends (it is sent as the CLOSE reason).
+        if type(version) is int and 0 <= version != supported:
+            advice = f": upgrade the node that speaks version {min(version, supported)}"
         scalar = isinstance(version, int | float | str | None)
         shown = repr(version) if scalar else type(version).__name__  # never walk a container
-        super().__init__(f"peer speaks protocol version {shown[:40]}, we speak {supported}")
+        super().__init__(
+            f"peer speaks protocol version {shown[:40]}, we speak {supported}{advice}"
+        )
         self.version = version
         self.supported = supported
+
+
+class AuthenticationFailed(RemoteProtocolError):
+    """A sealed frame did not authenticate: tampered, replayed, reordered, truncated or forged.
+
+    With an implicit per-frame counter these are indistinguishable, and all mean
+    the same thing: the byte stream is no longer the peer's.
+    """
+
+    close_code = 10  # CloseCode.AUTHENTICATION_FAILED
+
+
+class KeysExhausted(RemoteProtocolError):
+    """The peer sealed more frames than one session key may protect."""
+
+    close_code = 11  # CloseCode.KEYS_EXHAUSTED
 
 
 # --- links -----------------------------------------------------------------

@@ -61,6 +61,7 @@ from overlay.proto.messages import (
     decode_message,
     encode_message,
 )
+from overlay.proto.sealing import MAX_SEALED_PAYLOAD
 
 PROTOCOL_MD = Path(__file__).parents[1] / "docs" / "protocol.md"
 MAX_NESTING = MAX_DEPTH
@@ -294,13 +295,17 @@ class Frame:
 
 
 def write_payload(link: LinkCore | None, payload: bytes) -> bytes:
-    """THE way one raw payload is written on a link: today a length prefix and the bytes.
+    """THE way one raw payload is written on a connection.
 
-    After issue #12 a payload on an established link (``link`` given) will have
-    to be sealed with the link's keys; this is the only function to change.
+    Before the handshake (``link`` None) it is a length prefix and the bytes.  On
+    an established link every frame is sealed (protocol v2): the payload is sealed
+    with the link core's own sealer, so its counter continues where the core's
+    ACK and PINGs left it and the target opens the frame and really decodes the
+    payload.  A payload too large to seal goes out in clear (refused either way).
     """
-    del link  # not needed until frames are sealed
-    return frame(payload)
+    if link is None or link.sealer is None or len(payload) > MAX_PAYLOAD:
+        return frame(payload)
+    return link.sealer.seal(payload)
 
 
 def wire(link: LinkCore | None, item: Frame) -> bytes:
@@ -869,12 +874,13 @@ class Replies:
     code, and how many frames we could not decode."""
 
     def __init__(self, link: LinkCore | None) -> None:
-        self.link = link  # unused until issue #12 seals frames
+        self.link = link
         self.pongs: set[int] = set()
         self.close_code: int | None = None
         self.undecodable = 0
         self.frames = 0
-        self._decoder = FrameDecoder()
+        sealed = link is not None and link.opener is not None
+        self._decoder = FrameDecoder(MAX_SEALED_PAYLOAD if sealed else MAX_PAYLOAD)
         self._broken = False
 
     def feed(self, conn: Connection) -> Replies:
@@ -892,6 +898,8 @@ class Replies:
                 break
             self.frames += 1
             try:
+                if self.link is not None and self.link.opener is not None:
+                    payload = self.link.opener.open(payload)  # continues the core's counter
                 message = decode_message(payload)
             except RemoteProtocolError:
                 self.undecodable += 1

@@ -17,6 +17,7 @@ import trio
 from overlay.addresses import Address
 from overlay.ids import Identity
 from overlay.net.link import Link
+from overlay.proto.codec import LENGTH_PREFIX
 from overlay.proto.link import LinkConfig, LinkCore, LinkDown, LinkState, RttMeasured
 from overlay.proto.messages import NONCE_LEN, Message, Ping, encode_message
 from tests.procs import WAIT
@@ -130,13 +131,16 @@ async def flood_never_reading(address: Address, identity: Identity, *,
     result = FloodResult()
     frames = batch or ping_batch()
     batch_size = len(frames)
-    data = b"".join(encode_message(frame) for frame in frames)
+    payloads = [encode_message(frame)[LENGTH_PREFIX:] for frame in frames]
     stream = await open_stream(address, rcvbuf=4_096)
     async with stream:
         core = await handshake(stream, identity)
         assert core.state is LinkState.ESTABLISHED, core.down
+        assert core.sealer is not None
         with trio.move_on_after(time_limit):
             while result.frames < max_frames:
+                # Sealed afresh each time: a repeated sealed frame is a replay, refused.
+                data = b"".join(core.sealer.seal(payload) for payload in payloads)
                 try:
                     await stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

@@ -236,9 +236,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
             "account is bound to the node's key in --state: register it once, log in to "
             "save a session that `overlay contacts` resumes, log out to end it.  Passwords "
             f"are read from the terminal, from stdin (--password-stdin) or from "
-            f"${PASSWORD_ENV}, never from the command line.  Note: link protocol version 1 "
-            "authenticates the server but does not encrypt, so the password crosses the "
-            "network in clear (docs/protocol.md, security notes): use a trusted network."
+            f"${PASSWORD_ENV}, never from the command line.  The link to the server is "
+            "authenticated (the server's pinned key) and encrypted (docs/protocol.md, "
+            "section 9), and the password is also sealed for the server's key alone."
         ),
         epilog=(
             "example: overlay account register --server 127.0.0.1:7000 --user alice\n"

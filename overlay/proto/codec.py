@@ -141,6 +141,16 @@ class FrameDecoder:
         self._error: FrameTooLarge | None = None
 
     @property
+    def max_payload(self) -> int:
+        """The largest length prefix accepted; a link raises it once frames are sealed
+        (the prefix then counts the ciphertext, tag included)."""
+        return self._max_payload
+
+    @max_payload.setter
+    def max_payload(self, value: int) -> None:
+        self._max_payload = value
+
+    @property
     def buffered(self) -> int:
         """Bytes received but not yet handed out (at most one partial frame plus a chunk)."""
         return len(self._buffer)

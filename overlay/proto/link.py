@@ -1,4 +1,4 @@
-"""The neighbour link: authenticated three-way handshake, then keepalive and data.
+"""The neighbour link: authenticated three-way handshake, then sealed keepalive and data.
 
 Theory of operation
 -------------------
@@ -6,14 +6,22 @@ A link runs over one reliable byte stream (TCP in production, a memory stream
 in tests and the simulator).  The side that dialled is the *initiator*.
 
     initiator                                   responder
-    HELLO(pk_A, nonce_A)            ------>
-                                    <------     HELLO_ACK(pk_B, nonce_B, sig_B)
+    HELLO(pk_A, E_A)                ------>
+                                    <------     HELLO_ACK(pk_B, E_B, sig_B)
     ACK(sig_A)                      ------>
 
-Each signature covers the whole transcript (both keys and both nonces) under a
-role-specific context string, so neither can be replayed into another session
-or reflected back at its signer.  Each side therefore proves it holds the
-private key of the node id it claims.  Each step must arrive within
+``pk`` are the Ed25519 identity keys, ``E`` fresh X25519 ephemeral keys made
+from the 32 random bytes the driver gives each core (:mod:`overlay.proto.handshake`).
+Each signature covers the whole transcript (both identity keys and both
+ephemeral keys) under a role-specific context string, so neither can be
+replayed into another session or reflected back at its signer.  Each side
+therefore proves it holds the private key of the node id it claims, and both
+derive the same two session keys, one per direction.  Every frame a side
+sends after its last handshake message (the initiator's ACK, the responder's
+HELLO_ACK) is sealed, and every frame it receives after the peer's last one
+is opened (:mod:`overlay.proto.sealing`), just at the frame boundary: the
+rest of the core sees plaintext messages.  A frame that fails to open closes
+the link (AUTHENTICATION_FAILED).  Each step must arrive within
 ``handshake_timeout`` of the previous one.  A refusal is a CLOSE message with a
 code and a reason: version mismatch, bad signature, self-connection, wrong
 peer (when the dialler expected a particular node id); duplicate links are
@@ -36,8 +44,10 @@ buffer is less than three quarters full (:attr:`LinkCore.can_send`: the caller
 drops and counts), which leaves the last quarter to the link's own small
 control frames.  A frame that would take the buffer past the cap means the peer
 is not reading what it provokes (a PING flood whose PONGs it never reads): the
-core discards the unsent backlog, closes the link with ``SLOW_READER`` and
-queues nothing more.  The driver reports a write that makes no progress for
+core closes the link with ``SLOW_READER`` and queues nothing more; the CLOSE
+goes after the backlog (already sealed, so it cannot be dropped without leaving
+a gap in the frame counters), bounding the buffer at the cap plus one CLOSE.
+The driver reports a write that makes no progress for
 ``write_stall_timeout`` with :meth:`LinkCore.write_stalled`, the same verdict.
 A responder gives a connection ``hello_timeout`` (shorter than the handshake
 timeout) to deliver a complete HELLO, so that an idle connection holds a
@@ -52,17 +62,24 @@ input is ignored.  The core never raises on peer behaviour; it closes.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections import deque
 from dataclasses import dataclass
 
-from overlay.errors import LocalProtocolError, RemoteProtocolError
+from overlay.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from overlay.ids import Identity, NodeId, signature_is_valid
-from overlay.proto.codec import LENGTH_PREFIX, MAX_PAYLOAD, FrameDecoder
+from overlay.proto.codec import LENGTH_PREFIX, FrameDecoder
+from overlay.proto.handshake import (
+    INITIATOR_CONTEXT,
+    RESPONDER_CONTEXT,
+    SessionKeys,
+    derive_session_keys,
+    ephemeral_public_key,
+    handshake_transcript,
+)
 from overlay.proto.messages import (
+    LEGACY_VERSIONS,
     LINK_CONTROL_TYPES,
     NONCE_LEN,
-    PROTOCOL_VERSION,
     U32_MAX,
     Ack,
     Close,
@@ -74,27 +91,15 @@ from overlay.proto.messages import (
     Ping,
     Pong,
     decode_message,
+    encode_close,
     encode_message,
     type_name,
 )
 from overlay.proto.rtt import RttEstimator
+from overlay.proto.sealing import FRAME_LIMIT, MAX_SEALED_PAYLOAD, TAG_LEN, Opener, Sealer
 
-MIN_SEND_BUFFER = 4 * (LENGTH_PREFIX + MAX_PAYLOAD)
-"""A full frame always fits between the data limit (3/4) and the cap."""
-
-INITIATOR_CONTEXT = b"overlay link v1 initiator"
-RESPONDER_CONTEXT = b"overlay link v1 responder"
-
-
-def handshake_transcript(
-    context: bytes, initiator_key: bytes, initiator_nonce: bytes, responder_key: bytes,
-    responder_nonce: bytes,
-) -> bytes:
-    """The bytes each side signs: context, a zero byte, version, then both keys and nonces."""
-    return b"".join(
-        (context, b"\x00", bytes([PROTOCOL_VERSION]), initiator_key, initiator_nonce,
-         responder_key, responder_nonce)
-    )
+MIN_SEND_BUFFER = 4 * (LENGTH_PREFIX + MAX_SEALED_PAYLOAD)
+"""A full sealed frame always fits between the data limit (3/4) and the cap."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,9 @@ class LinkConfig:
     write_stall_timeout: float = 10.0
     """The driver gives up on a write that makes no progress for this long: the peer
     does not read (SLOW_READER)."""
+    sealed_frame_limit: int = FRAME_LIMIT
+    """Frames one direction may seal under its key (every 64-bit counter value); the
+    last one is a CLOSE (KEYS_EXHAUSTED).  Smaller only in tests."""
 
     def __post_init__(self) -> None:
         if (self.handshake_timeout <= 0 or self.hello_interval <= 0
@@ -129,6 +137,8 @@ class LinkConfig:
         if self.max_send_buffer < MIN_SEND_BUFFER:
             raise ValueError(f"max_send_buffer must be at least {MIN_SEND_BUFFER} bytes "
                              "(room for a full frame below the data limit)")
+        if not 2 <= self.sealed_frame_limit <= FRAME_LIMIT:
+            raise ValueError(f"sealed_frame_limit must be in 2..{FRAME_LIMIT}")
 
     @property
     def data_send_limit(self) -> int:
@@ -213,6 +223,8 @@ class LinkCore:
         config: LinkConfig | None = None,
         expected_peer: NodeId | None = None,
     ) -> None:
+        # ``nonce``: fresh random bytes, used as this connection's ephemeral X25519 secret
+        # (never sent; the name is from version 1, where a nonce went in clear).
         if len(nonce) != NONCE_LEN:
             raise LocalProtocolError(f"a handshake nonce is {NONCE_LEN} bytes")
         self.identity = identity
@@ -226,8 +238,15 @@ class LinkCore:
         self.counters = LinkCounters()
         self.established_at: float | None = None
         self.down: LinkDown | None = None
-        self._nonce = nonce
-        self._peer_nonce: bytes | None = None
+        self._ephemeral_secret = nonce
+        self.ephemeral_key = ephemeral_public_key(nonce)
+        """Our ephemeral X25519 public key, sent in HELLO or HELLO_ACK."""
+        self._peer_ephemeral: bytes | None = None
+        self._keys: SessionKeys | None = None
+        self.sealer: Sealer | None = None
+        """Seals what we send, from the frame after our last handshake message."""
+        self.opener: Opener | None = None
+        """Opens what we receive, from the frame after the peer's last handshake message."""
         self._decoder = FrameDecoder()
         self._outgoing = bytearray()
         self._events: list[LinkEvent] = []
@@ -244,7 +263,7 @@ class LinkCore:
         self._outstanding: dict[int, float] = {}
         self._recent_rtts: deque[float] = deque(maxlen=self.config.cost_window)
         if initiator:
-            self._queue(Hello(identity.public_key, nonce))
+            self._queue(Hello(identity.public_key, self.ephemeral_key))
 
     # --- driver interface -----------------------------------------------------
 
@@ -254,14 +273,10 @@ class LinkCore:
 
     @property
     def session_id(self) -> bytes | None:
-        """SHA-256 of both handshake nonces (initiator's first), the same at both ends;
+        """SHA-256 of both ephemeral keys (initiator's first), the same at both ends;
         None before the handshake.  Upper layers bind secrets to it so that what was
         sealed for this link is refused on any other (a replay)."""
-        if self._peer_nonce is None:
-            return None
-        first, second = ((self._nonce, self._peer_nonce) if self.initiator
-                         else (self._peer_nonce, self._nonce))
-        return hashlib.sha256(b"overlay session\x00" + first + second).digest()
+        return None if self._keys is None else self._keys.session_id
 
     @property
     def pending_bytes(self) -> int:
@@ -271,7 +286,7 @@ class LinkCore:
     def awaiting_hello(self) -> bool:
         """A responder that has not yet received a complete HELLO: an idle connection."""
         return (not self.initiator and self.state is LinkState.HANDSHAKE
-                and self._peer_nonce is None)
+                and self._peer_ephemeral is None)
 
     @property
     def metric_us(self) -> int | None:
@@ -318,9 +333,15 @@ class LinkCore:
             while not self.is_closed and (payload := self._decoder.next_payload()) is not None:
                 self.counters.frames_received += 1
                 self._last_heard = now
+                if self.opener is not None:
+                    payload = self.opener.open(payload)
                 self._handle(decode_message(payload), now)
         except RemoteProtocolError as exc:
-            self.close(exc.close_code, str(exc))
+            if (isinstance(exc, UnsupportedVersion) and self.sealer is None
+                    and type(exc.version) is int and exc.version in LEGACY_VERSIONS):
+                self._refuse_legacy(exc.version, str(exc))
+            else:
+                self.close(exc.close_code, str(exc))
 
     def receive_eof(self, now: float) -> None:
         """The peer closed its side of the stream without a CLOSE message."""
@@ -392,16 +413,43 @@ class LinkCore:
     def _queue(self, message: Message, *, final: bool = False) -> None:
         """The one way out for every frame; the cap is enforced here (module docstring)."""
         frame = encode_message(message)
-        if not final and len(self._outgoing) + len(frame) > self.config.max_send_buffer:
-            backlog = len(self._outgoing)
-            self._outgoing.clear()  # the peer is not reading it: free it now
+        sealed_len = len(frame) + (TAG_LEN if self.sealer is not None else 0)
+        if not final and len(self._outgoing) + sealed_len > self.config.max_send_buffer:
+            # The peer is not reading.  The backlog stays queued (already sealed: dropping
+            # it would leave a gap in the counters the CLOSE after it must follow), the
+            # CLOSE goes after it, and the driver's write-stall timeout ends the rest.
             self.close(CloseCode.SLOW_READER,
-                       f"the peer does not read: {backlog} bytes unsent, "
+                       f"the peer does not read: {len(self._outgoing)} bytes unsent, "
                        f"limit {self.config.max_send_buffer}")
             return
+        if self.sealer is not None:
+            frame = self._seal(frame, message)
+            if not frame:
+                return
         self._outgoing += frame
         self.counters.frames_sent += 1
         self.counters.bytes_sent += len(frame)
+
+    def _seal(self, frame: bytes, message: Message) -> bytes:
+        """``frame`` sealed; b"" if the link closed instead (its key is spent)."""
+        assert self.sealer is not None
+        if self.sealer.remaining == 0:
+            return b""  # the CLOSE that spent the last counter went out already
+        if self.sealer.remaining == 1 and not isinstance(message, Close):
+            self.close(
+                CloseCode.KEYS_EXHAUSTED,
+                f"sent {self.sealer.counter + 1} frames, all one key may seal; redial",
+            )
+            return b""
+        return self.sealer.seal(frame[LENGTH_PREFIX:])
+
+    def _refuse_legacy(self, version: int, reason: str) -> None:
+        """CLOSE (VERSION_MISMATCH) in the peer's own old version, so that it shows why."""
+        frame = encode_close(Close(CloseCode.VERSION_MISMATCH, reason[:256]), version)
+        self._outgoing += frame
+        self.counters.frames_sent += 1
+        self.counters.bytes_sent += len(frame)
+        self._finish(CloseCode.VERSION_MISMATCH, reason, by_peer=False)
 
     def _finish(self, code: int, reason: str, *, by_peer: bool) -> None:
         self.state = LinkState.CLOSED
@@ -423,11 +471,12 @@ class LinkCore:
             self._events.append(MessageReceived(message))
 
     def _handle_handshake(self, message: Message, now: float) -> None:
-        if self.initiator and self._peer_nonce is None and isinstance(message, HelloAck):
+        waiting = self._peer_ephemeral is None
+        if self.initiator and waiting and isinstance(message, HelloAck):
             self._on_hello_ack(message, now)
-        elif not self.initiator and self._peer_nonce is None and isinstance(message, Hello):
+        elif not self.initiator and waiting and isinstance(message, Hello):
             self._on_hello(message, now)
-        elif not self.initiator and self._peer_nonce is not None and isinstance(message, Ack):
+        elif not self.initiator and not waiting and isinstance(message, Ack):
             self._on_ack(message, now)
         else:
             name = type_name(message.header_type())
@@ -450,22 +499,25 @@ class LinkCore:
     def _on_hello(self, hello: Hello, now: float) -> None:
         if self._refuse_peer_key(hello.public_key):
             return
+        keys = (hello.public_key, hello.ephemeral_key, self.identity.public_key,
+                self.ephemeral_key)
+        # Raises BadEphemeralKey (closing the link) before we sign anything.
+        self._keys = derive_session_keys(initiator=False, own_secret=self._ephemeral_secret,
+                                         initiator_key=keys[0], initiator_ephemeral=keys[1],
+                                         responder_key=keys[2], responder_ephemeral=keys[3])
         self.peer_public_key = hello.public_key
-        self._peer_nonce = hello.nonce
-        transcript = handshake_transcript(
-            RESPONDER_CONTEXT, hello.public_key, hello.nonce, self.identity.public_key,
-            self._nonce,
-        )
-        self._queue(HelloAck(self.identity.public_key, self._nonce, self.identity.sign(transcript)))
+        self._peer_ephemeral = hello.ephemeral_key
+        signature = self.identity.sign(handshake_transcript(RESPONDER_CONTEXT, *keys))
+        self._queue(HelloAck(self.identity.public_key, self.ephemeral_key, signature))
+        self.sealer = Sealer(self._keys.send, limit=self.config.sealed_frame_limit)
         self._handshake_deadline = now + self.config.handshake_timeout
         self._deadline_reason = "no ACK in time"
 
     def _on_hello_ack(self, ack: HelloAck, now: float) -> None:
         if self._refuse_peer_key(ack.public_key):
             return
-        transcript = handshake_transcript(
-            RESPONDER_CONTEXT, self.identity.public_key, self._nonce, ack.public_key, ack.nonce
-        )
+        keys = (self.identity.public_key, self.ephemeral_key, ack.public_key, ack.ephemeral_key)
+        transcript = handshake_transcript(RESPONDER_CONTEXT, *keys)
         if not signature_is_valid(ack.public_key, transcript, ack.signature):
             self.close(
                 CloseCode.BAD_SIGNATURE,
@@ -473,19 +525,26 @@ class LinkCore:
                 f"{NodeId.from_public_key(ack.public_key).hex()}: the peer lacks its private key",
             )
             return
+        self._keys = derive_session_keys(initiator=True, own_secret=self._ephemeral_secret,
+                                         initiator_key=keys[0], initiator_ephemeral=keys[1],
+                                         responder_key=keys[2], responder_ephemeral=keys[3])
         self.peer_public_key = ack.public_key
-        self._peer_nonce = ack.nonce
-        own = handshake_transcript(
-            INITIATOR_CONTEXT, self.identity.public_key, self._nonce, ack.public_key, ack.nonce
-        )
-        self._queue(Ack(self.identity.sign(own)))
+        self._peer_ephemeral = ack.ephemeral_key
+        self._start_opening(self._keys)  # the responder seals everything after HELLO_ACK
+        self._queue(Ack(self.identity.sign(handshake_transcript(INITIATOR_CONTEXT, *keys))))
+        self.sealer = Sealer(self._keys.send, limit=self.config.sealed_frame_limit)
         self._establish(now)
 
+    def _start_opening(self, keys: SessionKeys) -> None:
+        self.opener = Opener(keys.receive, limit=self.config.sealed_frame_limit)
+        self._decoder.max_payload = MAX_SEALED_PAYLOAD  # the prefix now counts the tag too
+
     def _on_ack(self, ack: Ack, now: float) -> None:
-        assert self.peer_public_key is not None and self._peer_nonce is not None
+        assert self.peer_public_key is not None and self._peer_ephemeral is not None
+        assert self._keys is not None
         transcript = handshake_transcript(
-            INITIATOR_CONTEXT, self.peer_public_key, self._peer_nonce, self.identity.public_key,
-            self._nonce,
+            INITIATOR_CONTEXT, self.peer_public_key, self._peer_ephemeral,
+            self.identity.public_key, self.ephemeral_key,
         )
         if not signature_is_valid(self.peer_public_key, transcript, ack.signature):
             self.close(
@@ -495,6 +554,7 @@ class LinkCore:
                 "the peer lacks its private key",
             )
             return
+        self._start_opening(self._keys)
         self._establish(now)
 
     def _establish(self, now: float) -> None:

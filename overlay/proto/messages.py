@@ -23,8 +23,15 @@ from overlay.errors import MalformedMessage, UnsupportedVersion
 from overlay.ids import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN, NodeId
 from overlay.proto.codec import describe_value, encode_frame, unpack
 
-PROTOCOL_VERSION = 1
-NONCE_LEN = 32
+PROTOCOL_VERSION = 2
+EPHEMERAL_KEY_LEN = 32
+"""An X25519 key (public or secret) of the handshake."""
+NONCE_LEN = EPHEMERAL_KEY_LEN
+"""The fresh random bytes a link core is given per connection: its ephemeral X25519 secret
+(the name is from version 1, where they were a nonce sent in clear)."""
+LEGACY_VERSIONS = frozenset({1})
+"""Versions whose CLOSE layout we know: a peer speaking one is refused in its own version,
+so that it can read why."""
 MAX_REASON_LEN = 256
 MAX_TTL = 255
 DEFAULT_TTL = 32
@@ -77,6 +84,8 @@ class CloseCode(IntEnum):
     WRONG_PEER = 7
     OVERLOADED = 8
     SLOW_READER = 9
+    AUTHENTICATION_FAILED = 10
+    KEYS_EXHAUSTED = 11
 
     @classmethod
     def describe(cls, code: int) -> str:
@@ -137,36 +146,36 @@ class LinkMessage(Message):
 
 @dataclass(frozen=True, slots=True)
 class Hello(LinkMessage):
-    """Handshake step 1, initiator -> responder."""
+    """Handshake step 1, initiator -> responder: its identity key and ephemeral X25519 key."""
 
     TYPE: ClassVar[MessageType] = MessageType.HELLO
     public_key: bytes
-    nonce: bytes
+    ephemeral_key: bytes
 
     def __post_init__(self) -> None:
         _check_bin(self.public_key, "public_key", PUBLIC_KEY_LEN)
-        _check_bin(self.nonce, "nonce", NONCE_LEN)
+        _check_bin(self.ephemeral_key, "ephemeral_key", EPHEMERAL_KEY_LEN)
 
     def fields(self) -> list[Any]:
-        return [self.public_key, self.nonce]
+        return [self.public_key, self.ephemeral_key]
 
 
 @dataclass(frozen=True, slots=True)
 class HelloAck(LinkMessage):
-    """Handshake step 2, responder -> initiator: its key, nonce and transcript signature."""
+    """Handshake step 2, responder -> initiator: its keys and transcript signature."""
 
     TYPE: ClassVar[MessageType] = MessageType.HELLO_ACK
     public_key: bytes
-    nonce: bytes
+    ephemeral_key: bytes
     signature: bytes
 
     def __post_init__(self) -> None:
         _check_bin(self.public_key, "public_key", PUBLIC_KEY_LEN)
-        _check_bin(self.nonce, "nonce", NONCE_LEN)
+        _check_bin(self.ephemeral_key, "ephemeral_key", EPHEMERAL_KEY_LEN)
         _check_bin(self.signature, "signature", SIGNATURE_LEN)
 
     def fields(self) -> list[Any]:
-        return [self.public_key, self.nonce, self.signature]
+        return [self.public_key, self.ephemeral_key, self.signature]
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +472,14 @@ ROUTED_FIELD_COUNT = 5
 def encode_message(message: Message) -> bytes:
     """The complete frame (length prefix included) carrying ``message``."""
     return encode_frame([PROTOCOL_VERSION, message.header_type(), *message.fields()])
+
+
+def encode_close(close: Close, version: int = PROTOCOL_VERSION) -> bytes:
+    """A CLOSE frame in ``version`` (ours, or one of :data:`LEGACY_VERSIONS`): every
+    version so far has the same CLOSE layout, so an old peer can read why it is refused."""
+    if version != PROTOCOL_VERSION and version not in LEGACY_VERSIONS:
+        raise ValueError(f"no CLOSE layout known for version {version}")
+    return encode_frame([version, close.header_type(), *close.fields()])
 
 
 def decode_message(payload: bytes) -> Message:

@@ -23,7 +23,7 @@ import pytest
 
 from overlay.ids import Identity, NodeId
 from overlay.proto.link import LinkCore, LinkState
-from overlay.proto.messages import PROTOCOL_VERSION, MessageType
+from overlay.proto.messages import PROTOCOL_VERSION, CloseCode, MessageType
 from tests.conftest import make_identity
 from tests.procs import NodeProcess, node_processes, overlay_command, run_overlay, short_tempdir
 from tests.proto.test_vectors import VECTORS
@@ -91,8 +91,14 @@ class RawPeer:
         return core
 
     def send_raw(self, frame: bytes) -> None:
-        """Write one frame as is on the connection (before or after the handshake)."""
+        """Write one frame as is on the connection (before the handshake)."""
         self.sock.sendall(frame)
+
+    def send_sealed(self, core: LinkCore, frame: bytes) -> None:
+        """Write one frame's payload sealed on the established link ``core`` negotiated,
+        so that the target opens it and decodes exactly these bytes."""
+        assert core.sealer is not None
+        self.sock.sendall(core.sealer.seal(frame[4:]))
 
     def closed_by_peer(self) -> bool:
         """Read until the peer closes the connection (True) or 20 s pass (False)."""
@@ -106,6 +112,23 @@ class RawPeer:
             except TimeoutError:
                 continue
         return False
+
+
+def assert_refused_as_malformed(peer: RawPeer, link: LinkCore) -> None:
+    """Read the target's sealed frames until its CLOSE: it must be PROTOCOL_ERROR (the
+    frame opened and was refused for what it holds, not for failing authentication)."""
+    deadline = time.monotonic() + 20
+    while link.state is LinkState.ESTABLISHED and time.monotonic() < deadline:
+        try:
+            data = peer.sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        link.receive_data(data, time.monotonic())
+    assert link.down is not None and link.down.by_peer, link.down
+    assert link.down.code == CloseCode.PROTOCOL_ERROR, link.down
+    assert "nested" in link.down.reason, link.down
 
 
 def assert_alive(proc: subprocess.Popen[str], log: str) -> None:
@@ -192,9 +215,11 @@ def test_deep_nesting_routed_to_a_far_node_is_stopped_at_the_first_hop() -> None
         attacker_id = make_identity("attacker")
         c_id = NodeId(bytes.fromhex(c.ready()["node_id"]))
         with RawPeer(a.ready()["listen"]) as attacker:
-            attacker.handshake(attacker_id)
-            attacker.send_raw(deep_data_frame(NodeId.from_public_key(attacker_id.public_key),
-                                              c_id, 990))
+            link = attacker.handshake(attacker_id)
+            attacker.send_sealed(link, deep_data_frame(
+                NodeId.from_public_key(attacker_id.public_key), c_id, 990))
+            assert link.opener is not None
+            assert_refused_as_malformed(attacker, link)
             assert attacker.closed_by_peer()
         ping = run_overlay("ping", "--state", str(a.state), "-c", "2", "-i", "0.2", c_id.hex())
         assert ping.returncode == 0, ping.stdout + ping.stderr
@@ -209,10 +234,10 @@ def test_deepest_valid_body_reaches_a_far_node_which_stays_up() -> None:
         attacker_id = make_identity("attacker")
         c_id = NodeId(bytes.fromhex(c.ready()["node_id"]))
         with RawPeer(a.ready()["listen"]) as attacker:
-            attacker.handshake(attacker_id)
+            link = attacker.handshake(attacker_id)
             src = NodeId.from_public_key(attacker_id.public_key)
             for _ in range(3):
-                attacker.send_raw(deep_data_frame(src, c_id, 29))  # 32 levels in all
+                attacker.send_sealed(link, deep_data_frame(src, c_id, 29))  # 32 levels in all
             ping = run_overlay("ping", "--state", str(a.state), "-c", "2", "-i", "0.2",
                                c_id.hex())
             assert ping.returncode == 0, ping.stdout + ping.stderr

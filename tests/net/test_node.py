@@ -17,6 +17,7 @@ from overlay.addresses import Address
 from overlay.ids import NodeId
 from overlay.net.node import Node, NodeConfig, keep_new_link
 from overlay.proto.codec import FrameDecoder
+from overlay.proto.handshake import derive_session_keys, ephemeral_public_key
 from overlay.proto.link import INITIATOR_CONTEXT, LinkConfig, handshake_transcript
 from overlay.proto.messages import (
     Ack,
@@ -31,6 +32,7 @@ from overlay.proto.messages import (
     decode_message,
     encode_message,
 )
+from overlay.proto.sealing import MAX_SEALED_PAYLOAD, Opener
 from tests.conftest import make_identity
 
 FAST = LinkConfig(handshake_timeout=0.5, hello_interval=0.05, dead_after=4)
@@ -58,20 +60,24 @@ def linked(node: Node, peer: Node) -> Callable[[], bool]:
     return lambda: peer.node_id in node.neighbours
 
 
-async def read_message(stream: trio.abc.Stream, decoder: FrameDecoder) -> Message | None:
-    """Next message from a raw stream, or None at EOF."""
+async def read_message(stream: trio.abc.Stream, decoder: FrameDecoder,
+                       opener: Opener | None = None) -> Message | None:
+    """Next message from a raw stream (opened with ``opener`` if given), or None at EOF."""
     while (payload := decoder.next_payload()) is None:
         data = await stream.receive_some(65536)
         if not data:
             return None
         decoder.receive_data(data)
-    return decode_message(payload)
+    return decode_message(payload if opener is None else opener.open(payload))
 
 
-async def read_until_eof(stream: trio.abc.Stream) -> list[Message]:
-    decoder, out = FrameDecoder(), []
+async def read_until_eof(stream: trio.abc.Stream, decoder: FrameDecoder | None = None,
+                         opener: Opener | None = None) -> list[Message]:
+    decoder, out = decoder or FrameDecoder(), []
+    if opener is not None:
+        decoder.max_payload = MAX_SEALED_PAYLOAD
     with trio.fail_after(LIMIT):
-        while (message := await read_message(stream, decoder)) is not None:
+        while (message := await read_message(stream, decoder, opener)) is not None:
             out.append(message)
     return out
 
@@ -104,15 +110,23 @@ async def test_impostor_with_a_stolen_public_key_is_refused_with_a_reason(
     victim, mallory = make_identity("victim"), make_identity("mallory")
     async with Node(make_identity("a"), config()) as a:
         stream = await trio.open_tcp_stream(*listen(a))
-        await stream.send_all(encode_message(Hello(victim.public_key, b"\x07" * 32)))
+        # Mallory does the X25519 part honestly (so she can read the refusal, which is
+        # sealed) but cannot sign as the victim.
+        secret = b"\x07" * 32
+        await stream.send_all(encode_message(Hello(victim.public_key,
+                                                   ephemeral_public_key(secret))))
         decoder = FrameDecoder()
         hello_ack = await read_message(stream, decoder)
         assert isinstance(hello_ack, HelloAck)
         forged = mallory.sign(handshake_transcript(
-            INITIATOR_CONTEXT, victim.public_key, b"\x07" * 32, hello_ack.public_key,
-            hello_ack.nonce))
+            INITIATOR_CONTEXT, victim.public_key, ephemeral_public_key(secret),
+            hello_ack.public_key, hello_ack.ephemeral_key))
         await stream.send_all(encode_message(Ack(forged)))
-        replies = await read_until_eof(stream)
+        keys = derive_session_keys(
+            initiator=True, own_secret=secret, initiator_key=victim.public_key,
+            initiator_ephemeral=ephemeral_public_key(secret),
+            responder_key=hello_ack.public_key, responder_ephemeral=hello_ack.ephemeral_key)
+        replies = await read_until_eof(stream, decoder, Opener(keys.receive))
         assert len(replies) == 1 and isinstance(replies[0], Close)
         assert replies[0].code == CloseCode.BAD_SIGNATURE
         assert victim.node_id.hex() in replies[0].reason

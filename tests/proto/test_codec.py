@@ -14,6 +14,7 @@ from overlay.errors import FrameTooLarge, MalformedMessage, ProtocolError, Unsup
 from overlay.ids import NodeId
 from overlay.proto.codec import MAX_PAYLOAD, FrameDecoder, encode_frame, unpack
 from overlay.proto.messages import (
+    PROTOCOL_VERSION,
     Ack,
     Close,
     Hello,
@@ -26,6 +27,7 @@ from overlay.proto.messages import (
     encode_message,
 )
 
+V = PROTOCOL_VERSION
 node_ids = st.binary(min_size=16, max_size=16).map(NodeId)
 plain_values = st.recursive(
     st.none()
@@ -119,18 +121,19 @@ def decode_all_raw(frame: bytes) -> Any:
 @pytest.mark.parametrize(
     ("obj", "error"),
     [
-        ([2, 5, 1], UnsupportedVersion),
+        ([V + 1, 5, 1], UnsupportedVersion),
+        ([V - 1, 5, 1], UnsupportedVersion),  # a version-1 peer
         ([True, 5, 1], UnsupportedVersion),
-        ([1, 5], MalformedMessage),  # PING without its seq
-        ([1, 5, -1], MalformedMessage),
-        ([1, 5, 2**32], MalformedMessage),
-        ([1, 5, "1"], MalformedMessage),
-        ([1, 0x7F, 1], MalformedMessage),  # unknown type
-        ([1, 0x0F], MalformedMessage),
-        ([1, 0x20, 32, b"a" * 16, b"b" * 15, 1, None], MalformedMessage),
-        ([1, 0x20, 256, b"a" * 16, b"b" * 16, 1, None], MalformedMessage),
-        ([1, 1, b"k" * 31, b"n" * 32], MalformedMessage),
-        ([1, 4, 0, "r" * 257], MalformedMessage),
+        ([V, 5], MalformedMessage),  # PING without its seq
+        ([V, 5, -1], MalformedMessage),
+        ([V, 5, 2**32], MalformedMessage),
+        ([V, 5, "1"], MalformedMessage),
+        ([V, 0x7F, 1], MalformedMessage),  # unknown type
+        ([V, 0x0F], MalformedMessage),
+        ([V, 0x20, 32, b"a" * 16, b"b" * 15, 1, None], MalformedMessage),
+        ([V, 0x20, 256, b"a" * 16, b"b" * 16, 1, None], MalformedMessage),
+        ([V, 1, b"k" * 31, b"n" * 32], MalformedMessage),
+        ([V, 4, 0, "r" * 257], MalformedMessage),
         ({"v": 1}, MalformedMessage),
         (7, MalformedMessage),
     ],

@@ -31,7 +31,7 @@ from overlay.proto.codec import (
 )
 from overlay.proto.forwarding import ErrorReport, Via
 from overlay.proto.link import LinkCore, LinkState
-from overlay.proto.messages import PROTOCOL_VERSION, MessageType, decode_message
+from overlay.proto.messages import PROTOCOL_VERSION, CloseCode, MessageType, decode_message
 from overlay.proto.reliable import Segment
 from tests.conftest import make_identity
 from tests.proto.test_vectors import VECTORS
@@ -173,13 +173,9 @@ def test_body_decoders_raise_only_malformed(body: Any) -> None:
             decoder(body)
 
 
-def _core_in(state: str) -> LinkCore:
-    """A link core in ``state``: a fresh responder, an initiator mid-handshake, or established."""
-    if state == "responder":
-        return LinkCore(make_identity("target"), initiator=False, nonce=b"\x01" * 32, now=0.0)
+def _established_pair() -> tuple[LinkCore, LinkCore]:
+    """(core, peer): an initiator and the responder it completed the handshake with."""
     initiator = LinkCore(make_identity("target"), initiator=True, nonce=b"\x02" * 32, now=0.0)
-    if state == "initiator":
-        return initiator
     responder = LinkCore(make_identity("peer"), initiator=False, nonce=b"\x03" * 32, now=0.0)
     for _ in range(3):
         responder.receive_data(initiator.data_to_send(), now=0.0)
@@ -187,7 +183,16 @@ def _core_in(state: str) -> LinkCore:
     assert initiator.state is LinkState.ESTABLISHED
     while initiator.next_event() is not None:
         pass
-    return initiator
+    return initiator, responder
+
+
+def _core_in(state: str) -> LinkCore:
+    """A link core in ``state``: a fresh responder, an initiator mid-handshake, or established."""
+    if state == "responder":
+        return LinkCore(make_identity("target"), initiator=False, nonce=b"\x01" * 32, now=0.0)
+    if state == "initiator":
+        return LinkCore(make_identity("target"), initiator=True, nonce=b"\x02" * 32, now=0.0)
+    return _established_pair()[0]
 
 
 @HOSTILE
@@ -199,6 +204,22 @@ def test_link_core_only_closes_on_hostile_frames(state: str, stream: bytes) -> N
     while core.next_event() is not None:
         pass
     assert core.state in (LinkState.HANDSHAKE, LinkState.ESTABLISHED, LinkState.CLOSED)
+
+
+@HOSTILE
+@given(st.lists(payloads, min_size=1, max_size=4))
+def test_established_link_core_only_closes_on_sealed_hostile_payloads(
+        batch: list[bytes]) -> None:
+    """The same payloads sealed by the real peer: they open, so the decoder sees them."""
+    core, peer = _established_pair()
+    assert peer.sealer is not None
+    for payload in batch:
+        if len(payload) <= MAX_PAYLOAD:
+            core.receive_data(peer.sealer.seal(payload), now=1.0)  # never raises
+    while core.next_event() is not None:
+        pass
+    if core.is_closed:
+        assert core.down is not None and core.down.code != CloseCode.AUTHENTICATION_FAILED
 
 
 def test_nesting_limit_is_exact() -> None:

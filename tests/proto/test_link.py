@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from overlay.ids import Identity, NodeId
+from overlay.proto.handshake import SessionKeys, derive_session_keys, ephemeral_public_key
 from overlay.proto.link import (
     INITIATOR_CONTEXT,
     MIN_SEND_BUFFER,
@@ -33,6 +34,7 @@ from overlay.proto.messages import (
     decode_message,
     encode_message,
 )
+from overlay.proto.sealing import TAG_LEN, Opener, Sealer
 from tests.conftest import make_identity
 
 ALICE = make_identity("alice")
@@ -40,6 +42,8 @@ BOB = make_identity("bob")
 MALLORY = make_identity("mallory")
 NONCE_A = b"\xa1" * 32
 NONCE_B = b"\xb2" * 32
+EPH_A = ephemeral_public_key(NONCE_A)
+EPH_B = ephemeral_public_key(NONCE_B)
 CONFIG = LinkConfig(handshake_timeout=5.0, hello_interval=1.0, dead_after=3)
 
 
@@ -79,16 +83,34 @@ def shuttle(a: Side, b: Side, now: float) -> None:
             return
 
 
-def frames(core: LinkCore) -> list[object]:
-    """Decode what ``core`` wants to send (consumes it)."""
-    from overlay.proto.codec import FrameDecoder
+def alice_keys(responder: Identity = BOB) -> SessionKeys:
+    """Alice's session keys with ``responder`` (NONCE_A, NONCE_B as ephemeral secrets),
+    derived here independently of the cores."""
+    return derive_session_keys(initiator=True, own_secret=NONCE_A,
+                               initiator_key=ALICE.public_key, initiator_ephemeral=EPH_A,
+                               responder_key=responder.public_key, responder_ephemeral=EPH_B)
 
-    decoder = FrameDecoder()
+
+def frames(core: LinkCore, *, plain: int | None = None, opener: Opener | None = None
+           ) -> list[object]:
+    """Decode what ``core`` wants to send (consumes it): the first ``plain`` frames as
+    they are (all of them if None), the rest opened with ``opener``."""
+    from overlay.proto.codec import FrameDecoder
+    from overlay.proto.sealing import MAX_SEALED_PAYLOAD
+
+    decoder = FrameDecoder(MAX_SEALED_PAYLOAD)
     decoder.receive_data(core.data_to_send())
-    out = []
+    out: list[object] = []
     while (payload := decoder.next_payload()) is not None:
+        if plain is not None and len(out) >= plain:
+            assert opener is not None
+            payload = opener.open(payload)
         out.append(decode_message(payload))
     return out
+
+
+def sealed(sealer: Sealer, message: object) -> bytes:
+    return sealer.seal(encode_message(message)[4:])  # type: ignore[arg-type]
 
 
 def test_handshake_establishes_both_sides_with_the_right_peer_ids() -> None:
@@ -103,13 +125,15 @@ def test_handshake_establishes_both_sides_with_the_right_peer_ids() -> None:
 def test_handshake_is_exactly_three_messages_then_pings() -> None:
     a, b = make_pair()
     [hello] = frames(a.core)
-    assert hello == Hello(ALICE.public_key, NONCE_A)
+    assert hello == Hello(ALICE.public_key, EPH_A)  # the ephemeral secret itself is never sent
     b.core.receive_data(encode_message(hello), 0.0)  # type: ignore[arg-type]
     [hello_ack] = frames(b.core)
-    assert isinstance(hello_ack, HelloAck) and hello_ack.public_key == BOB.public_key
-    a.core.receive_data(encode_message(hello_ack), 0.0)
-    ack, first_ping = frames(a.core)
-    assert isinstance(ack, Ack) and isinstance(first_ping, Ping)
+    assert hello_ack == HelloAck(BOB.public_key, EPH_B, hello_ack.signature)  # type: ignore[union-attr]
+    a.core.receive_data(encode_message(hello_ack), 0.0)  # type: ignore[arg-type]
+    # ACK in clear, then the first PING sealed with the initiator-to-responder key.
+    ack, first_ping = frames(a.core, plain=1, opener=Opener(alice_keys().send))
+    assert isinstance(ack, Ack) and first_ping == Ping(0)
+    assert a.core.session_id == alice_keys().session_id
 
 
 def test_rtt_is_measured_from_ping_to_pong() -> None:
@@ -172,18 +196,19 @@ def test_any_frame_from_the_peer_keeps_the_link_alive() -> None:
 def test_impostor_initiator_without_the_private_key_is_refused() -> None:
     """Mallory claims Alice's public key but can only sign with her own."""
     b = Side(LinkCore(BOB, initiator=False, nonce=NONCE_B, now=0.0, config=CONFIG))
-    b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), 0.0)
+    b.core.receive_data(encode_message(Hello(ALICE.public_key, EPH_A)), 0.0)
     [hello_ack] = frames(b.core)
     assert isinstance(hello_ack, HelloAck)
     forged = MALLORY.sign(handshake_transcript(
-        INITIATOR_CONTEXT, ALICE.public_key, NONCE_A, BOB.public_key, hello_ack.nonce))
+        INITIATOR_CONTEXT, ALICE.public_key, EPH_A, BOB.public_key, hello_ack.ephemeral_key))
     b.core.receive_data(encode_message(Ack(forged)), 0.0)
     b.drain()
     [down] = b.downs()
     assert down.code == CloseCode.BAD_SIGNATURE
     assert ALICE.node_id.hex() in down.reason and "private key" in down.reason
     assert b.core.state is LinkState.CLOSED and b.core.peer_id is None
-    [close] = frames(b.core)
+    # Sealed: the responder seals everything after its HELLO_ACK.
+    [close] = frames(b.core, plain=0, opener=Opener(alice_keys().receive))
     assert close == Close(CloseCode.BAD_SIGNATURE, down.reason)
     assert not any(isinstance(e, LinkEstablished) for e in b.events)
 
@@ -192,8 +217,8 @@ def test_impostor_responder_without_the_private_key_is_refused() -> None:
     a = Side(LinkCore(ALICE, initiator=True, nonce=NONCE_A, now=0.0, config=CONFIG))
     frames(a.core)
     forged = MALLORY.sign(handshake_transcript(
-        RESPONDER_CONTEXT, ALICE.public_key, NONCE_A, BOB.public_key, NONCE_B))
-    a.core.receive_data(encode_message(HelloAck(BOB.public_key, NONCE_B, forged)), 0.0)
+        RESPONDER_CONTEXT, ALICE.public_key, EPH_A, BOB.public_key, EPH_B))
+    a.core.receive_data(encode_message(HelloAck(BOB.public_key, EPH_B, forged)), 0.0)
     a.drain()
     [down] = a.downs()
     assert down.code == CloseCode.BAD_SIGNATURE and BOB.node_id.hex() in down.reason
@@ -201,18 +226,19 @@ def test_impostor_responder_without_the_private_key_is_refused() -> None:
 
 
 def test_signature_from_another_session_cannot_be_replayed() -> None:
-    """A HELLO_ACK signed for a different initiator nonce does not verify."""
+    """A HELLO_ACK signed for a different initiator ephemeral key does not verify."""
     a = Side(LinkCore(ALICE, initiator=True, nonce=NONCE_A, now=0.0, config=CONFIG))
     old = BOB.sign(handshake_transcript(
-        RESPONDER_CONTEXT, ALICE.public_key, b"\x00" * 32, BOB.public_key, NONCE_B))
-    a.core.receive_data(encode_message(HelloAck(BOB.public_key, NONCE_B, old)), 0.0)
+        RESPONDER_CONTEXT, ALICE.public_key, ephemeral_public_key(bytes(32)), BOB.public_key,
+        EPH_B))
+    a.core.receive_data(encode_message(HelloAck(BOB.public_key, EPH_B, old)), 0.0)
     a.drain()
     assert a.downs()[0].code == CloseCode.BAD_SIGNATURE
 
 
 def test_responder_signature_cannot_be_reflected_as_the_initiators() -> None:
     b = Side(LinkCore(BOB, initiator=False, nonce=NONCE_B, now=0.0, config=CONFIG))
-    b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), 0.0)
+    b.core.receive_data(encode_message(Hello(ALICE.public_key, EPH_A)), 0.0)
     [hello_ack] = frames(b.core)
     assert isinstance(hello_ack, HelloAck)
     b.core.receive_data(encode_message(Ack(hello_ack.signature)), 0.0)
@@ -236,16 +262,22 @@ def test_wrong_peer_is_refused_when_a_node_id_was_expected() -> None:
     assert b.downs()[0].by_peer
 
 
-def test_version_mismatch_is_refused_with_the_versions_in_the_reason() -> None:
+@pytest.mark.parametrize(("version", "close_version"), [(1, 1), (3, 2)])
+def test_version_mismatch_is_refused_with_the_versions_in_the_reason(
+        version: int, close_version: int) -> None:
+    """A version-1 HELLO is refused with a version-1 CLOSE, which a v1 node can read."""
     import msgpack
 
     b = Side(LinkCore(BOB, initiator=False, nonce=NONCE_B, now=0.0, config=CONFIG))
-    payload = msgpack.packb([2, 1, ALICE.public_key, NONCE_A])
+    payload = msgpack.packb([version, 1, ALICE.public_key, NONCE_A])
     b.core.receive_data(len(payload).to_bytes(4, "big") + payload, 0.0)
     b.drain()
     [down] = b.downs()
     assert down.code == CloseCode.VERSION_MISMATCH
-    assert "version 2" in down.reason and "we speak 1" in down.reason
+    assert f"version {version}, we speak 2" in down.reason
+    assert f"upgrade the node that speaks version {min(version, 2)}" in down.reason
+    sent = b.core.data_to_send()
+    assert msgpack.unpackb(sent[4:]) == [close_version, 4, 1, down.reason]
 
 
 @pytest.mark.parametrize("step", ["hello", "ack"])
@@ -255,7 +287,7 @@ def test_each_handshake_step_has_its_own_timeout(step: str) -> None:
     start, limit, missing = 0.0, CONFIG.hello_timeout, "no complete HELLO"
     if step == "ack":
         start, limit, missing = 1.5, CONFIG.handshake_timeout, "no ACK"
-        b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), start)
+        b.core.receive_data(encode_message(Hello(ALICE.public_key, EPH_A)), start)
     assert b.core.awaiting_hello == (step == "hello")
     assert b.core.get_timer() == start + limit
     b.core.handle_timer(start + limit - 0.001)
@@ -296,9 +328,19 @@ def test_valid_message_at_the_wrong_moment_closes_the_link(message: object) -> N
 def test_hello_on_an_established_link_closes_it() -> None:
     a, b = make_pair()
     shuttle(a, b, now=0.0)
-    b.core.receive_data(encode_message(Hello(ALICE.public_key, NONCE_A)), 0.0)
+    assert a.core.sealer is not None
+    b.core.receive_data(sealed(a.core.sealer, Hello(ALICE.public_key, EPH_A)), 0.0)
     b.drain()
     assert b.downs()[0].code == CloseCode.PROTOCOL_ERROR
+
+
+def test_a_plaintext_frame_on_an_established_link_fails_authentication() -> None:
+    a, b = make_pair()
+    shuttle(a, b, now=0.0)
+    b.core.receive_data(encode_message(Ping(5)), 0.0)
+    b.drain()
+    [down] = b.downs()
+    assert down.code == CloseCode.AUTHENTICATION_FAILED and "authentication" in down.reason
 
 
 def test_routed_packets_are_delivered_as_events_once_up() -> None:
@@ -313,7 +355,8 @@ def test_routed_packets_are_delivered_as_events_once_up() -> None:
 def test_garbage_closes_with_a_reason_and_later_input_is_ignored() -> None:
     a, b = make_pair()
     shuttle(a, b, now=0.0)
-    b.core.receive_data(b"\x00\x00\x00\x02\xc1\xc1", 0.0)
+    assert a.core.sealer is not None
+    b.core.receive_data(a.core.sealer.seal(b"\xc1\xc1"), 0.0)  # authentic, not msgpack
     b.drain()
     [down] = b.downs()
     assert down.code == CloseCode.PROTOCOL_ERROR and "msgpack" in down.reason
@@ -367,8 +410,11 @@ SMALL = LinkConfig(handshake_timeout=5.0, hello_interval=1.0, dead_after=3,
                    max_send_buffer=MIN_SEND_BUFFER)
 
 
-def ping_flood(count: int, first_seq: int = 0) -> bytes:
-    return b"".join(encode_message(Ping(first_seq + i)) for i in range(count))
+def ping_flood(sender: Side, count: int, first_seq: int = 0) -> bytes:
+    """``count`` PINGs sealed by ``sender`` (bypassing its core, as a flooding peer would)."""
+    sealer = sender.core.sealer
+    assert sealer is not None
+    return b"".join(sealer.seal(encode_message(Ping(first_seq + i))[4:]) for i in range(count))
 
 
 def test_a_peer_that_pings_and_never_reads_is_closed_when_the_buffer_is_full() -> None:
@@ -377,15 +423,16 @@ def test_a_peer_that_pings_and_never_reads_is_closed_when_the_buffer_is_full() -
     pong_size = len(encode_message(Pong(70_000)))
     needed = SMALL.max_send_buffer // pong_size + 1
     # The PONGs pile up in B's buffer: the driver takes nothing (the peer does not read).
-    b.core.receive_data(ping_flood(needed + 1_000, first_seq=70_000), 0.5)
+    b.core.receive_data(ping_flood(a, needed + 1_000, first_seq=70_000), 0.5)
     b.drain()
     [down] = b.downs()
     assert down == LinkDown(CloseCode.SLOW_READER, down.reason, by_peer=False)
     assert "does not read" in down.reason and str(SMALL.max_send_buffer) in down.reason
-    # The backlog is gone; only the CLOSE is left to write, and nothing more is queued.
-    [close] = frames(b.core)
+    # The backlog (sealed PONGs) stays, the CLOSE after it, and nothing more is queued.
+    *pongs, close = frames(b.core, plain=0, opener=a.core.opener)
     assert close == Close(CloseCode.SLOW_READER, down.reason)
-    b.core.receive_data(ping_flood(100), 0.6)
+    assert pongs and all(isinstance(pong, Pong) for pong in pongs)
+    b.core.receive_data(ping_flood(a, 100), 0.6)
     b.core.handle_timer(5.0)
     assert b.core.pending_bytes == 0 and b.core.get_timer() is None
 
@@ -395,21 +442,20 @@ def test_the_buffer_never_grows_past_its_cap() -> None:
     shuttle(a, b, now=0.0)
     high = 0
     for batch in range(200):
-        b.core.receive_data(ping_flood(500, first_seq=batch * 500), 0.5)
+        b.core.receive_data(ping_flood(a, 500, first_seq=batch * 500), 0.5)
         high = max(high, b.core.pending_bytes)
         if b.core.is_closed:
             break
     assert b.core.is_closed
-    assert high <= SMALL.max_send_buffer + len(encode_message(Close(9, "x" * 256)))
+    assert high <= SMALL.max_send_buffer + len(encode_message(Close(9, "x" * 256))) + TAG_LEN
 
 
 def test_a_peer_that_reads_is_never_closed_however_fast_it_pings() -> None:
     a, b = make_pair(config=SMALL)
     shuttle(a, b, now=0.0)
-    flood = ping_flood(5_000)
     answers = 0
     for _ in range(20):  # 100,000 PINGs: three times the cap in PONGs
-        b.core.receive_data(flood, 0.5)
+        b.core.receive_data(ping_flood(a, 5_000), 0.5)
         answers += len(b.core.data_to_send())  # the driver writes after every read
     assert answers > 2 * SMALL.max_send_buffer
     b.drain()
@@ -432,7 +478,7 @@ def test_data_fills_only_three_quarters_and_leaves_room_for_control_frames() -> 
         a.core.send(packet)
     # A full data buffer is the caller's problem (it drops), not a reason to close; the
     # link still answers PINGs and sends its own from the reserve.
-    a.core.receive_data(ping_flood(100), 0.5)
+    a.core.receive_data(ping_flood(b, 100), 0.5)
     a.core.handle_timer(1.0)
     a.drain()
     assert a.core.state is LinkState.ESTABLISHED and not a.downs()
@@ -442,7 +488,7 @@ def test_data_fills_only_three_quarters_and_leaves_room_for_control_frames() -> 
 def test_a_stalled_write_ends_the_link_without_a_close() -> None:
     a, b = make_pair()
     shuttle(a, b, now=0.0)
-    a.core.receive_data(ping_flood(10), 0.5)
+    a.core.receive_data(ping_flood(b, 10), 0.5)
     a.core.write_stalled(10.0)
     a.drain()
     [down] = a.downs()
@@ -457,13 +503,16 @@ def test_a_stalled_write_ends_the_link_without_a_close() -> None:
 def test_data_to_send_in_chunks_keeps_the_byte_order() -> None:
     a, b = make_pair()
     shuttle(a, b, now=0.0)
-    a.core.receive_data(ping_flood(1_000), 0.5)
-    whole = b"".join(encode_message(Pong(seq)) for seq in range(1_000))
+    a.core.receive_data(ping_flood(b, 1_000), 0.5)
     chunks = []
     while chunk := a.core.data_to_send(777):
         assert len(chunk) <= 777
         chunks.append(chunk)
-    assert b"".join(chunks) == whole and len(chunks) > 1
+    assert len(chunks) > 1
+    b.core.receive_data(b"".join(chunks), 0.6)  # opens only if every byte is in order
+    b.drain()
+    assert not b.downs() and b.core.state is LinkState.ESTABLISHED
+    assert b.core.counters.frames_received >= 1_000
 
 
 def test_a_send_buffer_too_small_for_a_frame_is_refused() -> None:

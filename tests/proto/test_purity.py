@@ -36,7 +36,7 @@ def core_modules() -> list[Path]:
 
 def test_there_are_core_modules_to_check() -> None:
     names = {p.stem for p in core_modules()}
-    assert {"codec", "messages", "link", "rtt"} <= names
+    assert {"codec", "messages", "link", "rtt", "handshake", "sealing"} <= names
 
 
 def test_core_modules_import_no_io() -> None:

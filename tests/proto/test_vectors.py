@@ -1,24 +1,28 @@
 """The test vectors of docs/protocol.md, checked against the reference implementation.
 
 Every fenced block of the document whose info string is ``vector``,
-``handshake-vector``, ``exchange-vector`` or ``rtt-vector`` is parsed here (the
-format is described in section 17 of the document).  Valid frames must decode
+``handshake-vector``, ``exchange-vector``, ``sealed-vector`` or ``rtt-vector`` is
+parsed here (the format is described in section 18 of the document).  Valid frames must decode
 to the documented message and re-encode to the documented bytes; invalid
 frames must raise the documented :class:`~overlay.errors.ProtocolError`
 subclass and make a link close with the documented code.  Deleting the vectors
 of a message type from the document makes :func:`test_every_message_type_has_a_vector`
 fail.  The echo reply and error report vectors are also re-derived from the
-forwarding core, so their bodies are exactly what a node sends.
+forwarding core, so their bodies are exactly what a node sends.  The vectors
+are written by ``tests/proto/regenerate_vectors.py``; a test checks that running it
+would change nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import nacl.bindings
 import pytest
 
 from overlay import errors
@@ -32,6 +36,7 @@ from overlay.proto.forwarding import (
     Forwarder,
     UnreachableCode,
 )
+from overlay.proto.handshake import derive_session_keys
 from overlay.proto.link import (
     INITIATOR_CONTEXT,
     RESPONDER_CONTEXT,
@@ -65,6 +70,7 @@ from overlay.proto.messages import (
     decode_message,
     encode_message,
 )
+from overlay.proto.sealing import MAX_SEALED_PAYLOAD, TAG_LEN, Opener, Sealer, frame_nonce
 
 PROTOCOL_MD = Path(__file__).parents[2] / "docs" / "protocol.md"
 
@@ -215,8 +221,10 @@ def handshake_vector() -> HandshakeVector:
 
 
 def link_pair(hv: HandshakeVector) -> tuple[LinkCore, LinkCore]:
-    initiator = LinkCore(hv.initiator, initiator=True, nonce=hv.values["initiator_nonce"], now=0.0)
-    responder = LinkCore(hv.responder, initiator=False, nonce=hv.values["responder_nonce"], now=0.0)
+    initiator = LinkCore(hv.initiator, initiator=True,
+                         nonce=hv.values["initiator_ephemeral_secret"], now=0.0)
+    responder = LinkCore(hv.responder, initiator=False,
+                         nonce=hv.values["responder_ephemeral_secret"], now=0.0)
     return initiator, responder
 
 
@@ -330,17 +338,28 @@ def test_invalid_vector_raises(vector: Vector) -> None:
 @pytest.mark.parametrize("vector", INVALID, ids=lambda v: v.name)
 def test_invalid_vector_closes_link(vector: Vector, established: bool) -> None:
     hv = handshake_vector()
-    if established:
-        _, link = established_pair(hv)
-    else:
-        _, link = link_pair(hv)
-    link.data_to_send()
-    link.receive_data(vector.frame, 1.0)
     code = CloseCode[vector.fields["close"]]
+    if not established:
+        _, link = link_pair(hv)
+        link.receive_data(vector.frame, 1.0)
+        assert link.down is not None and link.down.code == code and not link.down.by_peer
+        # A CLOSE; to a version-1 peer, in version 1, which it can read (section 3).
+        obj = unpack(link.data_to_send()[4:])
+        assert obj[1:3] == [MessageType.CLOSE, code]
+        assert obj[0] == (1 if vector.fields["error"] == "UnsupportedVersion" else PROTOCOL_VERSION)
+        return
+    # On an established link the same payload arrives sealed, as the peer would send it
+    # (an oversized prefix stays oversized: above the sealed limit).
+    peer, link = established_pair(hv)
+    assert peer.sealer is not None
+    if int.from_bytes(vector.frame[:4], "big") > MAX_PAYLOAD:
+        data = (MAX_SEALED_PAYLOAD + 1).to_bytes(4, "big") + vector.frame[4:]
+    else:
+        data = peer.sealer.seal(vector.frame[4:])
+    link.receive_data(data, 1.0)
     assert link.down is not None and link.down.code == code and not link.down.by_peer
-    sent = link.data_to_send()
-    assert isinstance(close := receive_frame(sent), Close)
-    assert close.code == code
+    peer.receive_data(link.data_to_send(), 1.0)  # the CLOSE is sealed, and opens
+    assert peer.down is not None and peer.down.code == code and peer.down.by_peer
 
 
 def test_a_full_route_update_fits_in_a_frame() -> None:
@@ -418,7 +437,39 @@ def test_handshake_identities() -> None:
     assert hv.responder.public_key == v["responder_public_key"]
     assert hv.initiator.node_id == NodeId(v["initiator_node_id"])
     assert hv.responder.node_id == NodeId(v["responder_node_id"])
-    assert len(v["initiator_nonce"]) == len(v["responder_nonce"]) == 32
+    for side in ("initiator", "responder"):
+        secret = v[f"{side}_ephemeral_secret"]
+        assert len(secret) == 32
+        assert nacl.bindings.crypto_scalarmult_base(secret) == v[f"{side}_ephemeral_key"]
+
+
+def test_handshake_key_schedule() -> None:
+    """The shared secret, both session keys and the session id, computed here from the
+    document's formulas with libsodium and hashlib directly, and by the reference."""
+    v = handshake_vector().values
+    e_i, e_r = v["initiator_ephemeral_key"], v["responder_ephemeral_key"]
+    dh = nacl.bindings.crypto_scalarmult(v["initiator_ephemeral_secret"], e_r)
+    assert dh == nacl.bindings.crypto_scalarmult(v["responder_ephemeral_secret"], e_i)
+    assert dh == v["shared_secret"]
+    body = (b"\x00" + bytes([PROTOCOL_VERSION]) + v["initiator_public_key"] + e_i
+            + v["responder_public_key"] + e_r)
+    for label, name in ((b"initiator to responder", "initiator_to_responder_key"),
+                        (b"responder to initiator", "responder_to_initiator_key")):
+        message = b"overlay link v2 " + label + body
+        assert hashlib.blake2b(message, key=dh, digest_size=32).digest() == v[name]
+    assert hashlib.sha256(b"overlay session\x00" + e_i + e_r).digest() == v["session_id"]
+    for initiator, side in ((True, "initiator"), (False, "responder")):
+        keys = derive_session_keys(
+            initiator=initiator, own_secret=v[f"{side}_ephemeral_secret"],
+            initiator_key=v["initiator_public_key"], initiator_ephemeral=e_i,
+            responder_key=v["responder_public_key"], responder_ephemeral=e_r)
+        to_responder, to_initiator = ((keys.send, keys.receive) if initiator
+                                      else (keys.receive, keys.send))
+        assert to_responder == v["initiator_to_responder_key"]
+        assert to_initiator == v["responder_to_initiator_key"]
+        assert keys.session_id == v["session_id"]
+    initiator, responder = established_pair(handshake_vector())
+    assert initiator.session_id == responder.session_id == v["session_id"]
 
 
 @pytest.mark.parametrize(
@@ -433,9 +484,9 @@ def test_handshake_transcript_and_signature(role: str, context: bytes, signer: s
     v = hv.values
     parts = (
         v["initiator_public_key"],
-        v["initiator_nonce"],
+        v["initiator_ephemeral_key"],
         v["responder_public_key"],
-        v["responder_nonce"],
+        v["responder_ephemeral_key"],
     )
     transcript = v[f"{role}_transcript"]
     # The layout the document describes, independently of handshake_transcript().
@@ -456,9 +507,10 @@ def test_handshake_transcript_and_signature(role: str, context: bytes, signer: s
 def test_handshake_message_vectors_match_the_handshake() -> None:
     v = handshake_vector().values
     messages = [vector.expected_message() for vector in VALID]
-    assert Hello(v["initiator_public_key"], v["initiator_nonce"]) in messages
+    assert Hello(v["initiator_public_key"], v["initiator_ephemeral_key"]) in messages
     assert (
-        HelloAck(v["responder_public_key"], v["responder_nonce"], v["responder_signature"])
+        HelloAck(v["responder_public_key"], v["responder_ephemeral_key"],
+                 v["responder_signature"])
         in messages
     )
     assert Ack(v["initiator_signature"]) in messages
@@ -481,6 +533,38 @@ def test_exchange_vector() -> None:
     assert initiator.peer_id == hv.responder.node_id
     assert responder.peer_id == hv.initiator.node_id
     assert initiator.rtt.samples == responder.rtt.samples == 1
+
+
+def test_sealed_vectors() -> None:
+    blocks = [_fields(body) for body in _blocks("sealed-vector")]
+    assert len(blocks) >= 2
+    v = handshake_vector().values
+    assert any(bytes.fromhex(b["key"]) == v["initiator_to_responder_key"] for b in blocks)
+    exchange = "".join(hex_data for _, hex_data in _lines(_single_block("exchange-vector")))
+    for block in blocks:
+        key, counter = bytes.fromhex(block["key"]), int(block["counter"])
+        plaintext, sealed = bytes.fromhex(block["plaintext"]), bytes.fromhex(block["hex"])
+        assert bytes.fromhex(block["nonce"]) == bytes(4) + counter.to_bytes(8, "big")
+        assert frame_nonce(counter) == bytes.fromhex(block["nonce"])
+        prefix = sealed[:4]
+        assert int.from_bytes(prefix, "big") == len(plaintext) - 4 + TAG_LEN == len(sealed) - 4
+        # libsodium directly, then the reference sealer and opener.
+        assert nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(
+            plaintext[4:], prefix, frame_nonce(counter), key) == sealed[4:]
+        sealer, opener = Sealer(key), Opener(key)
+        sealer.counter = opener.counter = counter
+        assert sealer.seal(plaintext[4:]) == sealed
+        assert opener.open(sealed[4:]) == plaintext[4:]
+        receive_frame(plaintext)  # the plaintext is a valid frame
+        if key == v["initiator_to_responder_key"] and counter == 0:
+            assert block["hex"] in exchange  # the initiator's first sealed frame
+
+
+def test_the_document_is_what_regenerate_vectors_writes() -> None:
+    from tests.proto.regenerate_vectors import regenerate
+
+    text = PROTOCOL_MD.read_text(encoding="utf-8")
+    assert regenerate(text) == text, "run: python -m tests.proto.regenerate_vectors"
 
 
 # --- RTT ---------------------------------------------------------------------------------
