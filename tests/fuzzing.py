@@ -45,6 +45,7 @@ from overlay.proto.codec import MAX_CONTAINER_LEN, MAX_DEPTH, MAX_PAYLOAD, Frame
 from overlay.proto.link import LinkCore, LinkDown, LinkState
 from overlay.proto.messages import (
     NONCE_LEN,
+    PROTOCOL_VERSION,
     Ack,
     Close,
     DirectoryNotice,
@@ -68,6 +69,8 @@ MAX_NESTING = MAX_DEPTH
 """docs/protocol.md section 2: levels of arrays/maps, the frame's own array being level 1."""
 
 DEFAULT_FRAMES = 100_000
+VERSION = msgpack.packb(PROTOCOL_VERSION)
+"""The current version, as it opens every frame of valid shape."""
 
 
 def fuzz_seed() -> int:
@@ -403,16 +406,16 @@ class Generator:
     # --- survivable: valid on an established link, the link must stay up ----------------------
 
     def _ping(self) -> bytes:
-        return pack([1, 5, _u32(self.rng)])
+        return pack([PROTOCOL_VERSION, 5, _u32(self.rng)])
 
     def _pong(self) -> bytes:
-        return pack([1, 6, _u32(self.rng)])
+        return pack([PROTOCOL_VERSION, 6, _u32(self.rng)])
 
     def _routed(self, packet_type: int, body: bytes, *, dst: bytes | None = None,
                 src: bytes | None = None) -> bytes:
         rng = self.rng
         ttl = rng.choice((0, 1, 2, 32, 255, rng.randrange(256)))
-        header = [pack(1), pack(packet_type), pack(ttl),
+        header = [VERSION, pack(packet_type), pack(ttl),
                   pack(src if src is not None else self._source()),
                   pack(dst if dst is not None else self._destination()), pack(_u32(rng))]
         return raw_array([*header, body])
@@ -606,8 +609,8 @@ class Generator:
     def _message_shaped(self) -> Frame:
         """[version, type, fields...] with any type and any number of random fields."""
         rng = self.rng
-        version = pack(1) if rng.random() < 0.85 else rng.choice(
-            (pack(0), pack(2), pack(True), pack(1.0), pack("1"), pack(None), pack(255),
+        version = VERSION if rng.random() < 0.85 else rng.choice(
+            (pack(0), pack(1), pack(3), pack(True), pack(2.0), pack("2"), pack(None), pack(255),
              b"\xcd\x00\x01", nested(10)))
         type_ = rng.choice(self.INTERESTING_TYPES)
         kind = (pack(type_) if rng.random() < 0.9
@@ -640,9 +643,9 @@ class Generator:
         if where == 0:
             payload = raw_array([chain, pack(1), pack(0)])
         elif where == 1:
-            payload = raw_array([pack(1), chain, pack(0)])
+            payload = raw_array([VERSION, chain, pack(0)])
         else:
-            fields = [pack(1), pack(rng.choice((1, 2, 3, 4, 5, 6, 0x10, 0x11, 0x12, 0x20, 0x40)))]
+            fields = [VERSION, pack(rng.choice((1, 2, 3, 4, 5, 6, 0x10, 0x11, 0x12, 0x20, 0x40)))]
             fields += [pack(0)] * rng.randrange(6)
             fields.insert(rng.randrange(2, len(fields) + 1), chain)
             payload = raw_array(fields)
@@ -654,7 +657,7 @@ class Generator:
         n = rng.choice((MAX_CONTAINER_LEN, MAX_CONTAINER_LEN + 1, 16_000, MAX_PAYLOAD - 8))
         kind = rng.randrange(4)
         if kind == 0:
-            payload = raw_array([pack(1), pack(0x20), pack(1), pack(bytes(16)), pack(bytes(16)),
+            payload = raw_array([VERSION, pack(0x20), pack(1), pack(bytes(16)), pack(bytes(16)),
                                  pack(0), array_header(n) + b"\xc0" * n])
         elif kind == 1:
             payload = array_header(n) + b"\x01" * n
@@ -664,7 +667,7 @@ class Generator:
         else:
             entries = rng.choice((1000, 1001, 4096, 4097))
             entry = raw_array([pack(bytes(16)), pack(0), pack(0)])
-            payload = raw_array([pack(1), pack(0x10), pack(1000),
+            payload = raw_array([VERSION, pack(0x10), pack(1000),
                                  array_header(entries) + entry * entries])
         return Frame("large-container", payload[:MAX_PAYLOAD + 16])
 
@@ -674,8 +677,8 @@ class Generator:
         payload = rng.choice((
             bad,
             self._routed(rng.randrange(0x20, 0x40), bad, dst=self.target.node_id),
-            raw_array([pack(1), pack(rng.choice((1, 2, 3, 4, 5, 6, 0x10, 0x11, 0x12, 0x40))), bad]),
-            raw_array([pack(1), bad]),
+            raw_array([VERSION, pack(rng.choice((1, 2, 3, 4, 5, 6, 0x10, 0x11, 0x12, 0x40))), bad]),
+            raw_array([VERSION, bad]),
         ))
         return Frame("out-of-profile", payload)
 
@@ -986,7 +989,7 @@ def run_batch(attacker: Attacker, generator: Generator, stats: Stats,
         frames = [generator.survivable_frame() for _ in range(count)]
         for round_ in range(MAX_ROUNDS + 1):
             sentinel = rng.randrange(1 << 32)
-            frames.append(Frame("sentinel", pack([1, 5, sentinel])))
+            frames.append(Frame("sentinel", pack([PROTOCOL_VERSION, 5, sentinel])))
             _count(stats, last, frames)
             if not conn.send(b"".join(wire(link, f) for f in frames)):
                 break

@@ -129,8 +129,8 @@ def test_server_survives_fuzzing(server: ServerProcess) -> None:
     assert stats.sentinels_confirmed > 0 and watchdog.successes > 0
 
 
-DEEP_TYPE = b"\x92\x01" + nested(1022)
-"""[1, <1,022 nested one-element arrays around nil>]: 1,024 levels, far past the limit of 32."""
+DEEP_TYPE = b"\x92\x02" + nested(1022)
+"""[2, <1,022 nested one-element arrays around nil>]: 1,024 levels, far past the limit of 32."""
 
 
 def test_deep_value_in_a_checked_field_does_not_kill_the_server(server: ServerProcess) -> None:
@@ -140,6 +140,6 @@ def test_deep_value_in_a_checked_field_does_not_kill_the_server(server: ServerPr
 
 def test_deep_value_after_the_handshake_does_not_kill_the_server(
         server: ServerProcess) -> None:
-    # DIRECTORY_REQUEST [1, 0x40, <request_id nested 1,023 levels>, "supernodes", {}]
-    send_established(server.address, [b"\x95\x01\x40" + nested(1022) + b"\xaasupernodes\x80"])
+    # DIRECTORY_REQUEST [2, 0x40, <request_id nested 1,023 levels>, "supernodes", {}]
+    send_established(server.address, [b"\x95\x02\x40" + nested(1022) + b"\xaasupernodes\x80"])
     _assert_still_serving(server, make_identity("legit"))

@@ -9,6 +9,7 @@ OVERLAY_FUZZ_FRAMES changes the frame count (default 100,000).
 
 from __future__ import annotations
 
+from overlay.proto.messages import PROTOCOL_VERSION
 from tests.fuzzing import (
     Target,
     Watchdog,
@@ -108,8 +109,9 @@ def _echo_from_neighbour(body: bytes, *, reply_dropped: bool = False) -> None:
         neighbour_id = neighbour.ready()["node_id"]
         node.wait_status(lambda s: any(r["destination"] == neighbour_id and r["next_hop"]
                                        for r in s["routes"]), "a route to the neighbour")
-        # ECHO_REQUEST [1, 0x21, ttl 32, src neighbour, dst node, id 7, body]
-        request = raw_array([pack(1), pack(0x21), pack(32), pack(bytes.fromhex(neighbour_id)),
+        # ECHO_REQUEST [2, 0x21, ttl 32, src neighbour, dst node, id 7, body]
+        request = raw_array([pack(PROTOCOL_VERSION), pack(0x21), pack(32),
+                             pack(bytes.fromhex(neighbour_id)),
                              pack(node_id), pack(7), body])
         assert len(request) <= 65_535
         send_established(_address(node), [request])

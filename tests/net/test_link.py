@@ -216,7 +216,7 @@ async def test_a_ping_flood_that_is_never_read_closes_the_link_at_the_buffer_cap
     link = Link(LinkCore(BOB, initiator=False, nonce=b"\x02" * 32, now=0.0, config=config),
                 stuck, ("test", 2), rec)
     attacker = LinkCore(ALICE, initiator=True, nonce=b"\x01" * 32, now=0.0, config=config)
-    flood = b"".join(encode_message(Ping(i)) for i in range(2_000))
+    pings = [encode_message(Ping(i))[4:] for i in range(2_000)]
     high = 0
     async with trio.open_nursery() as nursery:
         nursery.start_soon(link.run)
@@ -228,7 +228,8 @@ async def test_a_ping_flood_that_is_never_read_closes_the_link_at_the_buffer_cap
         for _ in range(200):  # 400,000 PINGs at most; the cap is reached long before
             if link.core.is_closed:
                 break
-            await theirs.send_all(flood)
+            assert attacker.sealer is not None  # sealed afresh: a repeat would be a replay
+            await theirs.send_all(b"".join(attacker.sealer.seal(ping) for ping in pings))
             await trio.sleep(0.001)
             high = max(high, link.core.pending_bytes)
         await link.finished.wait()
