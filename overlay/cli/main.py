@@ -79,12 +79,14 @@ def _user_error(exc: BaseException) -> BaseException | None:
 
 
 def _is_interrupt(exc: BaseException) -> bool:
-    """Ctrl-C, even when trio delivered it inside (nested) exception groups."""
+    """Ctrl-C, even when trio delivered it inside (nested) exception groups, or Python
+    wrapped it while importing (a KeyboardInterrupt in a dataclass's ``__set_name__``
+    becomes the cause of a RuntimeError)."""
     if isinstance(exc, KeyboardInterrupt):
         return True
     if isinstance(exc, BaseExceptionGroup):
         return any(_is_interrupt(inner) for inner in exc.exceptions)
-    return False
+    return exc.__cause__ is not None and _is_interrupt(exc.__cause__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
