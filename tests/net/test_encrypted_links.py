@@ -9,6 +9,7 @@ closes that link as AUTHENTICATION_FAILED and keeps its other link.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import threading
@@ -16,7 +17,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from overlay.proto.messages import PROTOCOL_VERSION, MessageType
-from tests.procs import WAIT, NodeProcess, node_processes, overlay_command, run_overlay
+from tests.procs import (
+    WAIT,
+    NodeProcess,
+    node_processes,
+    overlay_command,
+    run_overlay,
+    short_tempdir,
+)
 
 FAST = ("--hello-interval", "0.2", "--dead-after", "5")
 SECRET = "the eagle lands at midnight on pier 39"
@@ -46,28 +54,34 @@ class Tap:
         self._threads.append(thread)
 
     def _accept(self) -> None:
-        try:
-            client, _ = self._server.accept()
-        except OSError:
-            return
-        upstream = socket.create_connection(self.target, timeout=WAIT)
-        self._sockets += [client, upstream]
-        for src, dst, log, flip in ((client, upstream, self.to_listener, self.flip_at),
-                                    (upstream, client, self.to_dialler, None)):
-            thread = threading.Thread(target=self._pump, args=(src, dst, log, flip),
-                                      daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        """Relay every connection made to the tap (one after another: each CLI command
+        is a connection of its own); only the first gets ``flip_at``."""
+        flip_at = self.flip_at
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target, timeout=WAIT)
+            self._sockets += [client, upstream]
+            for src, dst, log, flip in ((client, upstream, self.to_listener, flip_at),
+                                        (upstream, client, self.to_dialler, None)):
+                thread = threading.Thread(target=self._pump,
+                                          args=(src, dst, log, flip, len(log)), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            flip_at = None
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, log: bytearray,
-              flip_at: int | None) -> None:
+              flip_at: int | None, start: int) -> None:
         src.settimeout(None)
         try:
             while data := src.recv(65536):
                 chunk = bytearray(data)
-                if flip_at is not None and len(log) <= flip_at < len(log) + len(chunk):
-                    chunk[flip_at - len(log)] ^= 0x01
+                offset = len(log) - start  # bytes of this connection so far
+                if flip_at is not None and offset <= flip_at < offset + len(chunk):
+                    chunk[flip_at - offset] ^= 0x01
                 log += data
                 dst.sendall(chunk)
         except OSError:
@@ -119,6 +133,9 @@ def test_a_tap_between_two_nodes_sees_no_plaintext_of_overlay_send() -> None:
                 if listener.poll() is None:
                     listener.kill()
             assert out.strip() == f"from {b_id[:8]}: {SECRET}"  # it did cross the tap
+            ping = run_overlay("ping", a_status["node_id"], "-c", "2", "-i", "0.2",
+                               "--state", str(b.state))
+            assert ping.returncode == 0, ping.stdout + ping.stderr  # routed, across the tap
             captured = bytes(relay.to_listener) + bytes(relay.to_dialler)
     # The tap saw the link: the HELLO's leading bytes are in clear, and much more.
     hello_head = bytes([0x94, PROTOCOL_VERSION, MessageType.HELLO, 0xC4, 0x20])
@@ -126,7 +143,8 @@ def test_a_tap_between_two_nodes_sees_no_plaintext_of_overlay_send() -> None:
     assert len(captured) > 1000
     for needle in (SECRET, "eagle", "midnight", "pier 39"):
         assert needle.encode() not in captured, f"{needle!r} crossed the link in clear"
-    assert bytes.fromhex(b_id) not in captured[200:]  # routed headers are sealed too
+    for node_id in (b_id, a_status["node_id"]):  # routed headers (DATA, ECHO) are sealed too
+        assert bytes.fromhex(node_id) not in captured[200:]
 
 
 def test_one_flipped_bit_closes_that_link_and_the_node_keeps_its_others() -> None:
@@ -150,3 +168,38 @@ def test_one_flipped_bit_closes_that_link_and_the_node_keeps_its_others() -> Non
         # The other link is still up, and still measured.
         a.wait_status(lambda s: any(n["id"] == c_id and n["rtt_samples"] > before
                                     for n in s["neighbours"]), "more RTT samples to c")
+
+
+def test_a_tap_between_a_client_and_the_directory_sees_no_names_or_passwords() -> None:
+    """Registration, login and a contact request through the tap: no username, contact
+    name or password crosses in clear (the directory link is an ordinary sealed link)."""
+    user, contact, password = "tapwatched", "hiddenfriend", "a long secret phrase"
+    root = short_tempdir()
+    server = subprocess.Popen(
+        overlay_command("server", "--listen", "127.0.0.1:0", "--state", str(root / "srv")),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("directory server listening on"), line
+        with tap(line.split()[4]) as relay:
+            for args in (("account", "register", "--user", user),
+                         ("account", "register", "--user", contact),
+                         ("account", "login", "--user", user)):
+                state = root / (contact if contact in args else user)
+                result = subprocess.run(
+                    overlay_command(*args, "--server", relay.address, "--state", str(state),
+                                    "--password-stdin"),
+                    input=f"{password}\n", capture_output=True, text=True, timeout=3 * WAIT,
+                    check=False)
+                assert result.returncode == 0, result.stderr
+            added = run_overlay("contacts", "add", contact, "--state", str(root / user))
+            assert added.returncode == 0, added.stderr
+            captured = bytes(relay.to_listener) + bytes(relay.to_dialler)
+    finally:
+        server.kill()
+        server.wait(WAIT)
+        shutil.rmtree(root, ignore_errors=True)
+    assert len(captured) > 2000
+    for needle in (user, contact, password, "login", "register", "contact_request"):
+        assert needle.encode() not in captured, f"{needle!r} crossed the link in clear"

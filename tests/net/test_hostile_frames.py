@@ -10,6 +10,7 @@ and logged no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -244,3 +245,43 @@ def test_deepest_valid_body_reaches_a_far_node_which_stays_up() -> None:
         c.wait_status(lambda s: True, "c to answer")
         for node in (a, b, c):
             assert_alive(node.proc, node.log)
+
+
+def _tampered(link: LinkCore, how: str) -> bytes:
+    """Two PINGs sealed on ``link``, then changed the way an on-path attacker would."""
+    assert link.sealer is not None
+    first, second = (link.sealer.seal(msgpack.packb([PROTOCOL_VERSION, MessageType.PING, n]))
+                     for n in (1, 2))
+    if how == "replay":
+        return first + first
+    if how == "reorder":
+        return second + first
+    if how == "truncate":  # one byte short, with a length prefix that agrees
+        body = first[4:-1]
+        return len(body).to_bytes(4, "big") + body
+    flipped = bytearray(first)  # "flip": one bit of the ciphertext
+    flipped[-3] ^= 0x04
+    return bytes(flipped)
+
+
+@pytest.mark.parametrize("how", ["replay", "reorder", "truncate", "flip"])
+def test_tampered_sealed_frames_close_that_link_with_authentication_failed(how: str) -> None:
+    """Issue #12: on a real socket, replaying, reordering, truncating or altering a sealed
+    frame closes the link with AUTHENTICATION_FAILED; the node serves a newcomer after."""
+    with node_processes() as start:
+        node = start("target", "--listen", "127.0.0.1:0", *FAST)
+        address = node.ready()["listen"]
+        with RawPeer(address) as attacker:
+            link = attacker.handshake(make_identity("tamperer"))
+            attacker.sock.sendall(_tampered(link, how))
+            deadline = time.monotonic() + 20
+            while link.state is LinkState.ESTABLISHED and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    if not (data := attacker.sock.recv(65536)):
+                        break
+                    link.receive_data(data, time.monotonic())
+            assert link.down is not None and link.down.by_peer, link.down
+            assert link.down.code == CloseCode.AUTHENTICATION_FAILED, link.down
+        with RawPeer(address) as newcomer:
+            newcomer.handshake(make_identity("newcomer"))
+        assert_alive(node.proc, node.log)
