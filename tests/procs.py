@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,4 +116,56 @@ def node_processes() -> Iterator[Callable[..., NodeProcess]]:
     finally:
         for node in started:
             node.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class ServerProcess:
+    """A running ``overlay server``: where it listens, the key it proves, its log."""
+
+    proc: subprocess.Popen[str]
+    address: tuple[str, int]
+    key: bytes
+    log_path: Path
+
+    @property
+    def listen(self) -> str:
+        """The address as the command line takes it (``host:port``)."""
+        return f"{self.address[0]}:{self.address[1]}"
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextmanager
+def server_process(*args: str) -> Iterator[ServerProcess]:
+    """``overlay server`` on 127.0.0.1 in a fresh state directory, stopped and removed
+    at the end; ``args`` are extra command-line options."""
+    root = short_tempdir()
+    log_path = root / "server.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        overlay_command("server", "--listen", "127.0.0.1:0", "--state", str(root / "server"),
+                        *args),
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
+        line = proc.stdout.readline() if ready else ""
+        assert line.startswith("directory server listening on "), \
+            f"server did not start: {line!r}\n{log_path.read_text()}"
+        words = line.split()  # "directory server listening on H:P key HEX"
+        host, _, port = words[4].rpartition(":")
+        yield ServerProcess(proc, (host.strip("[]"), int(port)), bytes.fromhex(words[6]),
+                            log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(WAIT)
+        log.close()
         shutil.rmtree(root, ignore_errors=True)

@@ -10,17 +10,11 @@ frame count (default 100,000).
 
 from __future__ import annotations
 
-import select
-import shutil
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import trio
 
-from overlay.addresses import parse_address
 from overlay.directory.client import DirectoryClient
 from overlay.ids import Identity, NodeId
 from tests.conftest import make_identity
@@ -34,7 +28,7 @@ from tests.fuzzing import (
     send_before_handshake,
     send_established,
 )
-from tests.procs import WAIT, overlay_command, short_tempdir
+from tests.procs import WAIT, ServerProcess, server_process
 
 KNOWN_SERVER_CRASHES: frozenset[str] = frozenset()
 """Frame families to leave out of the main run while a known bug kills the server (none
@@ -43,45 +37,10 @@ now); such a family gets a strict xfail regression test until it is fixed."""
 PASSWORD = "correct horse battery"
 
 
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[str]
-    address: tuple[str, int]
-    key: bytes
-    log_path: Path
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-
 @pytest.fixture
 def server() -> Iterator[ServerProcess]:
-    root = short_tempdir()
-    log_path = root / "server.log"
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        overlay_command("server", "--listen", "127.0.0.1:0", "--state", str(root / "server")),
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
-        line = proc.stdout.readline() if ready else ""
-        assert line.startswith("directory server listening on "), \
-            f"server did not start: {line!r}\n{log_path.read_text()}"
-        words = line.split()
-        host, port = parse_address(words[4])
-        yield ServerProcess(proc, (host, port), bytes.fromhex(words[6]), log_path)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(WAIT)
-        log.close()
-        shutil.rmtree(root, ignore_errors=True)
+    with server_process() as running:
+        yield running
 
 
 def _legitimate(server: ServerProcess, identity: Identity, *, register: bool) -> None:

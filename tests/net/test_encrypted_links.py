@@ -23,6 +23,7 @@ from tests.procs import (
     node_processes,
     overlay_command,
     run_overlay,
+    server_process,
     short_tempdir,
 )
 
@@ -175,14 +176,8 @@ def test_a_tap_between_a_client_and_the_directory_sees_no_names_or_passwords() -
     name or password crosses in clear (the directory link is an ordinary sealed link)."""
     user, contact, password = "tapwatched", "hiddenfriend", "a long secret phrase"
     root = short_tempdir()
-    server = subprocess.Popen(
-        overlay_command("server", "--listen", "127.0.0.1:0", "--state", str(root / "srv")),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("directory server listening on"), line
-        with tap(line.split()[4]) as relay:
+        with server_process() as server, tap(server.listen) as relay:
             for args in (("account", "register", "--user", user),
                          ("account", "register", "--user", contact),
                          ("account", "login", "--user", user)):
@@ -197,8 +192,6 @@ def test_a_tap_between_a_client_and_the_directory_sees_no_names_or_passwords() -
             assert added.returncode == 0, added.stderr
             captured = bytes(relay.to_listener) + bytes(relay.to_dialler)
     finally:
-        server.kill()
-        server.wait(WAIT)
         shutil.rmtree(root, ignore_errors=True)
     assert len(captured) > 2000
     for needle in (user, contact, password, "login", "register", "contact_request"):

@@ -15,9 +15,6 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import msgpack
 import pytest
@@ -26,7 +23,7 @@ from overlay.ids import Identity, NodeId
 from overlay.proto.link import LinkCore, LinkState
 from overlay.proto.messages import PROTOCOL_VERSION, CloseCode, MessageType
 from tests.conftest import make_identity
-from tests.procs import NodeProcess, node_processes, overlay_command, run_overlay, short_tempdir
+from tests.procs import NodeProcess, node_processes, run_overlay, server_process
 from tests.proto.test_vectors import VECTORS
 
 FAST = ("--hello-interval", "0.2", "--dead-after", "3")
@@ -137,26 +134,6 @@ def assert_alive(proc: subprocess.Popen[str], log: str) -> None:
     assert "Traceback" not in log, log
 
 
-@contextmanager
-def server_process() -> Iterator[tuple[subprocess.Popen[str], str, Path]]:
-    """A real ``overlay server`` on 127.0.0.1: (process, address, log path)."""
-    state = short_tempdir()
-    log_path = state / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            overlay_command("server", "--state", str(state / "srv"), "--listen", "127.0.0.1:0"),
-            stdout=subprocess.PIPE, stderr=log, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "directory server listening on H:P key HEX"
-        assert line.startswith("directory server listening on"), log_path.read_text()
-        yield proc, line.split()[4], log_path
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=20)
-
-
 HOSTILE_FIRST_FRAMES = {
     "type 0x3f": UNASSIGNED_ROUTED,
     "PING seq nested 990": deep_ping_frame(990),
@@ -183,13 +160,13 @@ def test_first_frame_from_a_stranger_closes_only_that_connection_of_a_node(frame
 @pytest.mark.parametrize("frame", HOSTILE_FIRST_FRAMES.values(), ids=HOSTILE_FIRST_FRAMES.keys())
 def test_first_frame_from_a_stranger_closes_only_that_connection_of_the_server(
         frame: bytes) -> None:
-    with server_process() as (proc, address, log_path):
-        with RawPeer(address) as attacker:
+    with server_process() as server:
+        with RawPeer(server.listen) as attacker:
             attacker.send_raw(frame)
             assert attacker.closed_by_peer()
-        with RawPeer(address) as newcomer:
+        with RawPeer(server.listen) as newcomer:
             newcomer.handshake(make_identity("client"))
-        assert_alive(proc, log_path.read_text())
+        assert_alive(server.proc, server.log)
 
 
 def _line_of_three(start: object) -> tuple[NodeProcess, NodeProcess, NodeProcess]:
