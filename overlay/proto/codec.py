@@ -102,27 +102,31 @@ def describe_value(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def nesting_depth(obj: Any) -> int:
-    """Levels of nested lists/dicts in ``obj`` (a scalar is 0), walked without recursion.
+_CONTAINERS = (list, tuple, dict)
 
-    Stops at the first level past :data:`MAX_DEPTH` (and returns that level):
-    the caller only needs to know the value is too deep.
+
+def nesting_depth(obj: Any) -> int:
+    """Levels of nested arrays/maps in ``obj`` (a scalar is 0), counted at most to
+    ``MAX_DEPTH + 1``: the caller only needs to know whether the value is too deep.
+
+    Recursive, because that is the fastest walk in Python and it runs on every
+    frame; safe, because it never goes more than ``MAX_DEPTH + 1`` levels down
+    however deep the value is.
     """
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        value, level = stack.pop()
-        if isinstance(value, list):
-            children: Any = value
-        elif isinstance(value, dict):
-            children = value.values()  # keys are str or bin (strict_map_key)
-        else:
-            continue
-        deepest = max(deepest, level)
-        if level > MAX_DEPTH:
-            break
-        stack.extend((child, level + 1) for child in children
-                     if isinstance(child, (list, dict)))
+    if type(obj) not in _CONTAINERS:
+        return 0
+    return _depth(obj, 1)
+
+
+def _depth(value: Any, level: int) -> int:
+    if level > MAX_DEPTH:
+        return level
+    deepest = level
+    for child in (value.values() if type(value) is dict else value):
+        if type(child) in _CONTAINERS:
+            deepest = max(deepest, _depth(child, level + 1))
+            if deepest > MAX_DEPTH:
+                break
     return deepest
 
 
