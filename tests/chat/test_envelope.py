@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,6 +13,7 @@ from overlay.directory.certificates import issue_certificate
 from overlay.errors import RejectedMessage
 from overlay.proto.codec import pack, unpack
 from tests.conftest import make_identity
+from tests.proto.test_hostile_input import nested, shaped_values
 
 SERVER = make_identity("server")
 ALICE, BOB, MALLORY = (make_identity(n) for n in ("alice", "bob", "mallory"))
@@ -93,3 +96,30 @@ def test_a_time_the_history_cannot_store_or_show_is_rejected(when: object) -> No
     with pytest.raises(RejectedMessage, match="malformed sealed receipt"):
         open_envelope(receipt, ALICE, username="alice", server_key=SERVER.public_key,
                       sender_node=BOB.node_id, now=NOW)
+
+
+def _sealed_inner(inner: object) -> bytes:
+    """A box that opens (really sealed by alice for bob) around any msgpack value."""
+    import nacl.public
+    import nacl.signing
+
+    private = ALICE.signing_key.to_curve25519_private_key()
+    public = nacl.signing.VerifyKey(BOB.public_key).to_curve25519_public_key()
+    return bytes(nacl.public.Box(private, public).encrypt(pack(inner)))
+
+
+@given(st.data())
+def test_any_shape_outside_or_inside_the_box_is_rejected_and_nothing_else(
+        data: st.DataObject) -> None:
+    """Issue #11: hostile envelopes of every shape (the outer array, or a box that opens
+    to any value) end in RejectedMessage, never another exception."""
+    values = shaped_values | st.integers(0, 30).map(nested)
+    if data.draw(st.booleans()):
+        outer = data.draw(st.lists(values, max_size=5) | values)
+        envelope = pack(outer)
+    else:
+        kind = data.draw(st.sampled_from(["m", "r"]))
+        inner = data.draw(st.lists(values, min_size=0, max_size=6) | values)
+        envelope = pack([1, kind, CERT["alice"].raw, _sealed_inner(inner)])
+    with contextlib.suppress(RejectedMessage):
+        open_as_bob(envelope)
