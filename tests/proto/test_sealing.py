@@ -201,3 +201,23 @@ def test_an_established_link_fed_any_bytes_never_raises(data: bytes) -> None:
         # Whatever it was, the peer's CLOSE (if any) opens at a: it is sealed, not raw.
         a.receive_data(b.data_to_send(), 2.0)
 
+
+
+@given(st.binary(max_size=2048), st.binary(max_size=8), st.binary(min_size=12, max_size=12),
+       st.binary(min_size=32, max_size=32))
+def test_the_direct_libsodium_calls_match_pynacls_wrappers(message: bytes, aad: bytes,
+                                                           nonce: bytes, key: bytes) -> None:
+    """sealing.py calls libsodium through PyNaCl's CFFI binding, skipping the wrappers'
+    argument checks: the bytes must be exactly the wrappers', and so must the refusals."""
+    import nacl.bindings
+    import nacl.exceptions
+
+    from overlay.proto import sealing
+
+    sealed = sealing._encrypt(message, aad, nonce, key)
+    assert sealed == nacl.bindings.crypto_aead_chacha20poly1305_ietf_encrypt(
+        message, aad, nonce, key)
+    assert sealing._decrypt(sealed, aad, nonce, key) == message
+    for damaged in (sealed[:-1], bytes([sealed[0] ^ 1]) + sealed[1:], sealed[:15]):
+        with pytest.raises(nacl.exceptions.CryptoError):
+            sealing._decrypt(damaged, aad, nonce, key)
