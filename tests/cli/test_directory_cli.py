@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import socket
 import stat
@@ -30,7 +29,7 @@ from overlay.cli.session_file import (
     save_session,
 )
 from overlay.state import load_identity
-from tests.procs import WAIT, overlay_command, short_tempdir
+from tests.procs import WAIT, overlay_command, server_process, short_tempdir
 
 PASSWORD = "correct horse battery"
 
@@ -69,27 +68,10 @@ def one_line(result: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="module")
 def directory() -> Iterator[Directory]:
     root = short_tempdir()
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        overlay_command("server", "--listen", "127.0.0.1:0", "--state", str(root / "server")),
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
     try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
-        line = proc.stdout.readline() if ready else ""
-        assert line.startswith("directory server listening on "), \
-            f"server did not start: {line!r}\n{(root / 'server.log').read_text()}"
-        words = line.split()
-        yield Directory(address=words[4], key=words[6], root=root)
+        with server_process() as server:
+            yield Directory(address=server.listen, key=server.key.hex(), root=root)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(WAIT)
-        log.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
