@@ -111,6 +111,23 @@ async def honest_link(address: Address, identity: Identity, *,
     return handler.down.describe() if handler.down else f"no RTT within {patience:g} s"
 
 
+async def honest_link_retrying(address: Address, identity: Identity, *, source_host: str,
+                               tries: int = 3) -> tuple[str | None, int]:
+    """:func:`honest_link`, tried again after an OVERLOADED refusal, as a real node's
+    dialler does: (None or why the last try failed, tries used).
+
+    An honest peer that shares its address with an idle crowd can lose its slot in
+    the instant before the target has read its HELLO (until then the target cannot
+    tell it from the crowd), so one refusal is not starvation; ``tries`` refusals
+    in a row would be.
+    """
+    for attempt in range(1, tries + 1):
+        outcome = await honest_link(address, identity, source_host=source_host)
+        if outcome is None or "overloaded" not in outcome:
+            return outcome, attempt
+    return outcome, tries
+
+
 @dataclass
 class FloodResult:
     sent_bytes: int = 0
