@@ -8,58 +8,15 @@ keep honest clients from completing handshakes and logging in.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
 import trio
 
-from overlay.addresses import Address, parse_address
 from overlay.directory.client import DirectoryClient
 from overlay.proto.messages import CloseCode, DirectoryRequest, Message
 from tests.conftest import make_identity
 from tests.directory.conftest import PASSWORD
 from tests.hostile import IdleCrowd, flood_never_reading, honest_link_retrying, rss_kib
-from tests.procs import WAIT, overlay_command, short_tempdir
-
-
-@dataclass
-class ServerProcess:
-    proc: subprocess.Popen[str]
-    address: Address
-    key: bytes
-    log_path: Path
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-
-@contextmanager
-def server_process() -> Iterator[ServerProcess]:
-    state = short_tempdir()
-    log_path = state / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            overlay_command("server", "--state", str(state / "server"),
-                            "--listen", "127.0.0.1:0"),
-            stdout=subprocess.PIPE, stderr=log, text=True,
-        )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # "directory server listening on H:P key HEX"
-        assert line.startswith("directory server listening on"), log_path.read_text()
-        words = line.split()
-        yield ServerProcess(proc, parse_address(words[4]), bytes.fromhex(words[6]), log_path)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=WAIT)
-        shutil.rmtree(state, ignore_errors=True)
+from tests.procs import WAIT, ServerProcess, server_process
 
 
 async def register_and_login(server: ServerProcess, name: str) -> None:
