@@ -218,7 +218,11 @@ class Link:
         if self.core.pending_bytes or self.core.is_closed:
             self._wakeup.set()
         if self._timer_scope is not None:
-            self._timer_scope.deadline = self._core_deadline()
+            # Only ever earlier: every frame heard moves the dead-interval deadline later,
+            # and the timer, woken early, finds nothing due and sleeps again (one wakeup
+            # per hello interval rather than a deadline change per frame).
+            deadline = self._core_deadline()
+            self._timer_scope.deadline = min(self._timer_scope.deadline, deadline)
         if self.core.is_closed and self._nursery is not None:
             # Give the writer a bounded time to flush the CLOSE, then tear down.
             scope = self._nursery.cancel_scope
