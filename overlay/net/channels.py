@@ -23,6 +23,7 @@ import trio
 
 from overlay.errors import ChannelClosed, MalformedMessage, PeerUnreachable
 from overlay.ids import NodeId
+from overlay.net.link import bring_forward
 from overlay.proto.messages import MessageType, RoutedPacket
 from overlay.proto.reliable import (
     ChannelConfig,
@@ -71,6 +72,7 @@ class Channel:
         self.core = core
         self._manager = manager
         self._changed = trio.Event()
+        self._waiters = 0
         self._peer_finished = False
         self._timer_scope: trio.CancelScope | None = None
         self.done = trio.Event()
@@ -153,11 +155,20 @@ class Channel:
             raise ChannelClosed(error or "the channel is closed")
 
     async def _wait(self) -> None:
-        await self._changed.wait()
+        self._waiters += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._waiters -= 1
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        """Wake every task waiting for a change (each re-checks what it waits for).
+
+        Called after every segment; with nobody waiting (the usual case while data
+        flows) it costs nothing."""
+        if self._waiters:
+            self._changed.set()
+            self._changed = trio.Event()
 
 
 class ChannelManager:
@@ -307,5 +318,4 @@ def _arm_timer(channel: Channel) -> None:
     if channel.core.state is ChannelState.CLOSED:
         scope.cancel()
     else:
-        deadline = _core_deadline(channel.core)
-        scope.deadline = min(scope.deadline, deadline)
+        bring_forward(scope, _core_deadline(channel.core))

@@ -86,7 +86,8 @@ def _decode_routed(payload: bytes) -> RoutedPacket | None:
     body = _body(wire_body)
     if body is _UNDECODABLE:
         return None
-    return RoutedPacket(packet_type, ttl, NodeId(src), NodeId(dst), packet_id, body, wire_body)
+    return RoutedPacket(packet_type, ttl, NodeId.interned(src), NodeId.interned(dst), packet_id,
+                        body, wire_body)
 
 
 _UNDECODABLE = object()

@@ -372,8 +372,18 @@ class RoutedPacket(Message):
     instead of encoding ``body`` again.  None for packets built here."""
 
     def __post_init__(self) -> None:
-        if self.type not in ROUTED_TYPES:
-            raise ValueError(f"type 0x{self.type:02x} is not a routed packet type")
+        # Every packet a node sends or relays is built here: the plain-int case is
+        # tested first, in one expression, and the checks that word errors run only
+        # when it fails (an IntEnum type or an id of the wrong class included).
+        if not (type(self.ttl) is int and 0 <= self.ttl <= MAX_TTL
+                and type(self.packet_id) is int and 0 <= self.packet_id <= U32_MAX
+                and type(self.src) is NodeId and type(self.dst) is NodeId
+                and 0x20 <= self.type <= 0x3F):
+            self._check_fields()
+
+    def _check_fields(self) -> None:
+        if not isinstance(self.type, int) or self.type not in ROUTED_TYPES:
+            raise ValueError(f"type {describe_value(self.type)} is not a routed packet type")
         _check_uint(self.ttl, "ttl", MAX_TTL)
         if not isinstance(self.src, NodeId) or not isinstance(self.dst, NodeId):
             raise ValueError("src and dst must be node ids")

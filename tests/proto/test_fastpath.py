@@ -37,9 +37,10 @@ routed_packets = st.builds(
 
 
 def _outcome(decode: Any, payload: bytes) -> Any:
-    """What a decoder makes of ``payload``: the message, or the class of its refusal."""
+    """What a decoder makes of ``payload``: the message (as its repr, so that a NaN
+    equals itself), or the class of its refusal."""
     try:
-        return decode(payload)
+        return repr(decode(payload))
     except RemoteProtocolError as exc:
         return type(exc)
 
