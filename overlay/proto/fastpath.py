@@ -64,23 +64,45 @@ def encode_payload(message: Message) -> bytes:
 
 def _decode_routed(payload: bytes) -> RoutedPacket | None:
     """The packet, if ``payload`` is a routed frame in shortest form; None otherwise
-    (including when it is malformed: the general decoder says why)."""
-    if len(payload) < _SHORTEST_ROUTED or payload[0] != _ROUTED_ARRAY or payload[1] != _VERSION:
+    (including when it is malformed: the general decoder says why).
+
+    Written out flat, without helper calls: it runs once per frame a node receives.
+    """
+    size = len(payload)
+    if size < _SHORTEST_ROUTED or payload[0] != _ROUTED_ARRAY or payload[1] != _VERSION:
         return None
     packet_type = payload[2]
     if not _FIRST_ROUTED <= packet_type <= _LAST_ROUTED:
         return None
-    ttl, at = _small_uint(payload, 3, _UINT8)
-    if ttl < 0:
+    ttl = payload[3]
+    at = 4
+    if ttl >= _FIXINT_END:
+        if ttl != _UINT8:
+            return None
+        ttl = payload[4]
+        at = 5
+    # Both ids: c4 10 and 16 bytes each; ``size`` covers them (_SHORTEST_ROUTED).
+    if payload[at] != _BIN8 or payload[at + 1] != NODE_ID_LEN:
         return None
-    src, at = _node_id(payload, at)
-    if src is None:
+    src = payload[at + 2:at + 18]
+    at += 18
+    if payload[at] != _BIN8 or payload[at + 1] != NODE_ID_LEN:
         return None
-    dst, at = _node_id(payload, at)
-    if dst is None:
+    dst = payload[at + 2:at + 18]
+    at += 18
+    if at >= size:
         return None
-    packet_id, at = _small_uint(payload, at, _UINT32)
-    if packet_id < 0 or at >= len(payload):
+    first = payload[at]
+    if first < _FIXINT_END:
+        packet_id = first
+        at += 1
+    elif _UINT8 <= first <= _UINT32:
+        end = at + 1 + (1 << (first - _UINT8))  # cc: 1 byte, cd: 2, ce: 4
+        packet_id = int.from_bytes(payload[at + 1:end], "big")
+        at = end
+    else:
+        return None
+    if at >= size:
         return None
     wire_body = payload[at:]
     body = _body(wire_body)
@@ -98,28 +120,3 @@ def _body(wire_body: bytes) -> Any:
         return unpack(wire_body, max_depth=_BODY_DEPTH)
     except MalformedMessage:
         return _UNDECODABLE
-
-
-def _small_uint(payload: bytes, at: int, widest: int) -> tuple[int, int]:
-    """An unsigned integer at ``at`` as a positive fixint or uint8..``widest``, and the
-    offset after it; -1 for any other encoding."""
-    if at >= len(payload):
-        return -1, at
-    first = payload[at]
-    if first < _FIXINT_END:
-        return first, at + 1
-    if first > widest or first < _UINT8:
-        return -1, at
-    width = 1 << (first - _UINT8)  # cc: 1, cd: 2, ce: 4
-    end = at + 1 + width
-    if end > len(payload):
-        return -1, at
-    return int.from_bytes(payload[at + 1:end], "big"), end
-
-
-def _node_id(payload: bytes, at: int) -> tuple[bytes | None, int]:
-    """A 16-byte bin at ``at`` and the offset after it; None for anything else."""
-    end = at + 2 + NODE_ID_LEN
-    if payload[at] != _BIN8 or payload[at + 1] != NODE_ID_LEN or end > len(payload):
-        return None, at
-    return payload[at + 2:end], end
