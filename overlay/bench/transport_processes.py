@@ -104,6 +104,9 @@ class _Children:
         line = None
         with trio.move_on_after(patience):
             line = await LineReader(process.stdout).readline()
+        if not line:  # its output ended: give it a moment to exit, so the report says why
+            with trio.move_on_after(2):
+                await process.wait()
         answer: dict[str, Any] = json.loads(line) if line else {}
         if "error" in answer or not answer:
             why = answer.get("error") or (
