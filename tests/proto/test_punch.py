@@ -1,0 +1,261 @@
+"""The hole-punch coordinator: exact virtual times, stale messages, bounded attempts."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from overlay.errors import LocalProtocolError, MalformedMessage
+from overlay.proto.punch import (
+    Dial,
+    GaveUp,
+    NatMapping,
+    PunchConfig,
+    PunchCoordinator,
+    PunchKind,
+    PunchMessage,
+    PunchState,
+    SendPunch,
+    classify_mapping,
+    direct_expected,
+)
+
+A_CANDIDATES = (("203.0.113.1", 40001), ("100.64.1.10", 40001))
+B_CANDIDATES = (("203.0.113.2", 40002),)
+
+
+def coordinator(initiator: bool, config: PunchConfig | None = None,
+                jitter: float = 0.5) -> PunchCoordinator:
+    candidates = A_CANDIDATES if initiator else B_CANDIDATES
+    return PunchCoordinator(initiator=initiator, candidates=candidates,
+                            random=lambda: jitter, config=config)
+
+
+@dataclass
+class RelayedPair:
+    """Two coordinators joined by a relayed path with a fixed one-way delay."""
+
+    delay: float
+    a: PunchCoordinator = field(default_factory=lambda: coordinator(True))
+    b: PunchCoordinator = field(default_factory=lambda: coordinator(False))
+    now: float = 0.0
+    dials: list[tuple[float, str, Dial]] = field(default_factory=list)
+    gave_up: list[tuple[float, GaveUp]] = field(default_factory=list)
+    _in_flight: list[tuple[float, int, str, PunchMessage]] = field(default_factory=list)
+    _order: int = 0
+
+    def collect(self) -> None:
+        for name, side in (("a", self.a), ("b", self.b)):
+            for action in side.actions():
+                if isinstance(action, SendPunch):
+                    self._order += 1
+                    to = "b" if name == "a" else "a"
+                    heapq.heappush(self._in_flight,
+                                   (self.now + self.delay, self._order, to, action.message))
+                elif isinstance(action, Dial):
+                    self.dials.append((self.now, name, action))
+                else:
+                    self.gave_up.append((self.now, action))
+
+    def run_until(self, end: float, on_dial: object = None) -> None:
+        self.collect()
+        while True:
+            times = [t for t in (self.a.get_timer(), self.b.get_timer()) if t is not None]
+            if self._in_flight:
+                times.append(self._in_flight[0][0])
+            if not times or min(times) > end:
+                self.now = end
+                return
+            self.now = min(times)
+            while self._in_flight and self._in_flight[0][0] <= self.now:
+                _, _, to, message = heapq.heappop(self._in_flight)
+                (self.a if to == "a" else self.b).receive(message, self.now)
+            self.a.handle_timer(self.now)
+            self.b.handle_timer(self.now)
+            self.collect()
+
+
+def test_both_sides_dial_at_the_same_instant() -> None:
+    pair = RelayedPair(delay=0.040)
+    pair.a.start(0.0)
+    pair.run_until(1.0)
+    # CONNECT reaches B at 40 ms, the reply A at 80 ms (rtt 80 ms), SYNC B at 120 ms;
+    # A waits rtt / 2 after sending SYNC: both dial at 120 ms.
+    assert pair.a.rtt == pytest.approx(0.080)
+    assert [(round(t, 6), who) for t, who, _ in pair.dials] == [(0.12, "a"), (0.12, "b")]
+    by_side = {who: dial for _, who, dial in pair.dials}
+    assert by_side["a"].candidates == B_CANDIDATES
+    assert by_side["b"].candidates == A_CANDIDATES
+    assert pair.a.state is PunchState.DIALING and pair.b.state is PunchState.DIALING
+
+
+def test_a_successful_dial_rests_both_sides() -> None:
+    pair = RelayedPair(delay=0.010)
+    pair.a.start(0.0)
+    pair.run_until(0.030)
+    pair.a.dial_result(1, True, 0.031)
+    pair.b.direct_up()  # the same link, seen from B
+    assert pair.a.state is PunchState.DIRECT and pair.b.state is PunchState.DIRECT
+    assert pair.a.get_timer() is None and pair.b.get_timer() is None
+    pair.run_until(10_000.0)
+    assert len(pair.dials) == 2 and not pair.gave_up
+
+
+def test_three_failed_attempts_then_backoff_with_jitter() -> None:
+    config = PunchConfig(attempts=3, dial_timeout=2.0, retry_after=60.0, retry_max=200.0)
+    pair = RelayedPair(delay=0.050, a=coordinator(True, config, jitter=0.25),
+                       b=coordinator(False, config))
+    pair.a.start(0.0)
+    pair.run_until(30.0)  # nobody reports a dial result: each dial times out
+    a_dials = [(round(t, 6), d.attempt) for t, who, d in pair.dials if who == "a"]
+    # Attempt n starts when attempt n - 1's dial times out: 0.15 + 2 s later, plus 0.15 s.
+    assert a_dials == [(0.15, 1), (2.3, 2), (4.45, 3)]
+    assert [d.attempt for _, who, d in pair.dials if who == "b"] == [1, 2, 3]
+    assert len(pair.gave_up) == 1
+    at, gave_up = pair.gave_up[0]
+    assert at == pytest.approx(6.45)
+    assert gave_up.attempts == 3
+    assert gave_up.retry_at == pytest.approx(6.45 + 60.0 * 0.75)
+    assert pair.a.state is PunchState.RELAYED
+    # The next round starts on time, fails the same way, and backs off twice as long;
+    # the third round's back-off is capped at retry_max.
+    pair.run_until(200.0)
+    assert [round(t, 6) for t, who, d in pair.dials if who == "a" and d.attempt == 1] == [
+        0.15, round(51.45 + 0.15, 6), round(57.9 + 90.0 + 0.15, 6)]
+    assert [round(g.retry_at - t, 6) for t, g in pair.gave_up] == [45.0, 90.0, 150.0]
+
+
+def test_a_failed_dial_report_starts_the_next_attempt_at_once() -> None:
+    pair = RelayedPair(delay=0.010)
+    pair.a.start(0.0)
+    pair.run_until(0.030)
+    pair.a.dial_result(1, False, 0.035)
+    assert [a.message.kind for a in pair.a.actions() if isinstance(a, SendPunch)] == [
+        PunchKind.CONNECT]
+    assert pair.a.attempt == 2 and pair.a.state is PunchState.AWAIT_REPLY
+
+
+def test_a_lost_reply_times_out_and_a_late_one_is_ignored() -> None:
+    a = coordinator(True, PunchConfig(answer_timeout=1.0))
+    a.start(0.0)
+    assert [type(x) for x in a.actions()] == [SendPunch]
+    a.handle_timer(1.0)  # no reply: attempt 2
+    assert a.attempt == 2
+    a.actions()
+    a.receive(PunchMessage(PunchKind.CONNECT_REPLY, 1, B_CANDIDATES), 1.2)  # stale
+    assert a.state is PunchState.AWAIT_REPLY and not a.actions()
+    a.receive(PunchMessage(PunchKind.CONNECT_REPLY, 2, B_CANDIDATES), 1.3)
+    assert a.rtt == pytest.approx(0.3)
+    assert [x.message.kind for x in a.actions() if isinstance(x, SendPunch)] == [PunchKind.SYNC]
+    assert a.get_timer() == pytest.approx(1.45)
+
+
+def test_the_responder_ignores_sync_without_connect_and_waits_bounded() -> None:
+    b = coordinator(False, PunchConfig(answer_timeout=1.0))
+    b.receive(PunchMessage(PunchKind.SYNC, 1), 0.0)
+    assert not b.actions() and b.get_timer() is None
+    b.start(0.0)  # the responder never starts a round itself
+    assert not b.actions()
+    b.receive(PunchMessage(PunchKind.CONNECT, 1, A_CANDIDATES), 0.5)
+    assert [x.message.kind for x in b.actions() if isinstance(x, SendPunch)] == [
+        PunchKind.CONNECT_REPLY]
+    b.handle_timer(1.5)  # SYNC lost
+    assert b.state is PunchState.RELAYED and b.get_timer() is None
+    b.receive(PunchMessage(PunchKind.SYNC, 1), 1.6)
+    assert not b.actions()
+
+
+def test_direct_down_retries_later() -> None:
+    a = coordinator(True, PunchConfig(retry_after=30.0))
+    a.direct_up()
+    a.direct_down(100.0)
+    assert a.state is PunchState.RELAYED and a.get_timer() == 130.0
+    a.handle_timer(130.0)
+    assert (a.state, a.attempt) == (PunchState.AWAIT_REPLY, 1)
+
+
+def test_message_round_trip_and_refusals() -> None:
+    message = PunchMessage(PunchKind.CONNECT, 3, A_CANDIDATES)
+    assert PunchMessage.from_body(message.to_body()) == message
+    assert PunchMessage(PunchKind.SYNC, 1).to_body() == [2, 1, []]
+    for bad in (None, [0, 1], [9, 1, []], [0, 0, []], [0, 256, []], [True, 1, []],
+                [0, 1, [["h", 0]]], [0, 1, [["", 1]]], [0, 1, [["h", 1, 2]]],
+                [0, 1, [["h", 1]] * 9], [0, 1, "x"]):
+        with pytest.raises(MalformedMessage):
+            PunchMessage.from_body(bad)
+
+
+def test_config_refuses_nonsense() -> None:
+    for kwargs in ({"attempts": 0}, {"dial_timeout": 0}, {"retry_after": 10, "retry_max": 5}):
+        with pytest.raises(LocalProtocolError):
+            PunchConfig(**kwargs)
+
+
+def test_nat_classification_and_expectation() -> None:
+    local = ("100.64.1.10", 40001)
+    assert classify_mapping(local, [("203.0.113.1", 40001)]) is NatMapping.UNKNOWN
+    assert classify_mapping(local, [local, local]) is NatMapping.NONE
+    same = [("203.0.113.1", 40001), ("203.0.113.1", 40001)]
+    assert classify_mapping(local, same) is NatMapping.ENDPOINT_INDEPENDENT
+    moved = [("203.0.113.1", 40001), ("203.0.113.1", 51234)]
+    assert classify_mapping(local, moved) is NatMapping.ENDPOINT_DEPENDENT
+    easy, hard = NatMapping.ENDPOINT_INDEPENDENT, NatMapping.ENDPOINT_DEPENDENT
+    assert direct_expected(easy, easy)
+    assert not direct_expected(easy, hard) and not direct_expected(hard, hard)
+    assert direct_expected(NatMapping.NONE, hard)
+    assert not direct_expected(NatMapping.UNKNOWN, easy)
+
+
+EVENTS = st.lists(st.tuples(
+    st.sampled_from(["a", "b"]),
+    st.sampled_from(["start", "connect", "reply", "sync", "ok", "fail", "up", "down", "timer"]),
+    st.integers(1, 4),
+    st.floats(0.0, 5.0),
+), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(EVENTS)
+def test_any_event_order_keeps_the_bounds(events: list[tuple[str, str, int, float]]) -> None:
+    """Whatever arrives in whatever order: no exception, attempts within the bound,
+    time never scheduled in the past, a dial only after the peer's candidates."""
+    config = PunchConfig(attempts=3)
+    sides = {"a": coordinator(True, config), "b": coordinator(False, config)}
+    now = 0.0
+    kinds = {"connect": PunchKind.CONNECT, "reply": PunchKind.CONNECT_REPLY,
+             "sync": PunchKind.SYNC}
+    for who, event, attempt, step in events:
+        now += step
+        side = sides[who]
+        before = side.get_timer()
+        if event == "start":
+            side.start(now)
+        elif event in kinds:
+            side.receive(PunchMessage(kinds[event], attempt, B_CANDIDATES), now)
+        elif event in ("ok", "fail"):
+            side.dial_result(attempt, event == "ok", now)
+        elif event == "up":
+            side.direct_up()
+        elif event == "down":
+            side.direct_down(now)
+        else:
+            timer = side.get_timer()
+            if timer is not None:
+                now = max(now, timer)
+                side.handle_timer(now)
+        assert 0 <= side.attempt <= 4
+        if side.initiator:
+            assert side.attempt <= config.attempts
+        timer = side.get_timer()
+        assert timer is None or timer == before or timer >= now  # never set in the past
+        if side.state is PunchState.DIRECT:
+            assert timer is None
+        for action in side.actions():
+            if isinstance(action, Dial):
+                assert action.candidates == B_CANDIDATES
+            if isinstance(action, GaveUp):
+                assert action.retry_at > now
