@@ -23,26 +23,44 @@ if TYPE_CHECKING:
     import argparse
 
 
-def _subcommands() -> tuple[ModuleType, ...]:
-    from overlay.cli import (
-        account,
-        bench,
-        chat,
-        contacts,
-        demo,
-        messaging,
-        node,
-        probe,
-        roles,
-        server,
-        status,
-    )
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("node", "node", "run a peer that links to its neighbours and measures their latency"),
+    ("status", "status", "show a running node's id, address and neighbours"),
+    ("id", "identity", "print this node's id and public key (from its state directory)"),
+    ("ping", "probe", "send overlay echo requests to a node"),
+    ("traceroute", "probe", "show the overlay hops to a node"),
+    ("send", "messaging", "send a message reliably to another node"),
+    ("listen", "messaging", "print messages other nodes send to this one"),
+    ("server", "server", "run the login/contacts/presence directory server"),
+    ("account", "account", "register, log in to or log out of the directory server"),
+    ("contacts", "contacts", "ask, accept, decline, remove and list contacts"),
+    ("supernode", "roles", "run a supernode: part of the routing mesh, relays for edge clients"),
+    ("client", "roles", "run an edge client: log in, attach to the nearest supernode"),
+    ("chat", "chat", "chat with contacts: interactive, one message (--to), or a JSON stream"),
+    ("bench", "bench", "run a benchmark (routing, transport, directory, chat, hybrid)"),
+    ("demo", "demo", "run a server, supernodes and chat users on 127.0.0.1; show a conversation"),
+)
+"""``(command, module in overlay.cli, one-line help)``.  Only the module of the command
+being run is imported (each pulls in trio, the protocol stack and, for some,
+networkx): ``overlay --help`` and every other command start without the rest.
+tests/cli/test_main.py checks this table against what the modules register."""
 
-    return (node, status, probe, messaging, server, account, contacts, roles, chat, bench,
-            demo)
+
+def _module(name: str) -> ModuleType:
+    import importlib
+
+    return importlib.import_module(f"overlay.cli.{name}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option:
+    the top-level options take no values)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the named command's module is imported and the
+    other commands are listed by name and help only (None: every module, for tests)."""
     import argparse
 
     common = argparse.ArgumentParser(add_help=False)
@@ -59,9 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `overlay COMMAND --help` for a command's options.  Try: overlay demo",
     )
     parser.add_argument("--version", action="version", version=f"overlay {__version__}")
+    # Before the command too (`overlay -v status`); counted apart, because a
+    # subcommand's own defaults would overwrite a shared destination.
+    parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
+                        help="more log output (repeat for debug); also after the command")
+    parser.add_argument("-q", "--quiet", dest="top_quiet", action="count", default=0,
+                        help="less log output (repeat for errors only)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _subcommands():
-        module.add_parser(subparsers, common)
+    chosen = None if argv is None else _chosen_command(argv)
+    loaded: set[str] = set()
+    for command, module_name, help_text in COMMANDS:
+        if argv is None or command == chosen:
+            if module_name not in loaded:
+                _module(module_name).add_parser(subparsers, common)
+                loaded.add(module_name)
+        elif not any(module_name == m and c == chosen for c, m, _ in COMMANDS):
+            subparsers.add_parser(command, help=help_text, add_help=False)
     return parser
 
 
@@ -94,12 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     Ctrl-C after the command is over (the interpreter is exiting) is ignored too."""
     command = "overlay"
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        words = sys.argv[1:] if argv is None else argv
+        parser = build_parser(words)
+        args = parser.parse_args(words)
         command = f"overlay {args.command}"
         from overlay.cli.common import configure_logging
 
-        configure_logging(args.verbose - args.quiet + getattr(args, "verbose_default", 0))
+        configure_logging(args.verbose + args.top_verbose - args.quiet - args.top_quiet
+                          + getattr(args, "verbose_default", 0))
         result: int = args.run(args)
     except BaseException as exc:
         if _is_interrupt(exc):
