@@ -143,7 +143,22 @@ def _show(args: argparse.Namespace, sender: str, message: bytes,
         text = None
     if args.json:
         print(json.dumps({"from": sender, "bytes": len(message), "text": text}), flush=True)
-    elif text is not None and text.isprintable():
-        print(f"from {sender[:8]}: {text}", flush=True)
     else:
-        print(f"from {sender[:8]}: {len(message)} bytes (not text)", flush=True)
+        print(render_message(sender, message), flush=True)
+
+
+def render_message(sender: str, message: bytes) -> str:
+    """How ``listen`` shows a message: its text (lines after the first indented, one
+    trailing newline dropped, as ``echo hi | overlay send`` adds one), or its size when
+    it is not text.  Control characters other than newline and tab count as not text:
+    a stranger's bytes must not drive the terminal (escape sequences)."""
+    head = f"from {sender[:8]}: "
+    try:
+        text = message.decode()
+    except UnicodeDecodeError:
+        return f"{head}{len(message)} bytes (not text)"
+    text = text[:-1] if text.endswith("\n") else text
+    lines = text.split("\n")
+    if not all(line.replace("\t", " ").isprintable() for line in lines):
+        return f"{head}{len(message)} bytes (not text)"
+    return head + "\n  ".join(lines)

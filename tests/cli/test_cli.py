@@ -266,17 +266,24 @@ def test_send_text_and_listen_prints_it_with_the_sender() -> None:
     with node_processes() as start:
         nodes = start_line(start, 2)
         listener = subprocess.Popen(
-            overlay_command("listen", "-n", "1", "--state", str(nodes[1].state)),
+            overlay_command("listen", "-n", "2", "--state", str(nodes[1].state)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             sent = run_overlay("send", nodes[1].ready()["node_id"], "hello", "overlay",
                                "--state", str(nodes[0].state))
             assert sent.returncode == 0, sent.stderr
+            piped = subprocess.run(  # as send --help shows: echo hi | overlay send ID
+                overlay_command("send", nodes[1].ready()["node_id"], "--state",
+                                str(nodes[0].state)),
+                input="hi\nthere\n", capture_output=True, text=True, timeout=60, check=False)
+            assert piped.returncode == 0, piped.stderr
             out, _ = listener.communicate(timeout=30)
         finally:
             if listener.poll() is None:
                 listener.kill()
-        assert out.strip() == f"from {nodes[0].ready()['node_id'][:8]}: hello overlay"
+        sender = nodes[0].ready()["node_id"][:8]
+        assert out.splitlines() == [f"from {sender}: hello overlay", f"from {sender}: hi",
+                                    "  there"]
 
 
 def test_send_to_an_unknown_node_fails_with_one_line() -> None:

@@ -93,3 +93,12 @@ def test_id_prints_the_node_id_and_key_and_creates_nothing() -> None:
     exposed = run_overlay("id", "--state", str(state))
     assert exposed.returncode == 1 and "chmod 600" in exposed.stderr
     assert "Traceback" not in exposed.stderr
+
+
+def test_listen_shows_text_with_newlines_and_hides_control_characters() -> None:
+    from overlay.cli.messaging import render_message
+
+    assert render_message("abcdef0123", b"hi\n") == "from abcdef01: hi"
+    assert render_message("abcdef0123", b"a\nb\tc\n\n") == "from abcdef01: a\n  b\tc\n  "
+    assert render_message("abcdef0123", b"\x1b[2Jgotcha") == "from abcdef01: 10 bytes (not text)"
+    assert render_message("abcdef0123", b"\xff\xfe") == "from abcdef01: 2 bytes (not text)"
