@@ -8,6 +8,7 @@ real node code.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -73,6 +74,8 @@ def describe_connect_error(exc: BaseException) -> str:
     """
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, socket.gaierror):  # the errno is a getaddrinfo code, not errno's
+            return f"cannot resolve the host name: {seen.strerror or seen}".lower()
         if isinstance(seen, OSError) and seen.errno:
             return os.strerror(seen.errno).lower()
         if isinstance(seen, BaseExceptionGroup) and seen.exceptions:
