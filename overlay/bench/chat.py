@@ -34,7 +34,8 @@ def add_parser(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
     parser = kinds.add_parser(
         "chat", parents=[common],
         help="delivered-receipt time of chat messages through two supernodes",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=(__doc__ or "").replace("``", "`"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=positive_int, default=1000, metavar="N",
                         help="messages to time (default 1000)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
