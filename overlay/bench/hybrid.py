@@ -196,5 +196,5 @@ def _num(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:g}"
+        return f"{value + 0.0:g}"  # + 0.0 turns a rounded -0.0 into 0 ("-0 s" reads as a bug)
     return str(value)

@@ -36,3 +36,10 @@ def test_verdicts_only_at_the_stated_size() -> None:
     small = render_directory(report(4))
     assert "this run had 4, so no verdict" in small
     assert "MISSED" not in small and ": met" not in small
+
+
+def test_a_rounded_negative_zero_is_shown_as_zero() -> None:
+    from overlay.bench.hybrid import _num
+
+    assert _num(round(-0.0001, 2)) == "0" and _num(-0.0) == "0"
+    assert _num(-1.5) == "-1.5" and _num(None) == "-" and _num(3) == "3"
