@@ -94,6 +94,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                            help="link handshakes to time (default 100)")
     transport.add_argument("--processes", action="store_true",
                            help="every node and forwarder in its own OS process")
+    transport.add_argument("--plot", type=Path, default=None, metavar="DIR",
+                           help="also draw DIR/transport.png: goodput and round trip per "
+                                "relay count beside the baseline (needs matplotlib)")
     transport.add_argument("--time-limit", type=positive_float, default=600.0,
                            metavar="SECONDS",
                            help="give up (and stop every process) after this long "
@@ -152,9 +155,11 @@ def _hops_arg(text: str) -> list[int]:
 
 
 def run_transport(args: argparse.Namespace) -> int:
+    from overlay.bench import plots, transport_inprocess, transport_processes
     from overlay.bench import transport as bench_transport
-    from overlay.bench import transport_inprocess, transport_processes
 
+    if args.plot is not None:
+        plots.check_available()  # before the run, not after it
     run_bench = transport_processes.run if args.processes else transport_inprocess.run
     bar = ProgressBar()
     try:
@@ -164,6 +169,9 @@ def run_transport(args: argparse.Namespace) -> int:
         report = trio.run(run_bench, config, bar)
     finally:
         bar.done()
+    if args.plot is not None:
+        for path in plots.transport(report.to_json(), args.plot):
+            print(f"wrote {path}", file=sys.stderr)
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)
         print()

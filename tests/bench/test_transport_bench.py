@@ -73,14 +73,28 @@ def check_tiny_run(tmpdir: Path, mode: str) -> None:
     assert list(tmpdir.iterdir()) == []  # the nodes' state directories and logs are gone
 
 
-def test_text_output_names_the_baseline_and_the_handshake() -> None:
+def test_text_output_names_the_baseline_and_the_handshake_and_draws_it() -> None:
     with bench_tmpdir() as tmpdir:
-        result = subprocess.run(overlay_command("bench", "transport", *TINY),
+        pictures = tmpdir / "pictures"
+        result = subprocess.run(overlay_command("bench", "transport", *TINY,
+                                                "--plot", str(pictures)),
                                 capture_output=True, text=True, timeout=180, check=False,
                                 env=bench_env(tmpdir))
-    assert result.returncode == 0, result.stderr
-    assert "of plain trio" in result.stdout
-    assert "handshake (3, TCP connect to established)" in result.stdout
+        assert result.returncode == 0, result.stderr
+        assert "of plain trio" in result.stdout
+        assert "handshake (3, TCP connect to established)" in result.stdout
+        assert f"wrote {pictures / 'transport.png'}" in result.stderr
+        assert png_size(pictures / "transport.png") == (1000, 450)
+        (pictures / "transport.png").unlink()
+        pictures.rmdir()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's header, which must be a real PNG's."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert data[-8:-4] == b"IEND"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def test_interrupted_processes_run_stops_every_node_and_forwarder() -> None:
