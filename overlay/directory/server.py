@@ -32,7 +32,7 @@ from overlay.addresses import Address, format_address
 from overlay.directory.limits import TokenBucket, idle_check
 from overlay.directory.protocol import Status
 from overlay.directory.service import Directory, DirectoryConfig, Session
-from overlay.directory.store import Store
+from overlay.directory.store import SqlStore
 from overlay.errors import LocalProtocolError
 from overlay.ids import Identity, NodeId
 from overlay.net.link import HandshakeSlots, Link
@@ -172,7 +172,7 @@ class ClientConnection:
 class DirectoryServer:
     """Serves the directory on one address until cancelled."""
 
-    def __init__(self, identity: Identity, store: Store, *,
+    def __init__(self, identity: Identity, store: SqlStore, *,
                  directory_config: DirectoryConfig | None = None,
                  config: ServerConfig | None = None,
                  transport: Transport | None = None,

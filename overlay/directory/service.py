@@ -3,11 +3,12 @@
 Glue between the pure parts (:mod:`~overlay.directory.protocol` checks requests,
 :mod:`~overlay.directory.limits` counts abuse, :mod:`~overlay.directory.certificates`
 signs) and the slow parts, which run in worker threads so that the event loop
-never waits: SQLite (one thread at a time) and password hashing (one thread per
-core).  What changes often and matters only while a client is connected lives in
-memory: presence, the accepted-contact sets of logged-in users, issued
-certificates, the supernode list.  So lookups and presence updates never touch
-the disk, and every acknowledged account or contact change does, durably.
+never waits: the store (SQLite one thread at a time, PostgreSQL one per pooled
+connection) and password hashing (one thread per core).  What changes often and
+matters only while a client is connected lives in memory: presence, the
+accepted-contact sets of logged-in users, issued certificates, the supernode
+list.  So lookups and presence updates never touch the disk, and every
+acknowledged account or contact change does, durably.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from overlay.directory.protocol import (
     unseal_password,
 )
 from overlay.directory.store import (
+    SqlStore,
     StorageFull,
-    Store,
     UsernameTaken,
     UserRecord,
     is_storage_full,
@@ -146,13 +147,13 @@ class ListedSupernode:
 class Directory:
     """Answers requests; one instance serves every connection of a server."""
 
-    def __init__(self, identity: Identity, store: Store, dialer: Dialer,
+    def __init__(self, identity: Identity, store: SqlStore, dialer: Dialer,
                  config: DirectoryConfig | None = None) -> None:
         self.identity = identity
         self.config = config or DirectoryConfig()
         self._store = store
         self._dialer = dialer
-        self._db_limiter = trio.CapacityLimiter(1)
+        self._db_limiter = trio.CapacityLimiter(store.concurrency)
         self._hash_limiter = trio.CapacityLimiter(self.config.hash_threads)
         self._logins = LoginThrottle(self.config.logins)
         self._registrations = RegistrationLimiter(self.config.registrations)
