@@ -100,7 +100,13 @@ async def _run(args: argparse.Namespace) -> int:
             if args.registrations_per_hour is not None:
                 config = replace(config, registrations=replace(
                     config.registrations, per_address=args.registrations_per_hour))
-            server = DirectoryServer(identity, store, directory_config=config)
+            cluster = None
+            if store.engine == "postgresql":  # other server processes may share it: hear them
+                from overlay.directory.cluster import PostgresCluster
+                from overlay.directory.store_pg import PostgresStore
+                assert isinstance(store, PostgresStore)
+                cluster = PostgresCluster(store.url)
+            server = DirectoryServer(identity, store, directory_config=config, cluster=cluster)
             async with trio.open_nursery() as nursery:
                 try:
                     address = await nursery.start(server.serve, args.listen)

@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -46,6 +46,9 @@ from overlay.proto.messages import (
     DirectoryResponse,
     Message,
 )
+
+if TYPE_CHECKING:  # psycopg is imported only by servers that use PostgreSQL
+    from overlay.directory.cluster import PostgresCluster
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +179,15 @@ class DirectoryServer:
                  directory_config: DirectoryConfig | None = None,
                  config: ServerConfig | None = None,
                  transport: Transport | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 cluster: PostgresCluster | None = None) -> None:
         self.identity = identity
         self.wall_clock = wall_clock
         """Unix time for certificates, sessions and login limits (tests pass their own)."""
-        self.directory = Directory(identity, store, self.dial_back, directory_config)
+        self.cluster = cluster
+        """The other server processes on the same PostgreSQL database, if any."""
+        self.directory = Directory(identity, store, self.dial_back, directory_config,
+                                   cluster=cluster)
         self.config = config or ServerConfig()
         self._transport = transport or TcpTransport()
         self.connections: set[ClientConnection] = set()
@@ -189,7 +196,12 @@ class DirectoryServer:
 
     async def serve(self, listen: Address, *,
                     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
-        await self._transport.serve(listen, self._serve_connection, task_status=task_status)
+        """Serve until cancelled; with a cluster, listen to the other processes first."""
+        async with trio.open_nursery() as nursery:
+            if self.cluster is not None:
+                await nursery.start(self.cluster.run, self.directory.peers.handle)
+            await self._transport.serve(listen, self._serve_connection,
+                                        task_status=task_status)
 
     async def _serve_connection(self, stream: trio.abc.Stream, address: Address) -> None:
         conn = ClientConnection(self, address)

@@ -34,6 +34,7 @@ from overlay.directory.limits import (
     RegistrationLimits,
 )
 from overlay.directory.passwords import HashCost, hash_password, password_matches
+from overlay.directory.peers import Peers, Publisher
 from overlay.directory.protocol import (
     Rejected,
     Status,
@@ -148,7 +149,8 @@ class Directory:
     """Answers requests; one instance serves every connection of a server."""
 
     def __init__(self, identity: Identity, store: SqlStore, dialer: Dialer,
-                 config: DirectoryConfig | None = None) -> None:
+                 config: DirectoryConfig | None = None, *,
+                 cluster: Publisher | None = None) -> None:
         self.identity = identity
         self.config = config or DirectoryConfig()
         self._store = store
@@ -166,9 +168,13 @@ class Directory:
         self._presence: dict[str, Presence] = {}
         self._last_seen: dict[str, int] = {}
         self._sessions: dict[str, set[Connection]] = {}
+        self._watchers: dict[str, set[Connection]] = {}
+        """username -> the sessions here that have that user as an accepted contact."""
         self._supernodes: dict[NodeId, ListedSupernode] = {}
         self._online_since: dict[str, float] = {}
         self._promotion_asked: dict[str, float] = {}
+        self.peers = Peers(self, cluster)
+        """The other server processes on the same database (none with SQLite)."""
 
     # --- the entry point ------------------------------------------------------------------
 
@@ -200,12 +206,15 @@ class Directory:
         for node_id, supernode in list(self._supernodes.items()):
             if supernode.connection is conn:
                 del self._supernodes[node_id]
+                self.peers.publish_supernode(node_id, None)
                 log.info("supernode %s at %s left", node_id.short,
                          format_address(supernode.address))
         session = conn.session
         if session is None:
             return
         conn.session = None
+        for contact in session.contacts:
+            self._unwatch(contact, conn)
         username = session.user.username
         connections = self._sessions.get(username)
         if connections is not None:
@@ -235,6 +244,8 @@ class Directory:
         if throttled is not None:
             raise Rejected(Status.TOO_MANY_REQUESTS, throttled.reason,
                            retry_after=round(throttled.retry_after, 3))
+        self.peers.publish({"t": "registered", "h": conn.address[0], "k": conn.public_key,
+                            "now": now})
         if await self._user(username) is not None:
             raise Rejected(Status.CONFLICT, f"username {username!r} is taken")
         encoded = await self._offload(self._hash_limiter, hash_password, password,
@@ -263,6 +274,8 @@ class Directory:
         if throttled is not None:
             raise Rejected(Status.TOO_MANY_REQUESTS, throttled.reason,
                            retry_after=round(throttled.retry_after, 3))
+        attempt = {"u": username, "k": conn.public_key, "h": host, "owner": owner}
+        self.peers.publish({"t": "login_try", "now": now, **attempt})
         encoded = self._dummy_hash if user is None else user.password_hash
         matches = await self._offload(self._hash_limiter, password_matches, encoded, password)
         if user is None or not matches:
@@ -270,6 +283,7 @@ class Directory:
                      "" if user is not None else " (no such account)")
             raise Rejected(Status.UNAUTHORIZED, WRONG_LOGIN)
         self._logins.succeeded(username, conn.public_key, host, owner=owner)
+        self.peers.publish({"t": "login_ok", **attempt})
         return user
 
     async def _op_login(self, conn: Connection, *, now: float, username: str,
@@ -319,12 +333,8 @@ class Directory:
         if user.public_key == conn.public_key:
             return Status.OK, "the account already uses this node's key", {}
         await self._db(self._store.set_public_key, user.id, conn.public_key)
-        self._users.pop(username, None)
-        self._certificates.pop(username, None)
-        for other in list(self._sessions.get(username, ())):
-            if other.node_id != conn.node_id:
-                await self.connection_closed(other, int(now))
-                other.notify("session_ended", {"reason": "the account moved to another key"})
+        await self._key_changed_here(username, conn.node_id, int(now))
+        self.peers.publish({"t": "key", "u": username, "n": conn.node_id.raw, "now": int(now)})
         log.info("%s moved to node %s", username, conn.node_id.short)
         return Status.OK, "key changed: log in from this node", {"node_id": conn.node_id.raw}
 
@@ -502,6 +512,9 @@ class Directory:
     async def _op_supernodes(self, conn: Connection, *, now: float) -> Reply:
         listed = [{"node_id": s.node_id.raw, "address": format_address(s.address)}
                   for s in self._supernodes.values()]
+        listed += [{"node_id": node_id.raw, "address": format_address(address)}
+                   for node_id, (_origin, address) in self.peers.supernodes.items()
+                   if node_id not in self._supernodes]
         return Status.OK, f"{len(listed)} supernode(s)", {"supernodes": listed}
 
     async def _op_dialback(self, conn: Connection, *, now: float, address: Address) -> Reply:
@@ -516,6 +529,7 @@ class Directory:
         if not reachable:
             raise Rejected(Status.FORBIDDEN, f"a supernode must be reachable: {reason}")
         self._supernodes[conn.node_id] = ListedSupernode(conn.node_id, dialled, conn)
+        self.peers.publish_supernode(conn.node_id, dialled)
         log.info("supernode %s at %s joined", conn.node_id.short, format_address(dialled))
         return Status.OK, "listed as a supernode", {"address": format_address(dialled)}
 
@@ -590,6 +604,8 @@ class Directory:
         records = await self._db(self._store.contacts, user.id)
         accepted = {record.username for record in records if record.state == "accepted"}
         conn.session = Session(user, token_hash, expires_at, accepted)
+        for contact in accepted:
+            self._watchers.setdefault(contact, set()).add(conn)
         self._sessions.setdefault(user.username, set()).add(conn)
 
     def _identity_body(self, user: UserRecord, now: float) -> dict[str, Any]:
@@ -612,24 +628,64 @@ class Directory:
             cached = self._users.get(username)
             last_seen = cached.last_seen if cached is not None else None
         presence = self._presence.get(username)
-        return offline_presence(last_seen) if presence is None else presence.to_wire(last_seen)
+        if presence is not None:
+            return presence.to_wire(last_seen)
+        elsewhere = self.peers.presence.get(username)
+        return offline_presence(last_seen) if elsewhere is None else elsewhere[1]
+
+    async def _key_changed_here(self, username: str, node_id: NodeId, now: int) -> None:
+        """The account moved to ``node_id``: forget its old key, end its other sessions."""
+        self._users.pop(username, None)
+        self._certificates.pop(username, None)
+        for other in list(self._sessions.get(username, ())):
+            if other.node_id != node_id:
+                await self.connection_closed(other, now)
+                other.notify("session_ended", {"reason": "the account moved to another key"})
 
     def _contacts_changed(self, a: str, b: str, *, accepted: bool) -> None:
+        self._contacts_changed_here(a, b, accepted=accepted)
+        self.peers.publish({"t": "contacts", "a": a, "b": b, "acc": accepted})
+
+    def _contacts_changed_here(self, a: str, b: str, *, accepted: bool) -> None:
         for user, other in ((a, b), (b, a)):
             for conn in self._sessions.get(user, ()):
                 assert conn.session is not None
                 if accepted:
                     conn.session.contacts.add(other)
+                    self._watchers.setdefault(other, set()).add(conn)
                 else:
                     conn.session.contacts.discard(other)
+                    self._unwatch(other, conn)
 
     def _notify_user(self, username: str, event: str, body: dict[str, Any]) -> None:
+        """Notify the user's sessions, on this process and the others."""
+        self._notify_here(username, event, body)
+        self.peers.publish({"t": "notify", "u": username, "e": event, "b": body})
+
+    def _notify_here(self, username: str, event: str, body: dict[str, Any]) -> None:
         for conn in self._sessions.get(username, ()):
             conn.notify(event, body)
 
     def _announce_presence(self, contacts: set[str], username: str,
                            presence: dict[str, Any]) -> None:
-        """Tell every logged-in contact of ``username`` (and only them)."""
+        """Tell every logged-in contact of ``username`` (and only them), here and on the
+        other processes (which tell their own sessions of contacts)."""
         body = {"username": username, "presence": presence}
         for contact in contacts:
-            self._notify_user(contact, "presence", body)
+            self._notify_here(contact, "presence", body)
+        self.peers.publish_presence(username, presence)
+
+    def _unwatch(self, username: str, conn: Connection) -> None:
+        watchers = self._watchers.get(username)
+        if watchers is not None:
+            watchers.discard(conn)
+            if not watchers:
+                del self._watchers[username]
+
+    def _announce_here(self, username: str, presence: dict[str, Any]) -> None:
+        """Tell the sessions on this process that have ``username`` as a contact (as this
+        process knows it: the news of a new contact may still be on its way to the one
+        that sent this presence)."""
+        body = {"username": username, "presence": presence}
+        for conn in list(self._watchers.get(username, ())):
+            conn.notify("presence", body)
