@@ -196,12 +196,22 @@ class DirectoryServer:
 
     async def serve(self, listen: Address, *,
                     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled; with a cluster, listen to the other processes first."""
-        async with trio.open_nursery() as nursery:
-            if self.cluster is not None:
-                await nursery.start(self.cluster.run, self.directory.peers.handle)
+        """Serve until cancelled; with a cluster, listen to the other processes first.
+        A listening error (OSError: the port is taken) is raised as it is, not in a group,
+        so that the command can say it in one line."""
+        if self.cluster is None:
             await self._transport.serve(listen, self._serve_connection,
                                         task_status=task_status)
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.cluster.run, self.directory.peers.handle)
+                await self._transport.serve(listen, self._serve_connection,
+                                            task_status=task_status)
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], OSError):
+                raise group.exceptions[0] from None
+            raise
 
     async def _serve_connection(self, stream: trio.abc.Stream, address: Address) -> None:
         conn = ClientConnection(self, address)
