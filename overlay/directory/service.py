@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -65,6 +66,9 @@ MAX_OUTGOING_REQUESTS = 100
 """Unanswered contact requests one user may have at a time (to users and to names)."""
 WRONG_LOGIN = "wrong username or password"
 STORAGE_FULL = "server storage is full, try later"
+HASH_SECONDS_GUESS = 0.05
+"""One Argon2id hash at the default cost, until one has been measured."""
+MIN_BUSY_RETRY = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,11 @@ class DirectoryConfig:
     logins: LoginLimits = field(default_factory=LoginLimits)
     registrations: RegistrationLimits = field(default_factory=RegistrationLimits)
     hash_threads: int = max(1, os.cpu_count() or 1)
+    max_queued_hashes: int = 64
+    """Logins, registrations and key changes waiting for a hash thread at most (Argon2id
+    costs tens of ms of a core each); one more is shed with 429 and a ``retry_after``
+    of about how long the queue takes to drain, so a storm of re-logins waits its turn
+    at the clients instead of piling up in the server."""
     inline_blocking: bool = False
     """Run SQLite and hashing on the event loop: only for the simulator's virtual time."""
     clients_per_supernode: int = 50
@@ -157,6 +166,12 @@ class Directory:
         self._dialer = dialer
         self._db_limiter = trio.CapacityLimiter(store.concurrency)
         self._hash_limiter = trio.CapacityLimiter(self.config.hash_threads)
+        self.hashes_waiting = 0
+        """Password hashes queued or running now (bounded by ``max_queued_hashes``)."""
+        self.hashes_peak = 0
+        self.hashes_shed = 0
+        """Attempts refused with 429 because the hash queue was full."""
+        self._hash_seconds = HASH_SECONDS_GUESS
         self._logins = LoginThrottle(self.config.logins)
         self._registrations = RegistrationLimiter(self.config.registrations)
         # Checked in place of a password hash for a username nobody has, so that an
@@ -240,6 +255,7 @@ class Directory:
             raise Rejected(Status.BAD_REQUEST, weakness)
         # Charged before the name is looked at: "taken" is the one answer that must say
         # whether a name exists, and the limit makes asking it slow.
+        self._admit_hash()
         throttled = self._registrations.admit(conn.address[0], conn.public_key, now)
         if throttled is not None:
             raise Rejected(Status.TOO_MANY_REQUESTS, throttled.reason,
@@ -248,8 +264,7 @@ class Directory:
                             "now": now})
         if await self._user(username) is not None:
             raise Rejected(Status.CONFLICT, f"username {username!r} is taken")
-        encoded = await self._offload(self._hash_limiter, hash_password, password,
-                                      self.config.hash_cost)
+        encoded = await self._hash(hash_password, password, self.config.hash_cost)
         try:
             user = await self._db(self._store.create_user, username, encoded,
                                   conn.public_key, int(now))
@@ -270,6 +285,7 @@ class Directory:
         user = await self._user(username)
         owner = user is not None and user.public_key == conn.public_key
         host = conn.address[0]
+        self._admit_hash()  # a shed attempt costs no throttle budget: it was never tried
         throttled = self._logins.admit(username, conn.public_key, host, owner=owner, now=now)
         if throttled is not None:
             raise Rejected(Status.TOO_MANY_REQUESTS, throttled.reason,
@@ -277,7 +293,7 @@ class Directory:
         attempt = {"u": username, "k": conn.public_key, "h": host, "owner": owner}
         self.peers.publish({"t": "login_try", "now": now, **attempt})
         encoded = self._dummy_hash if user is None else user.password_hash
-        matches = await self._offload(self._hash_limiter, password_matches, encoded, password)
+        matches = await self._hash(password_matches, encoded, password)
         if user is None or not matches:
             log.info("failed login for %s from %s%s", username, host,
                      "" if user is not None else " (no such account)")
@@ -574,6 +590,34 @@ class Directory:
             self._storage_full = True
             log.error("database storage is full (%s): refusing changes with 507 until "
                       "there is room again", detail)
+
+    def _admit_hash(self) -> None:
+        """429 if the hash queue is full (admission control; nothing awaited between this
+        and :meth:`_hash` counting the attempt, so the bound holds)."""
+        waiting = self.hashes_waiting
+        if waiting >= self.config.max_queued_hashes:
+            self.hashes_shed += 1
+            drain = waiting * self._hash_seconds / self.config.hash_threads
+            raise Rejected(Status.TOO_MANY_REQUESTS,
+                           "the server is busy with other logins; retrying shortly",
+                           retry_after=round(max(MIN_BUSY_RETRY, drain), 3))
+
+    async def _hash(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A password hash in a hash thread, counted in the queue while it waits or runs;
+        its duration (measured in the thread) keeps the drain estimate current."""
+        def timed() -> tuple[T, float]:
+            start = time.perf_counter()
+            result = fn(*args, **kwargs)
+            return result, time.perf_counter() - start
+
+        self.hashes_waiting += 1
+        self.hashes_peak = max(self.hashes_peak, self.hashes_waiting)
+        try:
+            result, seconds = await self._offload(self._hash_limiter, timed)
+        finally:
+            self.hashes_waiting -= 1
+        self._hash_seconds += 0.2 * (seconds - self._hash_seconds)
+        return result
 
     async def _offload(self, limiter: trio.CapacityLimiter, fn: Callable[P, T],
                        *args: P.args, **kwargs: P.kwargs) -> T:
