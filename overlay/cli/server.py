@@ -68,6 +68,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
              f"{RegistrationLimits().per_address}; each node key may open "
              f"{RegistrationLimits().per_key})",
     )
+    parser.add_argument(
+        "--max-login-queue", type=_positive_int, default=None, metavar="N",
+        help=f"logins and registrations waiting for a password hash at most (default "
+             f"{DirectoryConfig().max_queued_hashes}); more are answered 429 with a "
+             "retry_after, and clients come back later (a storm of re-logins)",
+    )
     parser.add_argument("--show-key", action="store_true",
                         help="print the server's public key (for clients to pin) and exit")
     parser.set_defaults(run=run)
@@ -100,6 +106,8 @@ async def _run(args: argparse.Namespace) -> int:
             if args.registrations_per_hour is not None:
                 config = replace(config, registrations=replace(
                     config.registrations, per_address=args.registrations_per_hour))
+            if args.max_login_queue is not None:
+                config = replace(config, max_queued_hashes=args.max_login_queue)
             cluster = None
             if store.engine == "postgresql":  # other server processes may share it: hear them
                 from overlay.directory.cluster import PostgresCluster
@@ -121,6 +129,9 @@ async def _run(args: argparse.Namespace) -> int:
                 async for signum in signals:
                     log.info("received %s, stopping", signal.Signals(signum).name)
                     break
+                directory = server.directory
+                log.info("login queue: peak %d, %d attempt(s) shed with 429",
+                         directory.hashes_peak, directory.hashes_shed)
                 nursery.cancel_scope.cancel()
         finally:
             store.close()
