@@ -599,7 +599,7 @@ class Directory:
             self.hashes_shed += 1
             drain = waiting * self._hash_seconds / self.config.hash_threads
             raise Rejected(Status.TOO_MANY_REQUESTS,
-                           "the server is busy with other logins; retrying shortly",
+                           "the server is busy with other logins; retry in a moment",
                            retry_after=round(max(MIN_BUSY_RETRY, drain), 3))
 
     async def _hash(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
