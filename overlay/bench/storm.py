@@ -67,6 +67,7 @@ class StormReport:
     peak_queue: int | None
     shed_by_server: int | None
     probes: int
+    probe_connect_failures: int
     probe_failures: int
     probe_max_ms: float
 
@@ -151,11 +152,15 @@ async def _log_in(address: Address, key: bytes, identity: Identity, name: str, *
 
 async def _probe(address: Address, key: bytes, latencies: list[float],
                  failures: list[int]) -> None:
-    """Ask for the supernode list every PROBE_INTERVAL; a connection lost is a failure."""
+    """Ask for the supernode list every PROBE_INTERVAL on one connection: ``failures[0]``
+    counts connections that could not be opened (the handshake is admitted like any
+    other client's), ``failures[1]`` requests not answered within 5 s or links lost."""
     identity = Identity.from_seed(secrets.token_bytes(SEED_LEN))
     while True:
+        connected = False
         try:
             async with DirectoryClient.connect(address, identity, server_key=key) as client:
+                connected = True
                 while True:
                     start = time.perf_counter()
                     with trio.fail_after(5):
@@ -163,7 +168,7 @@ async def _probe(address: Address, key: bytes, latencies: list[float],
                     latencies.append(time.perf_counter() - start)
                     await trio.sleep(PROBE_INTERVAL)
         except (DirectoryError, trio.TooSlowError):
-            failures[0] += 1
+            failures[1 if connected else 0] += 1
             await trio.sleep(PROBE_INTERVAL)
 
 
@@ -190,7 +195,7 @@ async def run(config: StormConfig) -> StormReport:
         counts = _Counts()
         back: list[float] = []
         latencies: list[float] = []
-        failures = [0]
+        failures = [0, 0]
         hold, done = trio.Event(), trio.Event()
         restarted = time.perf_counter()
         server = _Server(state, f"127.0.0.1:{address[1]}", config)
@@ -225,5 +230,6 @@ async def run(config: StormConfig) -> StormReport:
         all_seconds=round(back[-1], 2) if len(back) == config.clients else None,
         back=len(back), gave_up=config.clients - len(back), busy_429=counts.busy,
         refused_connects=counts.refused, peak_queue=peak, shed_by_server=shed,
-        probes=len(latencies), probe_failures=failures[0],
+        probes=len(latencies), probe_connect_failures=failures[0],
+        probe_failures=failures[1],
         probe_max_ms=round(1000 * max(latencies, default=0.0), 1))

@@ -140,7 +140,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
             "Register N accounts on a real `overlay server` on 127.0.0.1, kill it (SIGKILL) "
             "and start it again on the same port and database while all N clients try to "
             "log in with their passwords, backing off with jitter and waiting out 429s as "
-            "roles do.  Reports the seconds until 99%% and 100%% are back, the 429s sent, "
+            "roles do.  Reports the seconds until 99% and 100% are back, the 429s sent, "
             "the server's peak login queue and the slowest answer to a health request "
             "(the supernode list, every 0.2 s) during the storm."
         ),
