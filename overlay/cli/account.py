@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -44,6 +44,7 @@ from overlay.directory.protocol import (
     USERNAME_HELP,
     USERNAME_RULE,
 )
+from overlay.directory.servers import connect_first
 from overlay.errors import ConfigError, DirectoryError
 from overlay.ids import PUBLIC_KEY_LEN, Identity
 from overlay.state import default_state_dir, load_identity
@@ -88,8 +89,9 @@ def directory_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("directory server")
     group.add_argument(
-        "--server", type=server_arg, default=None, metavar="HOST:PORT",
-        help="the directory server (default: the one of the saved session)",
+        "--server", type=server_arg, action="append", default=None, metavar="HOST:PORT",
+        help="a directory server (default: the saved session's); repeat it for several "
+             "servers on one database, tried in order when one is down",
     )
     group.add_argument(
         "--server-key", type=server_key_arg, default=None, metavar="HEX",
@@ -166,23 +168,36 @@ def moment(timestamp: float, now: float) -> str:
 # --- talking to the server ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+def given_servers(args: argparse.Namespace, session: SavedSession | None,
+                  ) -> tuple[Address, ...]:
+    """--server (every one given), else the saved session's servers."""
+    if args.server:
+        return tuple(dict.fromkeys(args.server))
+    if session is not None:
+        return session.servers
+    raise ConfigError("which directory server? pass --server HOST:PORT")
+
+
+@dataclass(slots=True)
 class Target:
-    """Which server a command talks to, the key it must prove, and as which node."""
+    """Which servers a command may talk to (the first that answers), the key they must
+    prove, and as which node."""
 
     state: Path
-    server: Address
+    servers: tuple[Address, ...]
     given_key: bytes | None
     identity: Identity
+    server: Address = field(init=False)
+    """The server talked to (the first, until :meth:`connect` found one that answers)."""
+
+    def __post_init__(self) -> None:
+        self.server = self.servers[0]
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, session: SavedSession | None) -> Target:
-        """--server, else the saved session's server; the identity of --state."""
+        """--server, else the saved session's servers; the identity of --state."""
         state = state_dir(args)
-        server: Address | None = args.server or (session.server if session else None)
-        if server is None:
-            raise ConfigError("which directory server? pass --server HOST:PORT")
-        return cls(state, server, args.server_key, load_identity(state))
+        return cls(state, given_servers(args, session), args.server_key, load_identity(state))
 
     @property
     def where(self) -> str:
@@ -190,6 +205,13 @@ class Target:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[DirectoryClient]:
+        """A connection to the first server that answers (:func:`connect_first`)."""
+        async with connect_first(self.servers, self._connect_to) as (server, client):
+            self.server = server
+            yield client
+
+    @asynccontextmanager
+    async def _connect_to(self, server: Address) -> AsyncIterator[DirectoryClient]:
         """An authenticated connection whose server key was checked before any request.
 
         The library could refuse a wrong key itself (``server_key=``), but then
@@ -197,13 +219,13 @@ class Target:
         handshake is as safe, since nothing (no password, no token) has been
         sent yet, and it lets the error name the new key.
         """
-        pinned = pinned_key(self.state, self.server)
-        async with DirectoryClient.connect(self.server, self.identity, server_key=None,
+        pinned = pinned_key(self.state, server)
+        async with DirectoryClient.connect(server, self.identity, server_key=None,
                                            connect_timeout=CONNECT_TIMEOUT) as client:
             proved = client.server_public_key
-            note = server_key_verdict(self.server, proved, given=self.given_key, pinned=pinned)
+            note = server_key_verdict(server, proved, given=self.given_key, pinned=pinned)
             if note is not None:
-                pin_key(self.state, self.server, proved)
+                pin_key(self.state, server, proved)
                 print(note, file=sys.stderr)
             yield client
 
@@ -218,8 +240,8 @@ def suggest(args: argparse.Namespace, *words: str) -> str:
     command = ["overlay", *words]
     if args.state is not None:
         command += ["--state", str(args.state)]
-    if args.server is not None:
-        command += ["--server", format_address(args.server)]
+    for server in args.server or ():
+        command += ["--server", format_address(server)]
     return shlex.join(command)
 
 
@@ -325,7 +347,8 @@ def run_login(args: argparse.Namespace) -> int:
     password = read_password(args, args.user, confirm=False)
     result, server_key = trio.run(_login, target, args.user, password, old)
     save_session(target.state, SavedSession(
-        server=target.server, server_key=server_key, username=result.username,
+        server=target.servers[0], failover=target.servers[1:], server_key=server_key,
+        username=result.username,
         node_id=target.identity.node_id, token=result.token, expires_at=result.expires_at,
         certificate=result.certificate.raw,
         certificate_expires_at=result.certificate.expires_at,
@@ -342,7 +365,7 @@ async def _login(target: Target, username: str, password: str,
                  old: SavedSession | None) -> tuple[LoginResult, bytes]:
     async with target.connect() as client:
         result = await client.login(username, password)
-        if old is not None and old.server == target.server and old.token != result.token:
+        if old is not None and old.on(target.servers) and old.token != result.token:
             # End the session this login replaces (only now: a failed login must not
             # log the user out), so that live tokens do not pile up on the server.
             # The new session lives on in the server's store, not in this connection.
@@ -384,10 +407,11 @@ async def _logout(target: Target, session: SavedSession) -> None:
 
 def check_session_server(args: argparse.Namespace, session: SavedSession) -> None:
     """A --server other than the session's is a mistake worth stopping for."""
-    if args.server is not None and args.server != session.server:
+    if args.server and not session.on(tuple(args.server)):
         raise ConfigError(
             f"the saved session is on {format_address(session.server)}, not "
-            f"{format_address(args.server)}; log in there first: "
+            f"{', '.join(format_address(server) for server in args.server)}; log in there "
+            f"first: "
             f"{suggest(args, 'account', 'login', '--user', session.username)}")
 
 

@@ -139,6 +139,30 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     directory.add_argument("--json", action="store_true", help="print the figures as JSON")
     directory.set_defaults(run=run_directory, verbose_default=-2)
 
+    storm = kinds.add_parser(
+        "storm", parents=[common],
+        help="N clients log in again at once after a directory server restart",
+        description=(
+            "Register N accounts on a real `overlay server` on 127.0.0.1, kill it (SIGKILL) "
+            "and start it again on the same port and database while all N clients try to "
+            "log in with their passwords, backing off with jitter and waiting out 429s as "
+            "roles do.  Reports the seconds until 99% and 100% are back, the 429s sent, "
+            "the server's peak login queue and the slowest answer to a health request "
+            "(the supernode list, every 0.2 s) during the storm."
+        ),
+    )
+    storm.add_argument("--clients", type=positive_int, default=1000, metavar="N",
+                       help="clients in the storm (default %(default)s)")
+    storm.add_argument("--timeout", type=positive_float, default=300.0, metavar="SECONDS",
+                       help="bound on each phase; clients not back by then gave up "
+                            "(default %(default)g)")
+    storm.add_argument("--max-login-queue", type=positive_int, default=None, metavar="N",
+                       help="the server's bound on queued password hashes (default: its own)")
+    storm.add_argument("--db", default=None, metavar="PATH|URL",
+                       help="the server's database (default: SQLite in a temporary directory)")
+    storm.add_argument("--json", action="store_true", help="print the figures as JSON")
+    storm.set_defaults(run=run_storm, verbose_default=-2)
+
     chat_bench.add_parser(kinds, common)
     hybrid_bench.add_parser(kinds, common)
 
@@ -200,6 +224,20 @@ def run_transport(args: argparse.Namespace) -> int:
           f"p95 {h.p95_ms:.3f} ms; bare TCP connect p50 {h.tcp_connect_p50_ms:.3f} ms, "
           f"p95 {h.tcp_connect_p95_ms:.3f} ms")
     return 0
+
+
+def run_storm(args: argparse.Namespace) -> int:
+    from overlay.bench import storm as storm_bench
+
+    config = storm_bench.StormConfig(clients=args.clients, timeout=args.timeout,
+                                     max_login_queue=args.max_login_queue, db=args.db)
+    report = trio.run(storm_bench.run, config)
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        for name, value in report.to_json().items():
+            print(f"{name:18} {value}")
+    return 0 if report.gave_up == 0 else 1
 
 
 def run_directory(args: argparse.Namespace) -> int:

@@ -57,6 +57,7 @@ from overlay.cli.roles import directory_target
 from overlay.cli.session_file import load_session
 from overlay.directory.client import Contact, DirectoryClient
 from overlay.directory.protocol import USERNAME_RULE
+from overlay.directory.servers import ServerList
 from overlay.errors import ChatError, ConfigError, OverlayError
 from overlay.net.node import Node, NodeConfig
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
@@ -147,7 +148,7 @@ def run_chat(args: argparse.Namespace) -> int:
                             credentials=credentials, text=text))
 
 
-def _credentials(args: argparse.Namespace, state: Path, server: Address) -> Credentials:
+def _credentials(args: argparse.Namespace, state: Path, server: ServerList) -> Credentials:
     """The saved session's token if it is this user's on this server, else a password.
 
     With --password-stdin the first line of stdin is the password in every
@@ -156,7 +157,7 @@ def _credentials(args: argparse.Namespace, state: Path, server: Address) -> Cred
     """
     session = load_session(state)
     token = None
-    if (session is not None and session.username == args.user and session.server == server
+    if (session is not None and session.username == args.user and session.on(server.addresses)
             and session.expires_at > time.time()):
         token = session.token
     password = None
@@ -283,7 +284,7 @@ class Client:
         raise ChatError(f"{name} is not your contact (ask first: {commands}add {name})")
 
 
-async def _chat(args: argparse.Namespace, *, state_path: Path, server: Address,
+async def _chat(args: argparse.Namespace, *, state_path: Path, server: ServerList,
                 key: bytes | None, credentials: Credentials, text: str | None) -> int:
     with stop_signals() as signals, StateDir(state_path) as state:
         identity = state.load_or_create_identity()
@@ -299,7 +300,7 @@ async def _chat(args: argparse.Namespace, *, state_path: Path, server: Address,
                 node.role_status = role.status
                 node.name_resolver = role.locate
                 chat = Chat(role, history)  # before role.run: no presence notice is missed
-                client = Client(args, server, node, role, chat, nursery)
+                client = Client(args, server.primary, node, role, chat, nursery)
                 nursery.start_soon(_stop_on_signal, signals, client)
                 if text is not None:
                     result = await _one_shot(client, args.to, text)
@@ -390,7 +391,7 @@ async def _json_stream(client: Client) -> int:
     await client.start()
     status = client.role.status()
     ready = {"event": "ready", "user": client.user, "node_id": client.node.node_id.hex(),
-             "server": format_address(client.server), "home": status["home"],
+             "server": status["server"], "home": status["home"],
              "reachable": status["reachable"], "pending": len(client.chat.history.pending())}
     if not _print_json(ready):
         return 0

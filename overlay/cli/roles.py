@@ -9,16 +9,17 @@ from pathlib import Path
 
 import trio
 
-from overlay.addresses import Address, format_address
+from overlay.addresses import format_address
 from overlay.cli.account import (
     directory_options,
+    given_servers,
     password_options,
     read_password,
     username_arg,
 )
 from overlay.cli.common import address_arg, positive_int, stop_signals
 from overlay.cli.session_file import load_session, pinned_key
-from overlay.errors import ConfigError
+from overlay.directory.servers import ServerList
 from overlay.net.node import Node, NodeConfig
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
 from overlay.roles.supernode import Supernode, SupernodeConfig
@@ -82,16 +83,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     client.set_defaults(run=run_client)
 
 
-def directory_target(args: argparse.Namespace) -> tuple[Path, Address, bytes | None]:
-    """The state directory, the server (--server, else the saved session's) and the key to
-    pin (--server-key, else the one pinned before; None: trust the first one seen)."""
+def directory_target(args: argparse.Namespace) -> tuple[Path, ServerList, bytes | None]:
+    """The state directory, the servers (--server, else the saved session's) and the key
+    to pin (--server-key, else one pinned before; None: trust the first one seen)."""
     state: Path = args.state or default_state_dir()
-    session = load_session(state)
-    server: Address | None = args.server or (session.server if session else None)
-    if server is None:
-        raise ConfigError("which directory server? pass --server HOST:PORT")
-    key = args.server_key or pinned_key(state, server)
-    return state, server, key
+    servers = ServerList(given_servers(args, load_session(state)))
+    pinned = (pinned_key(state, server) for server in servers)
+    key = args.server_key or next((key for key in pinned if key is not None), None)
+    return state, servers, key
 
 
 def run_supernode(args: argparse.Namespace) -> int:
@@ -125,7 +124,7 @@ def run_client(args: argparse.Namespace) -> int:
 async def _client(args: argparse.Namespace) -> int:
     state_path, server, key = directory_target(args)
     session = load_session(state_path)
-    if session is not None and session.username == args.user and session.server == server:
+    if session is not None and session.username == args.user and session.on(server.addresses):
         credentials = Credentials(args.user, token=session.token)
     else:
         credentials = Credentials(args.user, password=read_password(args, args.user,

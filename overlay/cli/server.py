@@ -15,7 +15,7 @@ from overlay.cli.common import address_arg, stop_signals
 from overlay.directory.limits import RegistrationLimits
 from overlay.directory.server import DirectoryServer
 from overlay.directory.service import DirectoryConfig
-from overlay.directory.store import Store
+from overlay.directory.store import open_store
 from overlay.errors import ConfigError
 from overlay.state import StateDir, default_state_dir, load_identity
 
@@ -37,7 +37,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
             "certificates, the supernode list and reachability dial-backs.  Clients connect "
             "with an authenticated link and pin this server's public key, which is printed "
             "at start (and by --show-key).  Every acknowledged change is on disk before the "
-            "answer leaves (SQLite, WAL, synchronous=FULL).  See docs/directory.md."
+            "answer leaves (SQLite: WAL, synchronous=FULL; PostgreSQL: synchronous_commit=on).  "
+            "Several servers may share one PostgreSQL database and one key (copy the state "
+            "directory's key).  See docs/directory.md."
         ),
         epilog=(
             "example: overlay server --state /tmp/dir --listen 127.0.0.1:7000\n"
@@ -55,14 +57,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
         help=f"state directory holding the server key (default {default_state_dir()}/server)",
     )
     parser.add_argument(
-        "--db", type=Path, default=None, metavar="PATH",
-        help=f"SQLite database file (default STATE/{DATABASE_FILE}; created if missing)",
+        "--db", default=None, metavar="PATH|URL",
+        help=f"SQLite database file (default STATE/{DATABASE_FILE}; created if missing), or "
+             "a PostgreSQL URL postgresql://USER:PASSWORD@HOST:PORT/DBNAME that several "
+             "server processes can share (the schema is created or migrated at start)",
     )
     parser.add_argument(
         "--registrations-per-hour", type=_positive_int, default=None, metavar="N",
         help="new accounts allowed per source address per hour (default "
              f"{RegistrationLimits().per_address}; each node key may open "
              f"{RegistrationLimits().per_key})",
+    )
+    parser.add_argument(
+        "--max-login-queue", type=_positive_int, default=None, metavar="N",
+        help=f"logins and registrations waiting for a password hash at most (default "
+             f"{DirectoryConfig().max_queued_hashes}); more are answered 429 with a "
+             "retry_after, and clients come back later (a storm of re-logins)",
     )
     parser.add_argument("--show-key", action="store_true",
                         help="print the server's public key (for clients to pin) and exit")
@@ -90,13 +100,21 @@ async def _run(args: argparse.Namespace) -> int:
         return 0
     with stop_signals() as signals, StateDir(state_path) as state:
         identity = state.load_or_create_identity()
-        store = Store(args.db or state_path / DATABASE_FILE)
+        store = open_store(args.db or state_path / DATABASE_FILE)
         try:
             config = DirectoryConfig()
             if args.registrations_per_hour is not None:
                 config = replace(config, registrations=replace(
                     config.registrations, per_address=args.registrations_per_hour))
-            server = DirectoryServer(identity, store, directory_config=config)
+            if args.max_login_queue is not None:
+                config = replace(config, max_queued_hashes=args.max_login_queue)
+            cluster = None
+            if store.engine == "postgresql":  # other server processes may share it: hear them
+                from overlay.directory.cluster import PostgresCluster
+                from overlay.directory.store_pg import PostgresStore
+                assert isinstance(store, PostgresStore)
+                cluster = PostgresCluster(store.url)
+            server = DirectoryServer(identity, store, directory_config=config, cluster=cluster)
             async with trio.open_nursery() as nursery:
                 try:
                     address = await nursery.start(server.serve, args.listen)
@@ -106,10 +124,14 @@ async def _run(args: argparse.Namespace) -> int:
                 # One line for people and scripts: where, and which key to pin.
                 print(f"directory server listening on {format_address(address)} "
                       f"key {identity.public_key.hex()}", flush=True)
-                log.info("database %s (schema version %d)", store.path, store.schema_version)
+                log.info("database %s (schema version %d)", store.description,
+                         store.schema_version)
                 async for signum in signals:
                     log.info("received %s, stopping", signal.Signals(signum).name)
                     break
+                directory = server.directory
+                log.info("login queue: peak %d, %d attempt(s) shed with 429",
+                         directory.hashes_peak, directory.hashes_shed)
                 nursery.cancel_scope.cancel()
         finally:
             store.close()

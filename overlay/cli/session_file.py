@@ -10,7 +10,8 @@ Two small JSON files sit next to the node key (bytes are hex):
     ``--server-key``.
 
 ``session.json``
-    The login: server, server key, username, node id, token, expiry and the
+    The login: server (and the ``failover`` servers on the same database), server
+    key, username, node id, token, expiry and the
     identity certificate.  The token lets anyone holding this node's key act
     as the user until it expires, so the file is created with mode 0600 (never
     chmod-ed after the fact) and deleted on logout.
@@ -50,11 +51,24 @@ class SavedSession:
     expires_at: int
     certificate: bytes
     certificate_expires_at: int
+    failover: tuple[Address, ...] = ()
+    """Further servers on the same database, tried in turn when ``server`` is down
+    (``--server A --server B``: the session is valid on each)."""
+
+    @property
+    def servers(self) -> tuple[Address, ...]:
+        """Every server the session may be resumed on, in the order to try them."""
+        return tuple(dict.fromkeys((self.server, *self.failover)))
+
+    def on(self, servers: tuple[Address, ...]) -> bool:
+        """Is this session one of those servers' (they share its database)?"""
+        return not set(servers).isdisjoint(self.servers)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "version": FORMAT_VERSION,
             "server": format_address(self.server),
+            "failover": [format_address(address) for address in self.failover],
             "server_key": self.server_key.hex(),
             "username": self.username,
             "node_id": self.node_id.hex(),
@@ -79,6 +93,7 @@ class SavedSession:
                 expires_at=int(data["expires_at"]),
                 certificate=bytes.fromhex(data["certificate"]),
                 certificate_expires_at=int(data["certificate_expires_at"]),
+                failover=tuple(parse_address(str(text)) for text in data.get("failover", ())),
             )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"missing or mistyped field {exc}") from None

@@ -218,11 +218,17 @@ class LoginThrottle:
             wait, what = max(waits)
             return Throttled(wait, f"too many failed logins {what}; "
                                    f"retry in {max(1, round(wait))} s")
+        self.charge(username, key, host, owner=owner, now=now)
+        return None
+
+    def charge(self, username: str, key: bytes, host: str, *, owner: bool,
+               now: float) -> None:
+        """Count an attempt as a failure without asking: one another server process
+        admitted (several processes on one database keep their throttles in step)."""
         self.per_key.record((username, key), now)
         if not owner:
             self.per_account.record(username, now)
             self.per_address.record(host, now)
-        return None
 
     def succeeded(self, username: str, key: bytes, host: str, *, owner: bool) -> None:
         """The password was right: this key starts over; the shared budgets get the charge
@@ -266,9 +272,14 @@ class RegistrationLimiter:
             return Throttled(wait, f"too many new accounts {what} per "
                                    f"{_duration(limits.period)}); retry in "
                                    f"{max(1, round(wait))} s")
+        self.charge(host, key, now)
+        return None
+
+    def charge(self, host: str, key: bytes, now: float) -> None:
+        """Spend the tokens of a registration (this process's, or another's on the same
+        database) without asking."""
         self.per_key.take(key, now)
         self.per_address.take(host, now)
-        return None
 
 
 def _duration(seconds: float) -> str:

@@ -24,7 +24,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -32,7 +32,7 @@ from overlay.addresses import Address, format_address
 from overlay.directory.limits import TokenBucket, idle_check
 from overlay.directory.protocol import Status
 from overlay.directory.service import Directory, DirectoryConfig, Session
-from overlay.directory.store import Store
+from overlay.directory.store import SqlStore
 from overlay.errors import LocalProtocolError
 from overlay.ids import Identity, NodeId
 from overlay.net.link import HandshakeSlots, Link
@@ -46,6 +46,9 @@ from overlay.proto.messages import (
     DirectoryResponse,
     Message,
 )
+
+if TYPE_CHECKING:  # psycopg is imported only by servers that use PostgreSQL
+    from overlay.directory.cluster import PostgresCluster
 
 log = logging.getLogger(__name__)
 
@@ -172,15 +175,19 @@ class ClientConnection:
 class DirectoryServer:
     """Serves the directory on one address until cancelled."""
 
-    def __init__(self, identity: Identity, store: Store, *,
+    def __init__(self, identity: Identity, store: SqlStore, *,
                  directory_config: DirectoryConfig | None = None,
                  config: ServerConfig | None = None,
                  transport: Transport | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 cluster: PostgresCluster | None = None) -> None:
         self.identity = identity
         self.wall_clock = wall_clock
         """Unix time for certificates, sessions and login limits (tests pass their own)."""
-        self.directory = Directory(identity, store, self.dial_back, directory_config)
+        self.cluster = cluster
+        """The other server processes on the same PostgreSQL database, if any."""
+        self.directory = Directory(identity, store, self.dial_back, directory_config,
+                                   cluster=cluster)
         self.config = config or ServerConfig()
         self._transport = transport or TcpTransport()
         self.connections: set[ClientConnection] = set()
@@ -189,7 +196,22 @@ class DirectoryServer:
 
     async def serve(self, listen: Address, *,
                     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
-        await self._transport.serve(listen, self._serve_connection, task_status=task_status)
+        """Serve until cancelled; with a cluster, listen to the other processes first.
+        A listening error (OSError: the port is taken) is raised as it is, not in a group,
+        so that the command can say it in one line."""
+        if self.cluster is None:
+            await self._transport.serve(listen, self._serve_connection,
+                                        task_status=task_status)
+            return
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.cluster.run, self.directory.peers.handle)
+                await self._transport.serve(listen, self._serve_connection,
+                                            task_status=task_status)
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], OSError):
+                raise group.exceptions[0] from None
+            raise
 
     async def _serve_connection(self, stream: trio.abc.Stream, address: Address) -> None:
         conn = ClientConnection(self, address)

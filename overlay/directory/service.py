@@ -3,11 +3,12 @@
 Glue between the pure parts (:mod:`~overlay.directory.protocol` checks requests,
 :mod:`~overlay.directory.limits` counts abuse, :mod:`~overlay.directory.certificates`
 signs) and the slow parts, which run in worker threads so that the event loop
-never waits: SQLite (one thread at a time) and password hashing (one thread per
-core).  What changes often and matters only while a client is connected lives in
-memory: presence, the accepted-contact sets of logged-in users, issued
-certificates, the supernode list.  So lookups and presence updates never touch
-the disk, and every acknowledged account or contact change does, durably.
+never waits: the store (SQLite one thread at a time, PostgreSQL one per pooled
+connection) and password hashing (one thread per core).  What changes often and
+matters only while a client is connected lives in memory: presence, the
+accepted-contact sets of logged-in users, issued certificates, the supernode
+list.  So lookups and presence updates never touch the disk, and every
+acknowledged account or contact change does, durably.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import logging
 import os
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
@@ -33,6 +35,7 @@ from overlay.directory.limits import (
     RegistrationLimits,
 )
 from overlay.directory.passwords import HashCost, hash_password, password_matches
+from overlay.directory.peers import Peers, Publisher
 from overlay.directory.protocol import (
     Rejected,
     Status,
@@ -41,8 +44,8 @@ from overlay.directory.protocol import (
     unseal_password,
 )
 from overlay.directory.store import (
+    SqlStore,
     StorageFull,
-    Store,
     UsernameTaken,
     UserRecord,
     is_storage_full,
@@ -63,6 +66,9 @@ MAX_OUTGOING_REQUESTS = 100
 """Unanswered contact requests one user may have at a time (to users and to names)."""
 WRONG_LOGIN = "wrong username or password"
 STORAGE_FULL = "server storage is full, try later"
+HASH_SECONDS_GUESS = 0.05
+"""One Argon2id hash at the default cost, until one has been measured."""
+MIN_BUSY_RETRY = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +81,11 @@ class DirectoryConfig:
     logins: LoginLimits = field(default_factory=LoginLimits)
     registrations: RegistrationLimits = field(default_factory=RegistrationLimits)
     hash_threads: int = max(1, os.cpu_count() or 1)
+    max_queued_hashes: int = 64
+    """Logins, registrations and key changes waiting for a hash thread at most (Argon2id
+    costs tens of ms of a core each); one more is shed with 429 and a ``retry_after``
+    of about how long the queue takes to drain, so a storm of re-logins waits its turn
+    at the clients instead of piling up in the server."""
     inline_blocking: bool = False
     """Run SQLite and hashing on the event loop: only for the simulator's virtual time."""
     clients_per_supernode: int = 50
@@ -146,14 +157,21 @@ class ListedSupernode:
 class Directory:
     """Answers requests; one instance serves every connection of a server."""
 
-    def __init__(self, identity: Identity, store: Store, dialer: Dialer,
-                 config: DirectoryConfig | None = None) -> None:
+    def __init__(self, identity: Identity, store: SqlStore, dialer: Dialer,
+                 config: DirectoryConfig | None = None, *,
+                 cluster: Publisher | None = None) -> None:
         self.identity = identity
         self.config = config or DirectoryConfig()
         self._store = store
         self._dialer = dialer
-        self._db_limiter = trio.CapacityLimiter(1)
+        self._db_limiter = trio.CapacityLimiter(store.concurrency)
         self._hash_limiter = trio.CapacityLimiter(self.config.hash_threads)
+        self.hashes_waiting = 0
+        """Password hashes queued or running now (bounded by ``max_queued_hashes``)."""
+        self.hashes_peak = 0
+        self.hashes_shed = 0
+        """Attempts refused with 429 because the hash queue was full."""
+        self._hash_seconds = HASH_SECONDS_GUESS
         self._logins = LoginThrottle(self.config.logins)
         self._registrations = RegistrationLimiter(self.config.registrations)
         # Checked in place of a password hash for a username nobody has, so that an
@@ -165,9 +183,13 @@ class Directory:
         self._presence: dict[str, Presence] = {}
         self._last_seen: dict[str, int] = {}
         self._sessions: dict[str, set[Connection]] = {}
+        self._watchers: dict[str, set[Connection]] = {}
+        """username -> the sessions here that have that user as an accepted contact."""
         self._supernodes: dict[NodeId, ListedSupernode] = {}
         self._online_since: dict[str, float] = {}
         self._promotion_asked: dict[str, float] = {}
+        self.peers = Peers(self, cluster)
+        """The other server processes on the same database (none with SQLite)."""
 
     # --- the entry point ------------------------------------------------------------------
 
@@ -199,12 +221,15 @@ class Directory:
         for node_id, supernode in list(self._supernodes.items()):
             if supernode.connection is conn:
                 del self._supernodes[node_id]
+                self.peers.publish_supernode(node_id, None)
                 log.info("supernode %s at %s left", node_id.short,
                          format_address(supernode.address))
         session = conn.session
         if session is None:
             return
         conn.session = None
+        for contact in session.contacts:
+            self._unwatch(contact, conn)
         username = session.user.username
         connections = self._sessions.get(username)
         if connections is not None:
@@ -230,14 +255,16 @@ class Directory:
             raise Rejected(Status.BAD_REQUEST, weakness)
         # Charged before the name is looked at: "taken" is the one answer that must say
         # whether a name exists, and the limit makes asking it slow.
+        self._admit_hash()
         throttled = self._registrations.admit(conn.address[0], conn.public_key, now)
         if throttled is not None:
             raise Rejected(Status.TOO_MANY_REQUESTS, throttled.reason,
                            retry_after=round(throttled.retry_after, 3))
+        self.peers.publish({"t": "registered", "h": conn.address[0], "k": conn.public_key,
+                            "now": now})
         if await self._user(username) is not None:
             raise Rejected(Status.CONFLICT, f"username {username!r} is taken")
-        encoded = await self._offload(self._hash_limiter, hash_password, password,
-                                      self.config.hash_cost)
+        encoded = await self._hash(hash_password, password, self.config.hash_cost)
         try:
             user = await self._db(self._store.create_user, username, encoded,
                                   conn.public_key, int(now))
@@ -258,17 +285,21 @@ class Directory:
         user = await self._user(username)
         owner = user is not None and user.public_key == conn.public_key
         host = conn.address[0]
+        self._admit_hash()  # a shed attempt costs no throttle budget: it was never tried
         throttled = self._logins.admit(username, conn.public_key, host, owner=owner, now=now)
         if throttled is not None:
             raise Rejected(Status.TOO_MANY_REQUESTS, throttled.reason,
                            retry_after=round(throttled.retry_after, 3))
+        attempt = {"u": username, "k": conn.public_key, "h": host, "owner": owner}
+        self.peers.publish({"t": "login_try", "now": now, **attempt})
         encoded = self._dummy_hash if user is None else user.password_hash
-        matches = await self._offload(self._hash_limiter, password_matches, encoded, password)
+        matches = await self._hash(password_matches, encoded, password)
         if user is None or not matches:
             log.info("failed login for %s from %s%s", username, host,
                      "" if user is not None else " (no such account)")
             raise Rejected(Status.UNAUTHORIZED, WRONG_LOGIN)
         self._logins.succeeded(username, conn.public_key, host, owner=owner)
+        self.peers.publish({"t": "login_ok", **attempt})
         return user
 
     async def _op_login(self, conn: Connection, *, now: float, username: str,
@@ -318,12 +349,8 @@ class Directory:
         if user.public_key == conn.public_key:
             return Status.OK, "the account already uses this node's key", {}
         await self._db(self._store.set_public_key, user.id, conn.public_key)
-        self._users.pop(username, None)
-        self._certificates.pop(username, None)
-        for other in list(self._sessions.get(username, ())):
-            if other.node_id != conn.node_id:
-                await self.connection_closed(other, int(now))
-                other.notify("session_ended", {"reason": "the account moved to another key"})
+        await self._key_changed_here(username, conn.node_id, int(now))
+        self.peers.publish({"t": "key", "u": username, "n": conn.node_id.raw, "now": int(now)})
         log.info("%s moved to node %s", username, conn.node_id.short)
         return Status.OK, "key changed: log in from this node", {"node_id": conn.node_id.raw}
 
@@ -501,6 +528,9 @@ class Directory:
     async def _op_supernodes(self, conn: Connection, *, now: float) -> Reply:
         listed = [{"node_id": s.node_id.raw, "address": format_address(s.address)}
                   for s in self._supernodes.values()]
+        listed += [{"node_id": node_id.raw, "address": format_address(address)}
+                   for node_id, (_origin, address) in self.peers.supernodes.items()
+                   if node_id not in self._supernodes]
         return Status.OK, f"{len(listed)} supernode(s)", {"supernodes": listed}
 
     async def _op_dialback(self, conn: Connection, *, now: float, address: Address) -> Reply:
@@ -515,6 +545,7 @@ class Directory:
         if not reachable:
             raise Rejected(Status.FORBIDDEN, f"a supernode must be reachable: {reason}")
         self._supernodes[conn.node_id] = ListedSupernode(conn.node_id, dialled, conn)
+        self.peers.publish_supernode(conn.node_id, dialled)
         log.info("supernode %s at %s joined", conn.node_id.short, format_address(dialled))
         return Status.OK, "listed as a supernode", {"address": format_address(dialled)}
 
@@ -560,6 +591,34 @@ class Directory:
             log.error("database storage is full (%s): refusing changes with 507 until "
                       "there is room again", detail)
 
+    def _admit_hash(self) -> None:
+        """429 if the hash queue is full (admission control; nothing awaited between this
+        and :meth:`_hash` counting the attempt, so the bound holds)."""
+        waiting = self.hashes_waiting
+        if waiting >= self.config.max_queued_hashes:
+            self.hashes_shed += 1
+            drain = waiting * self._hash_seconds / self.config.hash_threads
+            raise Rejected(Status.TOO_MANY_REQUESTS,
+                           "the server is busy with other logins; retry in a moment",
+                           retry_after=round(max(MIN_BUSY_RETRY, drain), 3))
+
+    async def _hash(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A password hash in a hash thread, counted in the queue while it waits or runs;
+        its duration (measured in the thread) keeps the drain estimate current."""
+        def timed() -> tuple[T, float]:
+            start = time.perf_counter()
+            result = fn(*args, **kwargs)
+            return result, time.perf_counter() - start
+
+        self.hashes_waiting += 1
+        self.hashes_peak = max(self.hashes_peak, self.hashes_waiting)
+        try:
+            result, seconds = await self._offload(self._hash_limiter, timed)
+        finally:
+            self.hashes_waiting -= 1
+        self._hash_seconds += 0.2 * (seconds - self._hash_seconds)
+        return result
+
     async def _offload(self, limiter: trio.CapacityLimiter, fn: Callable[P, T],
                        *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking work in a worker thread (inline under the simulator's virtual clock,
@@ -589,6 +648,8 @@ class Directory:
         records = await self._db(self._store.contacts, user.id)
         accepted = {record.username for record in records if record.state == "accepted"}
         conn.session = Session(user, token_hash, expires_at, accepted)
+        for contact in accepted:
+            self._watchers.setdefault(contact, set()).add(conn)
         self._sessions.setdefault(user.username, set()).add(conn)
 
     def _identity_body(self, user: UserRecord, now: float) -> dict[str, Any]:
@@ -611,24 +672,64 @@ class Directory:
             cached = self._users.get(username)
             last_seen = cached.last_seen if cached is not None else None
         presence = self._presence.get(username)
-        return offline_presence(last_seen) if presence is None else presence.to_wire(last_seen)
+        if presence is not None:
+            return presence.to_wire(last_seen)
+        elsewhere = self.peers.presence.get(username)
+        return offline_presence(last_seen) if elsewhere is None else elsewhere[1]
+
+    async def _key_changed_here(self, username: str, node_id: NodeId, now: int) -> None:
+        """The account moved to ``node_id``: forget its old key, end its other sessions."""
+        self._users.pop(username, None)
+        self._certificates.pop(username, None)
+        for other in list(self._sessions.get(username, ())):
+            if other.node_id != node_id:
+                await self.connection_closed(other, now)
+                other.notify("session_ended", {"reason": "the account moved to another key"})
 
     def _contacts_changed(self, a: str, b: str, *, accepted: bool) -> None:
+        self._contacts_changed_here(a, b, accepted=accepted)
+        self.peers.publish({"t": "contacts", "a": a, "b": b, "acc": accepted})
+
+    def _contacts_changed_here(self, a: str, b: str, *, accepted: bool) -> None:
         for user, other in ((a, b), (b, a)):
             for conn in self._sessions.get(user, ()):
                 assert conn.session is not None
                 if accepted:
                     conn.session.contacts.add(other)
+                    self._watchers.setdefault(other, set()).add(conn)
                 else:
                     conn.session.contacts.discard(other)
+                    self._unwatch(other, conn)
 
     def _notify_user(self, username: str, event: str, body: dict[str, Any]) -> None:
+        """Notify the user's sessions, on this process and the others."""
+        self._notify_here(username, event, body)
+        self.peers.publish({"t": "notify", "u": username, "e": event, "b": body})
+
+    def _notify_here(self, username: str, event: str, body: dict[str, Any]) -> None:
         for conn in self._sessions.get(username, ()):
             conn.notify(event, body)
 
     def _announce_presence(self, contacts: set[str], username: str,
                            presence: dict[str, Any]) -> None:
-        """Tell every logged-in contact of ``username`` (and only them)."""
+        """Tell every logged-in contact of ``username`` (and only them), here and on the
+        other processes (which tell their own sessions of contacts)."""
         body = {"username": username, "presence": presence}
         for contact in contacts:
-            self._notify_user(contact, "presence", body)
+            self._notify_here(contact, "presence", body)
+        self.peers.publish_presence(username, presence)
+
+    def _unwatch(self, username: str, conn: Connection) -> None:
+        watchers = self._watchers.get(username)
+        if watchers is not None:
+            watchers.discard(conn)
+            if not watchers:
+                del self._watchers[username]
+
+    def _announce_here(self, username: str, presence: dict[str, Any]) -> None:
+        """Tell the sessions on this process that have ``username`` as a contact (as this
+        process knows it: the news of a new contact may still be on its way to the one
+        that sent this presence)."""
+        body = {"username": username, "presence": presence}
+        for conn in list(self._watchers.get(username, ())):
+            conn.notify("presence", body)

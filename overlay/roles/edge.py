@@ -33,6 +33,7 @@ import trio
 from overlay.addresses import Address, format_address
 from overlay.directory.certificates import Certificate
 from overlay.directory.client import DirectoryClient, Notice, Presence
+from overlay.directory.servers import ServerList
 from overlay.errors import DirectoryError
 from overlay.ids import NodeId
 from overlay.net.node import Node
@@ -88,7 +89,8 @@ class Peer:
 class EdgeClient:
     """Runs the edge role (and the user's session) on a running node."""
 
-    def __init__(self, node: Node, credentials: Credentials, *, server: Address,
+    def __init__(self, node: Node, credentials: Credentials, *,
+                 server: Address | ServerList,
                  server_key: bytes | None, config: EdgeConfig | None = None,
                  transport: Transport | None = None, rng: random.Random | None = None,
                  on_promote: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -149,9 +151,10 @@ class EdgeClient:
             return self.node.node_id  # a supernode is its own home
         return None if self.attachment is None else self.attachment.home
 
-    async def locate(self, username: str) -> NodeId:
-        """A contact's node id, with its location set up for routing (and a direct link)."""
-        client = await self.directory.ready()
+    async def locate(self, username: str, client: DirectoryClient | None = None) -> NodeId:
+        """A contact's node id, with its location set up for routing (and a direct link).
+        ``client``: the connection to ask (on_connect's, which is not ready() yet)."""
+        client = client or await self.directory.ready()
         found = await client.lookup(username)
         peer = Peer(username, found.certificate.node_id, found.presence, found.certificate)
         self.peers[username] = peer
@@ -197,6 +200,7 @@ class EdgeClient:
             "supernodes": {peer.hex(): round(rtt * 1000, 3) for peer, rtt in self.rtts.items()},
             "conversations": self.conversations(),
             "directory": "connected" if self.directory.client is not None else "unreachable",
+            "server": format_address(self.directory.address),
         }
 
     # --- directory ------------------------------------------------------------------
@@ -230,7 +234,7 @@ class EdgeClient:
         await self._publish(client)
         for username in list(self.peers):  # the world may have moved while we were away
             with contextlib.suppress(DirectoryError):
-                await self.locate(username)
+                await self.locate(username, client)
 
     async def _publish(self, client: DirectoryClient | None = None) -> None:
         client = client or self.directory.client
@@ -286,7 +290,7 @@ class EdgeClient:
         self.attachment = None
         self.node.promote()
         self.supernode = Supernode(self.node, self.direct_address,
-                                   server=self.directory.address,
+                                   server=self.directory.servers,
                                    server_key=self.directory.server_key,
                                    transport=self._transport, rng=self._rng)
         assert self._nursery is not None

@@ -25,6 +25,7 @@ import trio
 
 from overlay.addresses import Address, format_address
 from overlay.directory.client import DirectoryClient, Notice
+from overlay.directory.servers import ServerList
 from overlay.errors import OverlayError
 from overlay.ids import NodeId
 from overlay.net.node import Node
@@ -49,7 +50,7 @@ class SupernodeConfig:
 class Supernode:
     """Runs the supernode role on a running (non-edge) node."""
 
-    def __init__(self, node: Node, advertise: Address, *, server: Address,
+    def __init__(self, node: Node, advertise: Address, *, server: Address | ServerList,
                  server_key: bytes | None, config: SupernodeConfig | None = None,
                  transport: Transport | None = None, rng: random.Random | None = None) -> None:
         if node.config.edge:
@@ -87,6 +88,7 @@ class Supernode:
             "attached_clients": [peer.hex() for peer in self.node.attached_clients],
             "candidates": {peer.hex(): round(rtt * 1000, 3) for peer, rtt in self.rtts.items()},
             "directory": "connected" if self.directory.client is not None else "unreachable",
+            "server": format_address(self.directory.address),
         }
 
     # --- directory ------------------------------------------------------------------

@@ -1,9 +1,14 @@
-"""A directory server on 127.0.0.1 with a real SQLite file, and clients to talk to it."""
+"""A directory server on 127.0.0.1 on a real store, and clients to talk to it.
+
+The ``store`` fixture is parametrised over both engines: a real SQLite file, and a
+fresh schema in the session's throwaway PostgreSQL cluster (tests/directory/postgres.py),
+so every test that uses ``directory`` runs on each.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
@@ -14,9 +19,10 @@ from overlay.addresses import Address
 from overlay.directory.client import DirectoryClient
 from overlay.directory.server import DirectoryServer, ServerConfig
 from overlay.directory.service import DirectoryConfig
-from overlay.directory.store import Store
+from overlay.directory.store import SqlStore, open_store
 from overlay.ids import Identity
 from tests.conftest import make_identity
+from tests.directory.postgres import Cluster, running_cluster
 
 PASSWORD = "correct horse battery"
 
@@ -35,7 +41,7 @@ class WallClock:
 
 
 class RunningServer:
-    def __init__(self, server: DirectoryServer, address: Address, store: Store,
+    def __init__(self, server: DirectoryServer, address: Address, store: SqlStore,
                  clock: WallClock) -> None:
         self.clock = clock
         self.server = server
@@ -53,9 +59,34 @@ class RunningServer:
 ServerFactory = Callable[..., AbstractAsyncContextManager[RunningServer]]
 
 
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """Started on first use, once per session (about a second), stopped at the end."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
+ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=ENGINES)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """What ``overlay server --db`` takes: a SQLite path, or a URL to an empty schema."""
+    if request.param == "sqlite":
+        return str(tmp_path / "directory.sqlite3")
+    cluster: Cluster = request.getfixturevalue("postgres_cluster")
+    return cluster.url(cluster.fresh_schema())
+
+
 @pytest.fixture
-async def directory(tmp_path: Path) -> AsyncIterator[RunningServer]:
-    store = Store(tmp_path / "directory.sqlite3")
+def store(db: str) -> Iterator[SqlStore]:
+    opened = open_store(db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+async def directory(store: SqlStore) -> AsyncIterator[RunningServer]:
     clock = WallClock()
     server = DirectoryServer(make_identity("server"), store,
                              directory_config=DirectoryConfig(), config=ServerConfig(),
@@ -64,7 +95,6 @@ async def directory(tmp_path: Path) -> AsyncIterator[RunningServer]:
         address = await nursery.start(server.serve, ("127.0.0.1", 0))
         yield RunningServer(server, address, store, clock)
         nursery.cancel_scope.cancel()
-    store.close()
 
 
 async def registered(running: RunningServer, *names: str) -> None:

@@ -1,4 +1,5 @@
-"""Crash safety: what the server acknowledged survives a SIGKILL (real process, real file)."""
+"""Crash safety: what the server acknowledged survives a SIGKILL (real process, real store:
+a SQLite file, or a PostgreSQL database)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ USERS = [f"user{i:02d}" for i in range(12)]
 
 
 @contextmanager
-def server_process(state: Path) -> Iterator[tuple[subprocess.Popen[str], Address, bytes]]:
+def server_process(state: Path, *args: str,
+                   ) -> Iterator[tuple[subprocess.Popen[str], Address, bytes]]:
     proc = subprocess.Popen(
-        overlay_command("server", "--state", str(state), "--listen", "127.0.0.1:0", "-q"),
+        overlay_command("server", "--state", str(state), "--listen", "127.0.0.1:0", "-q",
+                        *args),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -36,10 +39,10 @@ def server_process(state: Path) -> Iterator[tuple[subprocess.Popen[str], Address
         proc.wait(timeout=20)
 
 
-async def test_acknowledged_writes_survive_sigkill() -> None:
+async def test_acknowledged_writes_survive_sigkill(db: str) -> None:
     state = short_tempdir()
     try:
-        with server_process(state) as (proc, address, key):
+        with server_process(state, "--db", db) as (proc, address, key):
             async with DirectoryClient.connect(address, make_identity("user00"),
                                                server_key=key) as first:
                 for name in USERS:
@@ -59,7 +62,7 @@ async def test_acknowledged_writes_survive_sigkill() -> None:
                 proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=20)
 
-        with server_process(state) as (_proc, address, key):
+        with server_process(state, "--db", db) as (_proc, address, key):
             for name in USERS:  # every account is there, with its password and key
                 async with DirectoryClient.connect(address, make_identity(name),
                                                    server_key=key) as client:
