@@ -26,9 +26,18 @@ is what makes routes optimal again after a failure, not merely loop-free.
 Lost routes are retracted (metric = infinity) at once, so bad news travels as
 fast as good news and never counts to infinity.
 
-Updates are sent periodically (every ``update_interval``, jittered) and
-triggered after a change (coalesced for ``triggered_delay``).  A route not
-refreshed for 3.5 of its sender's intervals expires.
+Updates are triggered after a change (coalesced for ``triggered_delay``); links
+are reliable streams, so a triggered update that was queued arrives unless the
+link dies, and then every route through it goes anyway.  The periodic full
+table is therefore only a safety net, and its cost is kept independent of the
+network's size: it is sent every ``update_interval`` or, for a larger table,
+every ``len(table) / refresh_rate`` seconds (jittered), so it averages at most
+``refresh_rate`` entries per second per link.  Each update announces that
+period, and a route not refreshed for 3.5 of its sender's announced periods
+expires.  When the driver could not queue an update for a neighbour (its send
+buffer was full) it calls :meth:`Router.resync`, and the neighbour gets the
+whole state again shortly after: every selected route and a retraction for
+every destination once advertised and now lost.
 
 Hysteresis: the RTT of a link is noisy, so its cost is only changed when the
 new estimate differs from the cost in use by more than ``cost_hysteresis``
@@ -40,6 +49,7 @@ exact latencies every route in steady state is a shortest path.
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 from overlay.ids import NodeId
@@ -77,10 +87,18 @@ class RoutingConfig:
     least one periodic update repeats it."""
     cost_hysteresis: float = 0.1
     cost_floor_us: int = 100
+    refresh_rate: float = 4.0
+    """Entries per second per link the periodic full table may average: a table of more
+    than ``refresh_rate * update_interval`` entries is sent less often, so the safety
+    net's cost does not grow with the network."""
+    resync_delay: float = 1.0
+    """How long after a lost update (:meth:`Router.resync`) the neighbour gets the whole
+    state again: long enough for a full send buffer to drain."""
 
     def __post_init__(self) -> None:
-        if self.update_interval <= 0 or self.triggered_delay < 0 or self.request_timeout <= 0:
-            raise ValueError("routing intervals must be positive")
+        if (self.update_interval <= 0 or self.triggered_delay < 0 or self.request_timeout <= 0
+                or self.refresh_rate <= 0 or self.resync_delay < 0):
+            raise ValueError("routing intervals and rates must be positive")
         if not 1 <= self.request_hops <= MAX_TTL:
             raise ValueError(f"request_hops must be in 1..{MAX_TTL}")
 
@@ -169,7 +187,10 @@ class Router:
         self._forwarded_requests: dict[tuple[NodeId, int], float] = {}
         self._dirty: set[NodeId] = set()
         self._flush_at: float | None = None
-        self._outbox: list[Outgoing] = []
+        self._outbox: deque[Outgoing] = deque()
+        self._resync: dict[NodeId, float] = {}
+        self.refresh_interval = self.config.update_interval
+        """The period of the full table now announced in every update (seconds)."""
         self._next_periodic = now + self._jittered(self.config.update_interval)
         self._next_expiry_check = now + self.config.update_interval
 
@@ -216,12 +237,14 @@ class Router:
     # --- driver interface -------------------------------------------------------
 
     def next_outgoing(self) -> Outgoing | None:
-        return self._outbox.pop(0) if self._outbox else None
+        return self._outbox.popleft() if self._outbox else None
 
     def get_timer(self) -> float:
         deadlines = [self._next_periodic, self._next_expiry_check]
         if self._flush_at is not None:
             deadlines.append(self._flush_at)
+        if self._resync:
+            deadlines.append(min(self._resync.values()))
         deadlines.extend(request.next_at for request in self._requests.values())
         return min(deadlines)
 
@@ -234,9 +257,25 @@ class Router:
         for destination, request in list(self._requests.items()):
             if now >= request.next_at:
                 self._resend_request(destination, request, now)
+        for neighbour, at in list(self._resync.items()):
+            if now >= at:
+                del self._resync[neighbour]
+                if neighbour in self._neighbours:
+                    self._send_full_table(neighbour, now, resync=True)
         if now >= self._next_periodic:
             self._send_full_table(None, now)
-            self._next_periodic = now + self._jittered(self.config.update_interval)
+            self._next_periodic = now + self._jittered(self.refresh_interval)
+
+    def resync(self, neighbour: NodeId, now: float) -> None:
+        """An update for ``neighbour`` was lost (not queued): send it everything again.
+
+        Links are reliable, so the only update a neighbour can miss is one its driver
+        could not queue; this replaces the frequent periodic tables that would
+        otherwise have repaired the loss.  Repeated calls before the resync is sent
+        coalesce into one.
+        """
+        if neighbour in self._neighbours and neighbour not in self._resync:
+            self._resync[neighbour] = now + self.config.resync_delay
 
     def add_neighbour(self, neighbour: NodeId, cost_us: int, now: float) -> None:
         """A link came up and has its first RTT sample: start routing through it."""
@@ -269,6 +308,7 @@ class Router:
 
     def remove_neighbour(self, neighbour: NodeId, now: float) -> None:
         """The link is gone: every route through it goes with it."""
+        self._resync.pop(neighbour, None)
         state = self._neighbours.pop(neighbour, None)
         if state is None:
             return
@@ -449,21 +489,32 @@ class Router:
         entries = [e for d in sorted(dirty) if (e := self._entry_for(d)) is not None]
         self._emit(None, entries)
 
-    def _send_full_table(self, target: NodeId | None, now: float) -> None:
+    def _send_full_table(self, target: NodeId | None, now: float, *,
+                         resync: bool = False) -> None:
+        """The full table to ``target`` (None: everyone, the periodic one).
+
+        A resync adds a retraction for every destination ever advertised (it has an
+        FD) that has no route now, however long ago it was lost: the neighbour may
+        have missed that retraction.
+        """
         for destination, until in list(self._retracted.items()):
             if now >= until:
                 del self._retracted[destination]
-        destinations = [self.node_id, *self._selected, *self._retracted]
+        selected = self._selected
+        lost = [d for d in self._fd if d not in selected] if resync else list(self._retracted)
+        destinations = [self.node_id, *self._selected, *lost]
         entries = [e for d in destinations if (e := self._entry_for(d)) is not None]
         if target is None:
             self._dirty.clear()
             self._flush_at = None
+            self.refresh_interval = max(self.config.update_interval,
+                                        len(entries) / self.config.refresh_rate)
         self._emit(target, entries)
 
     def _emit(self, target: NodeId | None, entries: list[RouteEntry]) -> None:
         if not self._neighbours:
             return
-        interval_ms = round(self.config.update_interval * 1000)
+        interval_ms = round(self.refresh_interval * 1000)
         for start in range(0, len(entries), MAX_UPDATE_ENTRIES):
             chunk = tuple(entries[start:start + MAX_UPDATE_ENTRIES])
             self._outbox.append((target, RouteUpdate(interval_ms, chunk)))
