@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from overlay.ids import NodeId
 from overlay.proto.messages import (
@@ -151,7 +151,6 @@ class _PendingRequest:
 @dataclass(slots=True)
 class _Neighbour:
     cost: int
-    routes: set[NodeId] = field(default_factory=set)
 
 
 Outgoing = tuple[NodeId | None, LinkMessage]
@@ -178,7 +177,10 @@ class Router:
         self.last_next_hop_change = now
         self._rng = rng
         self._neighbours: dict[NodeId, _Neighbour] = {}
-        self._routes: dict[NodeId, dict[NodeId, Route]] = {}
+        # Per destination, its routes (one per neighbour that advertised it): a list,
+        # not a dict by neighbour, since a destination has a handful of routes and a
+        # node holds one such container per destination (memory at scale).
+        self._routes: dict[NodeId, list[Route]] = {}
         self._selected: dict[NodeId, Route] = {}
         self._fd: dict[NodeId, tuple[int, int]] = {}
         self._advertised: dict[NodeId, tuple[int, int]] = {}
@@ -217,7 +219,7 @@ class Router:
     def table(self) -> list[RouteInfo]:
         rows = []
         for destination in sorted(self._routes.keys() | self._selected.keys()):
-            routes = self._routes.get(destination, {})
+            routes = self._routes.get(destination, [])
             selected = self._selected.get(destination)
             fd_seqno = self._fd.get(destination, (0, 0))[0]
             rows.append(RouteInfo(
@@ -226,7 +228,7 @@ class Router:
                 metric=selected.metric if selected else METRIC_INFINITY,
                 seqno=selected.seqno if selected else fd_seqno,
                 routes=len(routes),
-                feasible=sum(1 for r in routes.values() if self._usable(r)),
+                feasible=sum(1 for r in routes if self._usable(r)),
             ))
         return rows
 
@@ -301,10 +303,11 @@ class Router:
         if abs(cost_us - state.cost) <= band:
             return
         state.cost = cost_us
-        for destination in list(state.routes):
-            route = self._routes[destination][neighbour]
-            route.metric = _add(route.advertised, cost_us)
-            self._reselect(destination, now)
+        for destination, routes in list(self._routes.items()):
+            route = _through(routes, neighbour)
+            if route is not None:
+                route.metric = _add(route.advertised, cost_us)
+                self._reselect(destination, now)
 
     def remove_neighbour(self, neighbour: NodeId, now: float) -> None:
         """The link is gone: every route through it goes with it."""
@@ -312,11 +315,11 @@ class Router:
         state = self._neighbours.pop(neighbour, None)
         if state is None:
             return
-        for destination in state.routes:
-            del self._routes[destination][neighbour]
-            if not self._routes[destination]:
-                del self._routes[destination]
-            self._reselect(destination, now)
+        for destination, routes in list(self._routes.items()):
+            route = _through(routes, neighbour)
+            if route is not None:
+                self._drop_route(route)
+                self._reselect(destination, now)
 
     def receive(self, neighbour: NodeId, message: LinkMessage, now: float) -> None:
         if neighbour not in self._neighbours:
@@ -336,7 +339,7 @@ class Router:
                        now: float) -> None:
         destination, seqno, metric = entry
         known = self._routes.get(destination)
-        route = known.get(neighbour) if known is not None else None
+        route = _through(known, neighbour) if known is not None else None
         if route is not None and route.seqno == seqno and route.advertised == metric:
             # A periodic refresh of what we already hold: nothing can change but the expiry.
             route.expires_at = expires_at
@@ -347,8 +350,7 @@ class Router:
                 self.seqno = (entry.seqno + 1) % SEQNO_MODULUS
                 self._mark_dirty(self.node_id, now)
             return
-        routes = self._routes.setdefault(destination, {})
-        route = routes.get(neighbour)
+        routes = self._routes.setdefault(destination, [])
         feasible = self._feasible(destination, entry.seqno, entry.metric)
         selected = self._selected.get(destination)
         if route is None:
@@ -359,8 +361,7 @@ class Router:
             if not feasible:
                 self.counters.unfeasible_ignored += 1
             route = Route(destination, neighbour, entry.seqno, entry.metric, 0, 0.0)
-            routes[neighbour] = route
-            self._neighbours[neighbour].routes.add(destination)
+            routes.append(route)
         elif not feasible and selected is route:
             # RFC 8966 3.5.4: an unfeasible update for the selected route is a retraction.
             self.counters.unfeasible_ignored += 1
@@ -387,13 +388,13 @@ class Router:
 
     def _drop_route(self, route: Route) -> None:
         routes = self._routes.get(route.destination)
-        if routes is not None and routes.get(route.neighbour) is route:
-            del routes[route.neighbour]
+        if routes is not None:
+            for i, held in enumerate(routes):
+                if held is route:
+                    del routes[i]
+                    break
             if not routes:
                 del self._routes[route.destination]
-        state = self._neighbours.get(route.neighbour)
-        if state is not None:
-            state.routes.discard(route.destination)
 
     def _feasible(self, destination: NodeId, seqno: int, advertised: int) -> bool:
         if advertised == METRIC_INFINITY:
@@ -411,9 +412,9 @@ class Router:
     def _reselect(self, destination: NodeId, now: float) -> None:
         """Choose the best feasible route; advertise any change; ask for help if starved."""
         current = self._selected.get(destination)
-        routes = self._routes.get(destination, {})
+        routes = self._routes.get(destination, [])
         best: Route | None = None
-        for route in routes.values():
+        for route in routes:
             if self._usable(route) and (
                 best is None
                 or route.metric < best.metric
@@ -421,7 +422,7 @@ class Router:
             ):
                 best = route
         if current is not None and current is not best and best is not None:
-            current_ok = routes.get(current.neighbour) is current and self._usable(current)
+            current_ok = any(r is current for r in routes) and self._usable(current)
             if current_ok and current.metric <= best.metric:
                 best = current  # ties keep the route in use: no gratuitous changes
         if best is None:
@@ -434,14 +435,14 @@ class Router:
                     hold = 2 * self.config.update_interval
                 self._retracted[destination] = now + hold
                 self._changed(destination, now)
-            if any(r.metric < METRIC_INFINITY for r in routes.values()):
+            if any(r.metric < METRIC_INFINITY for r in routes):
                 self._start_request(destination, now)
             return
         self._retracted.pop(destination, None)
         # An unfeasible route that would be better stays unusable until the
         # destination issues a newer seqno (RFC 8966 3.8.2.2): ask for one.
         chosen = best
-        if any(r.metric < chosen.metric and not self._usable(r) for r in routes.values()):
+        if any(r.metric < chosen.metric and not self._usable(r) for r in routes):
             self._start_request(destination, now)
         else:
             self._requests.pop(destination, None)
@@ -523,7 +524,7 @@ class Router:
 
     def _expire(self, now: float) -> None:
         for destination, routes in list(self._routes.items()):
-            expired = [r for r in routes.values() if r.expires_at <= now]
+            expired = [r for r in routes if r.expires_at <= now]
             for route in expired:
                 self._drop_route(route)
             if expired:
@@ -545,7 +546,7 @@ class Router:
 
     def _newest_seqno(self, destination: NodeId) -> int:
         newest: int | None = None
-        for route in self._routes.get(destination, {}).values():
+        for route in self._routes.get(destination, []):
             if newest is None or seqno_newer(route.seqno, newest):
                 newest = route.seqno
         return 0 if newest is None else newest
@@ -558,7 +559,7 @@ class Router:
 
     def _request_needed(self, destination: NodeId) -> bool:
         """Starved (finite routes, none usable), or an unusable route would be better."""
-        routes = self._routes.get(destination, {}).values()
+        routes = self._routes.get(destination, [])
         selected = self._selected.get(destination)
         if selected is None:
             return any(r.metric < METRIC_INFINITY for r in routes)
@@ -606,3 +607,11 @@ class Router:
 def _add(metric: int, cost: int) -> int:
     return METRIC_INFINITY if metric >= METRIC_INFINITY else min(metric + cost,
                                                                   METRIC_INFINITY - 1)
+
+
+def _through(routes: list[Route], neighbour: NodeId) -> Route | None:
+    """The route of ``routes`` through ``neighbour``, if any (a handful to scan)."""
+    for route in routes:
+        if route.neighbour == neighbour:
+            return route
+    return None
