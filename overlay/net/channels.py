@@ -12,6 +12,7 @@ SYN is answered with RST, so the opener learns at once.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,6 +23,7 @@ import trio
 
 from overlay.errors import ChannelClosed, MalformedMessage, PeerUnreachable
 from overlay.ids import NodeId
+from overlay.net.link import bring_forward
 from overlay.proto.messages import MessageType, RoutedPacket
 from overlay.proto.reliable import (
     ChannelConfig,
@@ -70,7 +72,9 @@ class Channel:
         self.core = core
         self._manager = manager
         self._changed = trio.Event()
+        self._waiters = 0
         self._peer_finished = False
+        self._timer_scope: trio.CancelScope | None = None
         self.done = trio.Event()
 
     def __repr__(self) -> str:
@@ -151,11 +155,20 @@ class Channel:
             raise ChannelClosed(error or "the channel is closed")
 
     async def _wait(self) -> None:
-        await self._changed.wait()
+        self._waiters += 1
+        try:
+            await self._changed.wait()
+        finally:
+            self._waiters -= 1
 
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        """Wake every task waiting for a change (each re-checks what it waits for).
+
+        Called after every segment; with nobody waiting (the usual case while data
+        flows) it costs nothing."""
+        if self._waiters:
+            self._changed.set()
+            self._changed = trio.Event()
 
 
 class ChannelManager:
@@ -252,6 +265,7 @@ class ChannelManager:
             elif isinstance(event, Opened):
                 log.debug("channel to %s open", channel.peer.short)
         channel._notify()
+        _arm_timer(channel)
 
     def _start(self, peer: NodeId, core: ReliableChannel) -> Channel:
         channel = Channel(self, peer, core)
@@ -262,15 +276,25 @@ class ChannelManager:
         return channel
 
     async def _drive(self, channel: Channel) -> None:
-        """The channel's timer; after it closes, linger to answer a repeated FIN."""
+        """The channel's timer; after it closes, linger to answer a repeated FIN.
+
+        The timer sleeps until the core's deadline; :func:`_arm_timer` brings it
+        forward when the core needs an earlier one (and wakes it when the channel
+        closes).  A deadline that moved later is not followed at once: the timer
+        wakes at the old one, finds nothing due and sleeps again, which costs one
+        wakeup per retransmission timeout instead of one per segment.
+        """
         core = channel.core
         try:
             while core.state is not ChannelState.CLOSED:
+                with trio.CancelScope(deadline=_core_deadline(core)) as scope:
+                    channel._timer_scope = scope
+                    await trio.sleep_forever()
+                channel._timer_scope = None
                 deadline = core.get_timer()
-                with trio.move_on_at(deadline if deadline is not None else float("inf")):
-                    await channel._changed.wait()
-                if trio.current_time() >= (deadline or float("inf")):
-                    core.handle_timer(trio.current_time())
+                now = trio.current_time()
+                if deadline is not None and now >= deadline:
+                    core.handle_timer(now)
                     self.pump(channel)
             channel.done.set()
             if core.error is None:
@@ -278,3 +302,20 @@ class ChannelManager:
         finally:
             channel.done.set()
             del self._channels[(channel.peer, core.channel_id)]
+
+
+def _core_deadline(core: ReliableChannel) -> float:
+    deadline = core.get_timer()
+    return math.inf if deadline is None else deadline
+
+
+def _arm_timer(channel: Channel) -> None:
+    """Bring the channel's timer forward to the core's deadline, if that is earlier; end
+    its sleep once the channel is closed."""
+    scope = channel._timer_scope
+    if scope is None:
+        return
+    if channel.core.state is ChannelState.CLOSED:
+        scope.cancel()
+    else:
+        bring_forward(scope, _core_deadline(channel.core))

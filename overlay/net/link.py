@@ -218,7 +218,10 @@ class Link:
         if self.core.pending_bytes or self.core.is_closed:
             self._wakeup.set()
         if self._timer_scope is not None:
-            self._timer_scope.deadline = self._core_deadline()
+            # Only ever earlier: every frame heard moves the dead-interval deadline later,
+            # and the timer, woken early, finds nothing due and sleeps again (one wakeup
+            # per hello interval rather than a deadline change per frame).
+            bring_forward(self._timer_scope, self._core_deadline())
         if self.core.is_closed and self._nursery is not None:
             # Give the writer a bounded time to flush the CLOSE, then tear down.
             scope = self._nursery.cancel_scope
@@ -245,6 +248,16 @@ class Link:
             self._handler.link_established(self)
         elif isinstance(event, LinkDown):
             self._handler.link_down(self, event)
+
+
+def bring_forward(scope: trio.CancelScope, deadline: float) -> None:
+    """Move ``scope``'s deadline to ``deadline`` if that is earlier, else leave it.
+
+    Setting a trio deadline re-registers the scope in the run loop's deadline
+    table even when the value is the same, so the test comes first.
+    """
+    if deadline < scope.deadline:  # noqa: PLR1730 (min() would always call the setter)
+        scope.deadline = deadline
 
 
 class HandshakeSlots:

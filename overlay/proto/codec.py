@@ -45,9 +45,16 @@ def pack(obj: Any) -> bytes:
 
 
 def encode_frame(obj: Any) -> bytes:
-    """Length-prefixed frame of ``obj`` within the limits :func:`unpack` enforces.
+    """Length-prefixed frame of ``obj``: :func:`encode_payload` behind its prefix."""
+    payload = encode_payload(obj)
+    return len(payload).to_bytes(LENGTH_PREFIX, "big") + payload
 
-    A frame over :data:`MAX_PAYLOAD` or nested past :data:`MAX_DEPTH` raises
+
+def encode_payload(obj: Any) -> bytes:
+    """The msgpack payload of one frame carrying ``obj``, within the limits :func:`unpack`
+    enforces.
+
+    A payload over :data:`MAX_PAYLOAD` or nested past :data:`MAX_DEPTH` raises
     :class:`~overlay.errors.LocalProtocolError`: we never send what an honest
     receiver must refuse.  Packets built from a peer's bytes (an echo reply
     around a request's body, a relayed packet re-encoded) can hit this, so the
@@ -55,16 +62,24 @@ def encode_frame(obj: Any) -> bytes:
     """
     if nesting_depth(obj) > MAX_DEPTH:
         raise LocalProtocolError(f"message nested more than {MAX_DEPTH} levels deep")
-    payload = pack(obj)
+    return check_payload_size(pack(obj))
+
+
+def check_payload_size(payload: bytes) -> bytes:
+    """``payload``, if one frame may carry it; else LocalProtocolError."""
     if len(payload) > MAX_PAYLOAD:
         raise LocalProtocolError(
             f"message of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte frame limit"
         )
-    return len(payload).to_bytes(LENGTH_PREFIX, "big") + payload
+    return payload
 
 
-def unpack(payload: bytes) -> Any:
-    """Decode one msgpack object under strict limits; hostile input -> MalformedMessage."""
+def unpack(payload: bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """Decode one msgpack object under strict limits; hostile input -> MalformedMessage.
+
+    ``max_depth`` is :data:`MAX_DEPTH` for a whole frame; a routed packet's body,
+    decoded apart from its header (one level), gets one level less.
+    """
     if len(payload) > MAX_PAYLOAD:
         raise FrameTooLarge(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     try:
@@ -83,7 +98,7 @@ def unpack(payload: bytes) -> Any:
         # msgpack's own exceptions (ExtraData, FormatError, StackError, OutOfData)
         # and UnicodeDecodeError are all ValueError subclasses.
         raise MalformedMessage(f"undecodable msgpack: {str(exc) or type(exc).__name__}") from None
-    if nesting_depth(obj) > MAX_DEPTH:
+    if type(obj) in _CONTAINERS and _depth(obj, 1, max_depth) > max_depth:
         raise MalformedMessage(f"values nested more than {MAX_DEPTH} levels deep")
     return obj
 
@@ -105,28 +120,32 @@ def describe_value(value: object, limit: int = 40) -> str:
 _CONTAINERS = (list, tuple, dict)
 
 
-def nesting_depth(obj: Any) -> int:
+def nesting_depth(obj: Any, limit: int = MAX_DEPTH) -> int:
     """Levels of nested arrays/maps in ``obj`` (a scalar is 0), counted at most to
-    ``MAX_DEPTH + 1``: the caller only needs to know whether the value is too deep.
+    ``limit + 1``: the caller only needs to know whether the value is too deep.
 
     Recursive, because that is the fastest walk in Python and it runs on every
-    frame; safe, because it never goes more than ``MAX_DEPTH + 1`` levels down
+    frame; safe, because it never goes more than ``limit + 1`` levels down
     however deep the value is.
     """
     if type(obj) not in _CONTAINERS:
         return 0
-    return _depth(obj, 1)
+    return _depth(obj, 1, limit)
 
 
-def _depth(value: Any, level: int) -> int:
-    if level > MAX_DEPTH:
+def _depth(value: Any, level: int, limit: int) -> int:
+    if level > limit:
         return level
     deepest = level
     for child in (value.values() if type(value) is dict else value):
+        # An empty container adds its level without a call: frames are full of them
+        # (a segment's empty SACK list).
         if type(child) in _CONTAINERS:
-            deepest = max(deepest, _depth(child, level + 1))
-            if deepest > MAX_DEPTH:
-                break
+            depth = _depth(child, level + 1, limit) if child else level + 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
     return deepest
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from overlay.errors import MalformedMessage
@@ -266,7 +266,7 @@ class Forwarder:
                     *self._report(packet, MessageType.UNREACHABLE, UnreachableCode.NO_ROUTE)]
         if packet.src != self.node_id:
             self.counters.forwarded += 1
-        return [Forward(hop, packet if ttl == packet.ttl else replace(packet, ttl=ttl))]
+        return [Forward(hop, packet if ttl == packet.ttl else packet.with_ttl(ttl))]
 
     def _wrap(self, packet: RoutedPacket, home: NodeId, ttl: int) -> RoutedPacket:
         """``packet`` inside a VIA packet to the destination's home supernode."""
@@ -296,7 +296,7 @@ class Forwarder:
         # We are the home supernode the sender named: hand over to the attached client.
         if self._attached(via.final_dst):
             self.counters.forwarded += 1
-            return [Forward(via.final_dst, replace(packet, ttl=ttl))]
+            return [Forward(via.final_dst, packet.with_ttl(ttl))]
         self.counters.dropped_not_attached += 1
         inner = RoutedPacket(via.inner_type, packet.ttl, packet.src, via.final_dst,
                              packet.packet_id, via.inner_body)

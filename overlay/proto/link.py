@@ -68,6 +68,7 @@ from dataclasses import dataclass
 from overlay.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
 from overlay.ids import Identity, NodeId, signature_is_valid
 from overlay.proto.codec import LENGTH_PREFIX, FrameDecoder
+from overlay.proto.fastpath import decode_payload, encode_payload
 from overlay.proto.handshake import (
     INITIATOR_CONTEXT,
     RESPONDER_CONTEXT,
@@ -90,9 +91,7 @@ from overlay.proto.messages import (
     Message,
     Ping,
     Pong,
-    decode_message,
     encode_close,
-    encode_message,
     type_name,
 )
 from overlay.proto.rtt import LinkCost, RttEstimator
@@ -332,7 +331,7 @@ class LinkCore:
                 self._last_heard = now
                 if self.opener is not None:
                     payload = self.opener.open(payload)
-                self._handle(decode_message(payload), now)
+                self._handle(decode_payload(payload), now)
         except RemoteProtocolError as exc:
             if (isinstance(exc, UnsupportedVersion) and self.sealer is None
                     and type(exc.version) is int and exc.version in LEGACY_VERSIONS):
@@ -409,8 +408,8 @@ class LinkCore:
 
     def _queue(self, message: Message, *, final: bool = False) -> None:
         """The one way out for every frame; the cap is enforced here (module docstring)."""
-        frame = encode_message(message)
-        sealed_len = len(frame) + (TAG_LEN if self.sealer is not None else 0)
+        payload = encode_payload(message)
+        sealed_len = LENGTH_PREFIX + len(payload) + (TAG_LEN if self.sealer is not None else 0)
         if not final and len(self._outgoing) + sealed_len > self.config.max_send_buffer:
             # The peer is not reading.  The backlog stays queued (already sealed: dropping
             # it would leave a gap in the counters the CLOSE after it must follow), the
@@ -420,15 +419,18 @@ class LinkCore:
                        f"limit {self.config.max_send_buffer}")
             return
         if self.sealer is not None:
-            frame = self._seal(frame, message)
+            frame = self._seal(payload, message)
             if not frame:
                 return
+        else:
+            frame = len(payload).to_bytes(LENGTH_PREFIX, "big") + payload
         self._outgoing += frame
         self.counters.frames_sent += 1
         self.counters.bytes_sent += len(frame)
 
-    def _seal(self, frame: bytes, message: Message) -> bytes:
-        """``frame`` sealed; b"" if the link closed instead (its key is spent)."""
+    def _seal(self, payload: bytes, message: Message) -> bytes:
+        """The frame carrying ``payload`` sealed; b"" if the link closed instead (its key
+        is spent)."""
         assert self.sealer is not None
         if self.sealer.remaining == 0:
             return b""  # the CLOSE that spent the last counter went out already
@@ -438,7 +440,7 @@ class LinkCore:
                 f"sent {self.sealer.counter + 1} frames, all one key may seal; redial",
             )
             return b""
-        return self.sealer.seal(frame[LENGTH_PREFIX:])
+        return self.sealer.seal(payload)
 
     def _refuse_legacy(self, version: int, reason: str) -> None:
         """CLOSE (VERSION_MISMATCH) in the peer's own old version, so that it shows why."""

@@ -15,13 +15,13 @@ normative description; its test vectors are checked against this module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar, NamedTuple
 
 from overlay.errors import MalformedMessage, UnsupportedVersion
 from overlay.ids import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN, NodeId
-from overlay.proto.codec import describe_value, encode_frame, unpack
+from overlay.proto.codec import describe_value, encode_frame, encode_payload, unpack
 
 PROTOCOL_VERSION = 2
 EPHEMERAL_KEY_LEN = 32
@@ -366,10 +366,24 @@ class RoutedPacket(Message):
     dst: NodeId
     packet_id: int
     body: Any
+    wire_body: bytes | None = field(default=None, compare=False, repr=False)
+    """The body's msgpack bytes as received, already checked against the profile
+    (:mod:`overlay.proto.fastpath` sets it): a relay sends them on as they came
+    instead of encoding ``body`` again.  None for packets built here."""
 
     def __post_init__(self) -> None:
-        if self.type not in ROUTED_TYPES:
-            raise ValueError(f"type 0x{self.type:02x} is not a routed packet type")
+        # Every packet a node sends or relays is built here: the plain-int case is
+        # tested first, in one expression, and the checks that word errors run only
+        # when it fails (an IntEnum type or an id of the wrong class included).
+        if not (type(self.ttl) is int and 0 <= self.ttl <= MAX_TTL
+                and type(self.packet_id) is int and 0 <= self.packet_id <= U32_MAX
+                and type(self.src) is NodeId and type(self.dst) is NodeId
+                and 0x20 <= self.type <= 0x3F):
+            self._check_fields()
+
+    def _check_fields(self) -> None:
+        if not isinstance(self.type, int) or self.type not in ROUTED_TYPES:
+            raise ValueError(f"type {describe_value(self.type)} is not a routed packet type")
         _check_uint(self.ttl, "ttl", MAX_TTL)
         if not isinstance(self.src, NodeId) or not isinstance(self.dst, NodeId):
             raise ValueError("src and dst must be node ids")
@@ -380,6 +394,11 @@ class RoutedPacket(Message):
 
     def fields(self) -> list[Any]:
         return [self.ttl, self.src.raw, self.dst.raw, self.packet_id, self.body]
+
+    def with_ttl(self, ttl: int) -> RoutedPacket:
+        """This packet with another TTL (what a relay sends on), body bytes kept."""
+        return RoutedPacket(self.type, ttl, self.src, self.dst, self.packet_id, self.body,
+                            self.wire_body)
 
     @classmethod
     def from_fields(cls, packet_type: int, fields: list[Any]) -> RoutedPacket:
@@ -472,6 +491,11 @@ ROUTED_FIELD_COUNT = 5
 def encode_message(message: Message) -> bytes:
     """The complete frame (length prefix included) carrying ``message``."""
     return encode_frame([PROTOCOL_VERSION, message.header_type(), *message.fields()])
+
+
+def encode_message_payload(message: Message) -> bytes:
+    """The payload (no length prefix) of the frame carrying ``message``."""
+    return encode_payload([PROTOCOL_VERSION, message.header_type(), *message.fields()])
 
 
 def encode_close(close: Close, version: int = PROTOCOL_VERSION) -> bytes:

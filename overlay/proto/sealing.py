@@ -59,26 +59,30 @@ FRAME_LIMIT = 2**64
 
 
 def _encrypt(message: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes:
-    """``crypto_aead_chacha20poly1305_ietf_encrypt``: ciphertext || tag."""
-    out = _ffi.new("unsigned char[]", len(message) + TAG_LEN)
-    written = _ffi.new("unsigned long long *")
+    """``crypto_aead_chacha20poly1305_ietf_encrypt``: ciphertext || tag.
+
+    The ciphertext is always ``len(message) + TAG_LEN`` bytes, so libsodium is not
+    asked to report its length (a NULL length pointer is documented as allowed).
+    """
+    size = len(message) + TAG_LEN
+    out = _ffi.new("unsigned char[]", size)
     if _lib.crypto_aead_chacha20poly1305_ietf_encrypt(
-            out, written, message, len(message), aad, len(aad), _ffi.NULL, nonce, key) != 0:
+            out, _ffi.NULL, message, len(message), aad, len(aad), _ffi.NULL, nonce, key) != 0:
         raise nacl.exceptions.CryptoError("Encryption failed.")
-    return bytes(_ffi.buffer(out, written[0]))
+    return bytes(_ffi.buffer(out, size))
 
 
 def _decrypt(ciphertext: bytes, aad: bytes, nonce: bytes, key: bytes) -> bytes:
     """``crypto_aead_chacha20poly1305_ietf_decrypt``; CryptoError if it does not open."""
-    if len(ciphertext) < TAG_LEN:
+    size = len(ciphertext) - TAG_LEN
+    if size < 0:
         raise nacl.exceptions.CryptoError("shorter than a tag")
-    out = _ffi.new("unsigned char[]", max(len(ciphertext) - TAG_LEN, 1))
-    written = _ffi.new("unsigned long long *")
+    out = _ffi.new("unsigned char[]", max(size, 1))
     if _lib.crypto_aead_chacha20poly1305_ietf_decrypt(
-            out, written, _ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce,
+            out, _ffi.NULL, _ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce,
             key) != 0:
         raise nacl.exceptions.CryptoError("Decryption failed.")
-    return bytes(_ffi.buffer(out, written[0]))
+    return bytes(_ffi.buffer(out, size))
 _NONCE_PAD = bytes(NONCE_LEN - 8)
 
 
