@@ -675,6 +675,8 @@ class Node:
             for link in links:
                 if link is not None and not link.send_nowait(message):
                     self._dropped_queue_full += 1
+                    if link.peer_id is not None:  # a lost update: resend everything later
+                        router.resync(link.peer_id, trio.current_time())
         if self._routing_scope is not None:
             self._routing_scope.deadline = router.get_timer()
         if router.counters.route_changes != self._routes_seen:

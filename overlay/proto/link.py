@@ -32,7 +32,8 @@ PONG's round trip into an RFC 6298 estimator (SRTT, RTTVAR: shown by
 ``status``, used for timeouts).  The link *metric* that routing uses is half
 the smallest RTT of the last ``cost_window`` samples, in microseconds: queueing
 and jitter only ever add delay, so the windowed minimum tracks the path's real
-latency and ignores noise that would make SRTT, and routes, wander.
+latency and ignores noise that would make SRTT, and routes, wander; a level
+shift upwards restarts the window (:class:`~overlay.proto.rtt.LinkCost`).
 
 Any frame from the peer shows it is alive; when nothing has
 been heard for ``dead_after`` hello intervals (the *dead interval*, i.e.
@@ -62,7 +63,6 @@ input is ignored.  The core never raises on peer behaviour; it closes.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from dataclasses import dataclass
 
 from overlay.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersion
@@ -94,7 +94,7 @@ from overlay.proto.messages import (
     encode_close,
     type_name,
 )
-from overlay.proto.rtt import RttEstimator
+from overlay.proto.rtt import LinkCost, RttEstimator
 from overlay.proto.sealing import FRAME_LIMIT, MAX_SEALED_PAYLOAD, TAG_LEN, Opener, Sealer
 
 MIN_SEND_BUFFER = 4 * (LENGTH_PREFIX + MAX_SEALED_PAYLOAD)
@@ -260,7 +260,7 @@ class LinkCore:
         self._last_heard = now
         self._next_ping_seq = 0
         self._outstanding: dict[int, float] = {}
-        self._recent_rtts: deque[float] = deque(maxlen=self.config.cost_window)
+        self._cost = LinkCost(self.config.cost_window)
         if initiator:
             self._queue(Hello(identity.public_key, self.ephemeral_key))
 
@@ -289,18 +289,15 @@ class LinkCore:
 
     @property
     def metric_us(self) -> int | None:
-        """One-way latency estimate for routing: min RTT of the recent window / 2, in us."""
-        if not self._recent_rtts:
-            return None
-        return max(1, round(min(self._recent_rtts) / 2 * 1_000_000))
+        """One-way latency estimate for routing: min RTT since the last level shift / 2, in us."""
+        return self._cost.metric_us
 
     @property
     def metric_noise_us(self) -> int:
-        """The spread of the metric's sample window as one-way time, in us: the noise a
-        change in the metric must exceed to be believed (0 with steady samples)."""
-        if not self._recent_rtts:
-            return 0
-        return round((max(self._recent_rtts) - min(self._recent_rtts)) / 2 * 1_000_000)
+        """The spread of the metric's sample window as one-way time, in us, its largest
+        sample (an outlier) set aside: the noise a change in the metric must exceed to be
+        believed (0 with steady samples)."""
+        return self._cost.noise_us
 
     def data_to_send(self, max_bytes: int | None = None) -> bytes:
         """Bytes the driver must write, in order: all of them, or the first ``max_bytes``."""
@@ -594,4 +591,4 @@ class LinkCore:
     def record_rtt(self, sample: float) -> None:
         """Fold one RTT sample into both the estimator and the metric's window."""
         self.rtt.observe(sample)
-        self._recent_rtts.append(max(sample, 0.0))
+        self._cost.observe(sample)

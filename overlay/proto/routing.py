@@ -26,9 +26,18 @@ is what makes routes optimal again after a failure, not merely loop-free.
 Lost routes are retracted (metric = infinity) at once, so bad news travels as
 fast as good news and never counts to infinity.
 
-Updates are sent periodically (every ``update_interval``, jittered) and
-triggered after a change (coalesced for ``triggered_delay``).  A route not
-refreshed for 3.5 of its sender's intervals expires.
+Updates are triggered after a change (coalesced for ``triggered_delay``); links
+are reliable streams, so a triggered update that was queued arrives unless the
+link dies, and then every route through it goes anyway.  The periodic full
+table is therefore only a safety net, and its cost is kept independent of the
+network's size: it is sent every ``update_interval`` or, for a larger table,
+every ``len(table) / refresh_rate`` seconds (jittered), so it averages at most
+``refresh_rate`` entries per second per link.  Each update announces that
+period, and a route not refreshed for 3.5 of its sender's announced periods
+expires.  When the driver could not queue an update for a neighbour (its send
+buffer was full) it calls :meth:`Router.resync`, and the neighbour gets the
+whole state again shortly after: every selected route and a retraction for
+every destination once advertised and now lost.
 
 Hysteresis: the RTT of a link is noisy, so its cost is only changed when the
 new estimate differs from the cost in use by more than ``cost_hysteresis``
@@ -40,7 +49,8 @@ exact latencies every route in steady state is a shortest path.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 
 from overlay.ids import NodeId
 from overlay.proto.messages import (
@@ -77,10 +87,18 @@ class RoutingConfig:
     least one periodic update repeats it."""
     cost_hysteresis: float = 0.1
     cost_floor_us: int = 100
+    refresh_rate: float = 4.0
+    """Entries per second per link the periodic full table may average: a table of more
+    than ``refresh_rate * update_interval`` entries is sent less often, so the safety
+    net's cost does not grow with the network."""
+    resync_delay: float = 1.0
+    """How long after a lost update (:meth:`Router.resync`) the neighbour gets the whole
+    state again: long enough for a full send buffer to drain."""
 
     def __post_init__(self) -> None:
-        if self.update_interval <= 0 or self.triggered_delay < 0 or self.request_timeout <= 0:
-            raise ValueError("routing intervals must be positive")
+        if (self.update_interval <= 0 or self.triggered_delay < 0 or self.request_timeout <= 0
+                or self.refresh_rate <= 0 or self.resync_delay < 0):
+            raise ValueError("routing intervals and rates must be positive")
         if not 1 <= self.request_hops <= MAX_TTL:
             raise ValueError(f"request_hops must be in 1..{MAX_TTL}")
 
@@ -133,7 +151,6 @@ class _PendingRequest:
 @dataclass(slots=True)
 class _Neighbour:
     cost: int
-    routes: set[NodeId] = field(default_factory=set)
 
 
 Outgoing = tuple[NodeId | None, LinkMessage]
@@ -160,7 +177,10 @@ class Router:
         self.last_next_hop_change = now
         self._rng = rng
         self._neighbours: dict[NodeId, _Neighbour] = {}
-        self._routes: dict[NodeId, dict[NodeId, Route]] = {}
+        # Per destination, its routes (one per neighbour that advertised it): a list,
+        # not a dict by neighbour, since a destination has a handful of routes and a
+        # node holds one such container per destination (memory at scale).
+        self._routes: dict[NodeId, list[Route]] = {}
         self._selected: dict[NodeId, Route] = {}
         self._fd: dict[NodeId, tuple[int, int]] = {}
         self._advertised: dict[NodeId, tuple[int, int]] = {}
@@ -169,7 +189,10 @@ class Router:
         self._forwarded_requests: dict[tuple[NodeId, int], float] = {}
         self._dirty: set[NodeId] = set()
         self._flush_at: float | None = None
-        self._outbox: list[Outgoing] = []
+        self._outbox: deque[Outgoing] = deque()
+        self._resync: dict[NodeId, float] = {}
+        self.refresh_interval = self.config.update_interval
+        """The period of the full table now announced in every update (seconds)."""
         self._next_periodic = now + self._jittered(self.config.update_interval)
         self._next_expiry_check = now + self.config.update_interval
 
@@ -196,7 +219,7 @@ class Router:
     def table(self) -> list[RouteInfo]:
         rows = []
         for destination in sorted(self._routes.keys() | self._selected.keys()):
-            routes = self._routes.get(destination, {})
+            routes = self._routes.get(destination, [])
             selected = self._selected.get(destination)
             fd_seqno = self._fd.get(destination, (0, 0))[0]
             rows.append(RouteInfo(
@@ -205,7 +228,7 @@ class Router:
                 metric=selected.metric if selected else METRIC_INFINITY,
                 seqno=selected.seqno if selected else fd_seqno,
                 routes=len(routes),
-                feasible=sum(1 for r in routes.values() if self._usable(r)),
+                feasible=sum(1 for r in routes if self._usable(r)),
             ))
         return rows
 
@@ -216,12 +239,14 @@ class Router:
     # --- driver interface -------------------------------------------------------
 
     def next_outgoing(self) -> Outgoing | None:
-        return self._outbox.pop(0) if self._outbox else None
+        return self._outbox.popleft() if self._outbox else None
 
     def get_timer(self) -> float:
         deadlines = [self._next_periodic, self._next_expiry_check]
         if self._flush_at is not None:
             deadlines.append(self._flush_at)
+        if self._resync:
+            deadlines.append(min(self._resync.values()))
         deadlines.extend(request.next_at for request in self._requests.values())
         return min(deadlines)
 
@@ -234,9 +259,25 @@ class Router:
         for destination, request in list(self._requests.items()):
             if now >= request.next_at:
                 self._resend_request(destination, request, now)
+        for neighbour, at in list(self._resync.items()):
+            if now >= at:
+                del self._resync[neighbour]
+                if neighbour in self._neighbours:
+                    self._send_full_table(neighbour, now, resync=True)
         if now >= self._next_periodic:
             self._send_full_table(None, now)
-            self._next_periodic = now + self._jittered(self.config.update_interval)
+            self._next_periodic = now + self._jittered(self.refresh_interval)
+
+    def resync(self, neighbour: NodeId, now: float) -> None:
+        """An update for ``neighbour`` was lost (not queued): send it everything again.
+
+        Links are reliable, so the only update a neighbour can miss is one its driver
+        could not queue; this replaces the frequent periodic tables that would
+        otherwise have repaired the loss.  Repeated calls before the resync is sent
+        coalesce into one.
+        """
+        if neighbour in self._neighbours and neighbour not in self._resync:
+            self._resync[neighbour] = now + self.config.resync_delay
 
     def add_neighbour(self, neighbour: NodeId, cost_us: int, now: float) -> None:
         """A link came up and has its first RTT sample: start routing through it."""
@@ -262,21 +303,23 @@ class Router:
         if abs(cost_us - state.cost) <= band:
             return
         state.cost = cost_us
-        for destination in list(state.routes):
-            route = self._routes[destination][neighbour]
-            route.metric = _add(route.advertised, cost_us)
-            self._reselect(destination, now)
+        for destination, routes in list(self._routes.items()):
+            route = _through(routes, neighbour)
+            if route is not None:
+                route.metric = _add(route.advertised, cost_us)
+                self._reselect(destination, now)
 
     def remove_neighbour(self, neighbour: NodeId, now: float) -> None:
         """The link is gone: every route through it goes with it."""
+        self._resync.pop(neighbour, None)
         state = self._neighbours.pop(neighbour, None)
         if state is None:
             return
-        for destination in state.routes:
-            del self._routes[destination][neighbour]
-            if not self._routes[destination]:
-                del self._routes[destination]
-            self._reselect(destination, now)
+        for destination, routes in list(self._routes.items()):
+            route = _through(routes, neighbour)
+            if route is not None:
+                self._drop_route(route)
+                self._reselect(destination, now)
 
     def receive(self, neighbour: NodeId, message: LinkMessage, now: float) -> None:
         if neighbour not in self._neighbours:
@@ -296,7 +339,7 @@ class Router:
                        now: float) -> None:
         destination, seqno, metric = entry
         known = self._routes.get(destination)
-        route = known.get(neighbour) if known is not None else None
+        route = _through(known, neighbour) if known is not None else None
         if route is not None and route.seqno == seqno and route.advertised == metric:
             # A periodic refresh of what we already hold: nothing can change but the expiry.
             route.expires_at = expires_at
@@ -307,8 +350,7 @@ class Router:
                 self.seqno = (entry.seqno + 1) % SEQNO_MODULUS
                 self._mark_dirty(self.node_id, now)
             return
-        routes = self._routes.setdefault(destination, {})
-        route = routes.get(neighbour)
+        routes = self._routes.setdefault(destination, [])
         feasible = self._feasible(destination, entry.seqno, entry.metric)
         selected = self._selected.get(destination)
         if route is None:
@@ -319,8 +361,7 @@ class Router:
             if not feasible:
                 self.counters.unfeasible_ignored += 1
             route = Route(destination, neighbour, entry.seqno, entry.metric, 0, 0.0)
-            routes[neighbour] = route
-            self._neighbours[neighbour].routes.add(destination)
+            routes.append(route)
         elif not feasible and selected is route:
             # RFC 8966 3.5.4: an unfeasible update for the selected route is a retraction.
             self.counters.unfeasible_ignored += 1
@@ -347,13 +388,13 @@ class Router:
 
     def _drop_route(self, route: Route) -> None:
         routes = self._routes.get(route.destination)
-        if routes is not None and routes.get(route.neighbour) is route:
-            del routes[route.neighbour]
+        if routes is not None:
+            for i, held in enumerate(routes):
+                if held is route:
+                    del routes[i]
+                    break
             if not routes:
                 del self._routes[route.destination]
-        state = self._neighbours.get(route.neighbour)
-        if state is not None:
-            state.routes.discard(route.destination)
 
     def _feasible(self, destination: NodeId, seqno: int, advertised: int) -> bool:
         if advertised == METRIC_INFINITY:
@@ -371,9 +412,9 @@ class Router:
     def _reselect(self, destination: NodeId, now: float) -> None:
         """Choose the best feasible route; advertise any change; ask for help if starved."""
         current = self._selected.get(destination)
-        routes = self._routes.get(destination, {})
+        routes = self._routes.get(destination, [])
         best: Route | None = None
-        for route in routes.values():
+        for route in routes:
             if self._usable(route) and (
                 best is None
                 or route.metric < best.metric
@@ -381,7 +422,7 @@ class Router:
             ):
                 best = route
         if current is not None and current is not best and best is not None:
-            current_ok = routes.get(current.neighbour) is current and self._usable(current)
+            current_ok = any(r is current for r in routes) and self._usable(current)
             if current_ok and current.metric <= best.metric:
                 best = current  # ties keep the route in use: no gratuitous changes
         if best is None:
@@ -394,14 +435,14 @@ class Router:
                     hold = 2 * self.config.update_interval
                 self._retracted[destination] = now + hold
                 self._changed(destination, now)
-            if any(r.metric < METRIC_INFINITY for r in routes.values()):
+            if any(r.metric < METRIC_INFINITY for r in routes):
                 self._start_request(destination, now)
             return
         self._retracted.pop(destination, None)
         # An unfeasible route that would be better stays unusable until the
         # destination issues a newer seqno (RFC 8966 3.8.2.2): ask for one.
         chosen = best
-        if any(r.metric < chosen.metric and not self._usable(r) for r in routes.values()):
+        if any(r.metric < chosen.metric and not self._usable(r) for r in routes):
             self._start_request(destination, now)
         else:
             self._requests.pop(destination, None)
@@ -449,21 +490,32 @@ class Router:
         entries = [e for d in sorted(dirty) if (e := self._entry_for(d)) is not None]
         self._emit(None, entries)
 
-    def _send_full_table(self, target: NodeId | None, now: float) -> None:
+    def _send_full_table(self, target: NodeId | None, now: float, *,
+                         resync: bool = False) -> None:
+        """The full table to ``target`` (None: everyone, the periodic one).
+
+        A resync adds a retraction for every destination ever advertised (it has an
+        FD) that has no route now, however long ago it was lost: the neighbour may
+        have missed that retraction.
+        """
         for destination, until in list(self._retracted.items()):
             if now >= until:
                 del self._retracted[destination]
-        destinations = [self.node_id, *self._selected, *self._retracted]
+        selected = self._selected
+        lost = [d for d in self._fd if d not in selected] if resync else list(self._retracted)
+        destinations = [self.node_id, *self._selected, *lost]
         entries = [e for d in destinations if (e := self._entry_for(d)) is not None]
         if target is None:
             self._dirty.clear()
             self._flush_at = None
+            self.refresh_interval = max(self.config.update_interval,
+                                        len(entries) / self.config.refresh_rate)
         self._emit(target, entries)
 
     def _emit(self, target: NodeId | None, entries: list[RouteEntry]) -> None:
         if not self._neighbours:
             return
-        interval_ms = round(self.config.update_interval * 1000)
+        interval_ms = round(self.refresh_interval * 1000)
         for start in range(0, len(entries), MAX_UPDATE_ENTRIES):
             chunk = tuple(entries[start:start + MAX_UPDATE_ENTRIES])
             self._outbox.append((target, RouteUpdate(interval_ms, chunk)))
@@ -472,7 +524,7 @@ class Router:
 
     def _expire(self, now: float) -> None:
         for destination, routes in list(self._routes.items()):
-            expired = [r for r in routes.values() if r.expires_at <= now]
+            expired = [r for r in routes if r.expires_at <= now]
             for route in expired:
                 self._drop_route(route)
             if expired:
@@ -494,7 +546,7 @@ class Router:
 
     def _newest_seqno(self, destination: NodeId) -> int:
         newest: int | None = None
-        for route in self._routes.get(destination, {}).values():
+        for route in self._routes.get(destination, []):
             if newest is None or seqno_newer(route.seqno, newest):
                 newest = route.seqno
         return 0 if newest is None else newest
@@ -507,7 +559,7 @@ class Router:
 
     def _request_needed(self, destination: NodeId) -> bool:
         """Starved (finite routes, none usable), or an unusable route would be better."""
-        routes = self._routes.get(destination, {}).values()
+        routes = self._routes.get(destination, [])
         selected = self._selected.get(destination)
         if selected is None:
             return any(r.metric < METRIC_INFINITY for r in routes)
@@ -555,3 +607,11 @@ class Router:
 def _add(metric: int, cost: int) -> int:
     return METRIC_INFINITY if metric >= METRIC_INFINITY else min(metric + cost,
                                                                   METRIC_INFINITY - 1)
+
+
+def _through(routes: list[Route], neighbour: NodeId) -> Route | None:
+    """The route of ``routes`` through ``neighbour``, if any (a handful to scan)."""
+    for route in routes:
+        if route.neighbour == neighbour:
+            return route
+    return None

@@ -61,7 +61,8 @@ class BenchConfig:
     update_interval: float = 16.0
     quiet: float = 2.0
     measure: float | None = None
-    """Steady-state window; default one update interval, so periodic updates count fairly."""
+    """Steady-state window; default the longest full-table period any node announces (at
+    least one update interval), so the periodic safety net counts fairly."""
     max_virtual: float = 600.0
     traffic_rate: float = 200.0
     bandwidth: float | None = None
@@ -195,10 +196,15 @@ async def run(graph: nx.Graph[int], topology: str, config: BenchConfig,
         report.unreachable_pairs, report.loops_in_tables = quality.unreachable, quality.loops
 
         report_progress("steady state", 0.0)
+        window = config.measure
+        if window is None:
+            # Past every node's first periodic table, which sets its period by its size.
+            await trio.sleep_until(start + config.update_interval)
+            window = max([config.update_interval, *(x.router.refresh_interval for x in nodes)])
         bytes_before = _total_bytes(net)
         changes_before = _next_hop_changes(nodes)
         measure_start = trio.current_time()
-        await trio.sleep(config.measure if config.measure is not None else config.update_interval)
+        await trio.sleep(window)
         elapsed = trio.current_time() - measure_start
         report.control_bytes_per_node_s = round((_total_bytes(net) - bytes_before) / n / elapsed, 1)
         report.steady_next_hop_changes = _next_hop_changes(nodes) - changes_before

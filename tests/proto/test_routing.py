@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from overlay.ids import NodeId
 from overlay.proto.messages import METRIC_INFINITY, RouteEntry, RouteUpdate, SeqnoRequest
 from overlay.proto.routing import Router, RoutingConfig, seqno_newer
 from tests.proto.routing_harness import RouterNet, assert_loop_free, assert_optimal, node_id
@@ -210,3 +211,98 @@ def test_loop_free_at_every_instant_under_random_failures_and_cost_changes(
     live.add_edges_from((a, b, g.edges[a, b]) for a, b in g.edges if frozenset((a, b)) in net.up)
     net.graph = live
     assert_optimal(net)
+
+
+def _learn(router: Router, neighbour: int, count: int) -> None:
+    entries = tuple(RouteEntry(node_id(i), 1, 10) for i in range(100, 100 + count))
+    for start in range(0, count, 1000):
+        # A neighbour with a long period of its own: its routes outlive the test.
+        router.receive(node_id(neighbour), RouteUpdate(10_000_000, entries[start:start + 1000]),
+                       0.0)
+
+
+def _drain(router: Router) -> list[tuple[NodeId | None, RouteUpdate]]:
+    out = []
+    while (item := router.next_outgoing()) is not None:
+        if isinstance(item[1], RouteUpdate):
+            out.append((item[0], item[1]))
+    return out
+
+
+def test_a_large_table_is_refreshed_less_often_so_the_safety_net_costs_the_same() -> None:
+    config = RoutingConfig(update_interval=16.0, refresh_rate=4.0)
+    router = Router(node_id(0), now=0.0, rng=random.Random(1), config=config)
+    router.add_neighbour(node_id(1), 1000, 0.0)
+    _learn(router, 1, 1999)
+    router.handle_timer(router.get_timer())  # the triggered update
+    _drain(router)
+    first = router.get_timer()
+    assert first <= 16.0
+    router.handle_timer(first)
+    periodic = _drain(router)
+    assert sum(len(u.entries) for _, u in periodic) == 2000  # 1,999 learned + ourselves
+    assert router.refresh_interval == 500.0  # 2,000 entries at 4 per second
+    assert {u.interval_ms for _, u in periodic} == {500_000}  # the period is announced
+    router.receive(node_id(1), RouteUpdate(10_000_000, (RouteEntry(node_id(100), 2, 10),)), first)
+    router.handle_timer(router.get_timer())  # the triggered update announces the period too
+    assert [u.interval_ms for _, u in _drain(router)] == [500_000]
+    full_tables = []
+    while (now := router.get_timer()) < first + 600.0:
+        router.handle_timer(now)
+        if sum(len(u.entries) for _, u in _drain(router)) == 2000:
+            full_tables.append(now)
+    assert len(full_tables) == 1
+    assert first + 375.0 <= full_tables[0] <= first + 500.0  # jittered to 75-100 %
+
+
+def test_a_small_table_keeps_the_update_interval() -> None:
+    router = Router(node_id(0), now=0.0, rng=random.Random(1),
+                    config=RoutingConfig(update_interval=16.0, refresh_rate=4.0))
+    router.add_neighbour(node_id(1), 1000, 0.0)
+    _learn(router, 1, 10)
+    router.handle_timer(16.0)
+    assert router.refresh_interval == 16.0
+    assert {u.interval_ms for _, u in _drain(router)} == {16_000}
+
+
+def test_a_lost_update_is_repaired_by_a_resync_with_old_retractions() -> None:
+    config = RoutingConfig(update_interval=16.0, resync_delay=1.0)
+    router = Router(node_id(0), now=0.0, rng=random.Random(1), config=config)
+    router.add_neighbour(node_id(1), 1000, 0.0)
+    router.add_neighbour(node_id(2), 1000, 0.0)
+    _learn(router, 1, 3)
+    router.handle_timer(router.get_timer())
+    router.remove_neighbour(node_id(1), 100.0)  # every route lost, long before the resync
+    while router.get_timer() < 400.0:
+        router.handle_timer(router.get_timer())
+    _drain(router)
+    router.resync(node_id(2), 400.0)
+    router.resync(node_id(2), 400.5)  # coalesced
+    while (now := router.get_timer()) <= 401.0:
+        router.handle_timer(now)
+    sent = [(target, u) for target, u in _drain(router) if target is not None]
+    assert [target for target, _ in sent] == [node_id(2)]
+    assert sorted(sent[0][1].entries) == sorted([
+        RouteEntry(node_id(0), 0, 0),
+        *(RouteEntry(node_id(i), 1, METRIC_INFINITY) for i in range(100, 103))])
+    assert now > 401.0  # sent once
+    router.resync(node_id(9), 402.0)  # not a neighbour: nothing to do
+    assert not router._resync
+
+
+def test_stretched_refresh_periods_keep_every_route_alive_and_loop_free() -> None:
+    # A rate so low that every table is refreshed far less often than update_interval.
+    config = RoutingConfig(update_interval=1.0, refresh_rate=0.5)
+    g = connected_random(10, 0.3, 5)
+    net = RouterNet(g, seed=5, config=config)
+    net.checks.append(assert_loop_free)
+    net.run_until(5.0)
+    assert_optimal(net)
+    assert all(r.refresh_interval == 20.0 for r in net.routers.values())  # 10 entries / 0.5
+    entries = sum(r.counters.entries_sent for r in net.routers.values())
+    net.run_until(205.0)  # ten periods: receivers expire after 3.5 announced periods, not 3.5 s
+    assert all(r.route_count == 9 for r in net.routers.values())
+    assert_optimal(net)
+    sent = sum(r.counters.entries_sent for r in net.routers.values()) - entries
+    degree = 2 * g.number_of_edges() / 10
+    assert sent / 10 / 200.0 <= 0.5 * degree / 0.75  # at most the rate per link (jittered)
