@@ -32,6 +32,7 @@ import trio
 from overlay.addresses import Address
 from overlay.chat.history import History
 from overlay.chat.service import Chat
+from overlay.errors import ConfigError
 from overlay.ids import Identity
 from overlay.net.node import Node, NodeConfig
 from overlay.net.transport import Transport
@@ -112,7 +113,7 @@ async def run_peer(spec: PeerSpec, *, start: bool = True) -> AsyncIterator[Peer]
             if isinstance(role, SupernodeRole):
                 advertise = role.advertise or node.listen_address
                 if advertise is None:
-                    raise ValueError("a supernode must listen (or be told what to advertise)")
+                    raise ConfigError("a supernode must listen (or be told what to advertise)")
                 supernode = Supernode(node, advertise, server=role.server,
                                       server_key=role.server_key, config=role.config,
                                       transport=spec.transport, rng=spec.rng)

@@ -41,7 +41,7 @@ from typing import Any, NoReturn
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.chat.envelope import MAX_TEXT_LEN
+from overlay.chat.envelope import MAX_TEXT_LEN, check_text_length
 from overlay.chat.history import Entry
 from overlay.chat.service import Chat, ChatEvent
 from overlay.chat.terminal import LineEditor, printable
@@ -209,8 +209,10 @@ def check_text(text: str) -> None:
     """Refuse what the engine cannot send (it would otherwise fail later, queued)."""
     if not text.strip():
         raise ConfigError("the message is empty")
-    if len(text) > MAX_TEXT_LEN:
-        raise ConfigError(f"the message has {len(text)} characters; at most {MAX_TEXT_LEN}")
+    try:
+        check_text_length(text)
+    except ChatError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _tolerate_unprintable_output() -> None:
