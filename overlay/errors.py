@@ -94,17 +94,6 @@ class KeysExhausted(RemoteProtocolError):
     close_code = 11  # CloseCode.KEYS_EXHAUSTED
 
 
-# --- links -----------------------------------------------------------------
-
-
-class LinkError(OverlayError):
-    """Family of errors about one neighbour link."""
-
-
-class LinkClosed(LinkError):
-    """The link is closed; nothing more can be sent on it."""
-
-
 # --- local control socket ---------------------------------------------------
 
 

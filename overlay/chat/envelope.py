@@ -31,7 +31,7 @@ import nacl.public
 import nacl.signing
 
 from overlay.directory.certificates import Certificate, verify_certificate
-from overlay.errors import CertificateError, RejectedMessage, RemoteProtocolError
+from overlay.errors import CertificateError, ChatError, RejectedMessage, RemoteProtocolError
 from overlay.ids import Identity, NodeId
 from overlay.proto.codec import pack, unpack
 
@@ -66,6 +66,12 @@ class Opened:
     sender: Certificate
 
 
+def check_text_length(text: str) -> None:
+    """The one text-length rule (the receiver's check in :func:`_content` is the same)."""
+    if len(text) > MAX_TEXT_LEN:
+        raise ChatError(f"a message is at most {MAX_TEXT_LEN} characters, not {len(text)}")
+
+
 def _box(identity: Identity, peer_public_key: bytes) -> nacl.public.Box:
     private = identity.signing_key.to_curve25519_private_key()
     public = nacl.signing.VerifyKey(peer_public_key).to_curve25519_public_key()
@@ -76,8 +82,7 @@ def seal(identity: Identity, certificate: bytes, recipient_key: bytes,
          content: ChatMessage | Receipt) -> bytes:
     """The envelope carrying ``content`` from ``identity`` to the holder of ``recipient_key``."""
     if isinstance(content, ChatMessage):
-        if len(content.text) > MAX_TEXT_LEN:
-            raise ValueError(f"a message is at most {MAX_TEXT_LEN} characters")
+        check_text_length(content.text)
         kind = "m"
         inner = pack([content.id, content.sender, content.recipient, content.sent_at,
                       content.text])

@@ -20,7 +20,6 @@ from pathlib import Path
 import trio
 
 from overlay.addresses import Address
-from overlay.chat.history import History
 from overlay.chat.service import Chat
 from overlay.directory.client import DirectoryClient
 from overlay.directory.server import DirectoryServer
@@ -29,7 +28,8 @@ from overlay.ids import SEED_LEN, Identity, NodeId
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
-from overlay.roles.supernode import Supernode, SupernodeConfig
+from overlay.roles.supernode import SupernodeConfig
+from overlay.runtime import EdgeRole, Peer, PeerSpec, SupernodeRole, run_peer
 
 LINKS = LinkConfig(hello_interval=0.5, dead_after=3)
 
@@ -37,10 +37,22 @@ LINKS = LinkConfig(hello_interval=0.5, dead_after=3)
 @dataclass(slots=True)
 class User:
     name: str
-    node: Node
-    edge: EdgeClient
-    chat: Chat
+    peer: Peer
     password: str
+
+    @property
+    def node(self) -> Node:
+        return self.peer.node
+
+    @property
+    def edge(self) -> EdgeClient:
+        assert self.peer.edge is not None
+        return self.peer.edge
+
+    @property
+    def chat(self) -> Chat:
+        assert self.peer.chat is not None
+        return self.peer.chat
 
 
 class LocalNetwork:
@@ -64,50 +76,39 @@ class LocalNetwork:
                 return name
         return text[:8]
 
-    async def _spawn_node(self, config: NodeConfig) -> Node:
-        """A node running in this network's nursery until the network stops."""
-        ready: list[Node] = []
-        started = trio.Event()
+    async def _spawn(self, config: NodeConfig, role: SupernodeRole | EdgeRole) -> Peer:
+        """A peer running in this network's nursery until the network stops (not started)."""
+        spec = PeerSpec(Identity.from_seed(secrets.token_bytes(SEED_LEN)), config, role)
 
-        async def run() -> None:
-            identity = Identity.from_seed(secrets.token_bytes(SEED_LEN))
-            async with Node(identity, config) as node:
-                ready.append(node)
-                started.set()
+        async def run(*, task_status: trio.TaskStatus[Peer]) -> None:
+            async with run_peer(spec, start=False) as peer:
+                task_status.started(peer)
                 await trio.sleep_forever()
 
-        self.nursery.start_soon(run)
-        await started.wait()
-        return ready[0]
+        peer: Peer = await self.nursery.start(run)
+        return peer
 
     async def add_supernode(self, name: str) -> Node:
-        node = await self._spawn_node(NodeConfig(listen=("127.0.0.1", 0), link=LINKS))
-        assert node.listen_address is not None
-        role = Supernode(node, node.listen_address, server=self.address, server_key=self.key,
-                         config=SupernodeConfig(refresh_interval=2.0))
-        node.role_status = role.status
-        await self.nursery.start(role.run)
-        self.supernodes[name] = node
-        return node
+        role = SupernodeRole(self.address, self.key, config=SupernodeConfig(refresh_interval=2.0))
+        peer = await self._spawn(NodeConfig(listen=("127.0.0.1", 0), link=LINKS), role)
+        await peer.start()
+        self.supernodes[name] = peer.node
+        return peer.node
 
     async def add_user(self, name: str, *, listen: bool,
                        only_supernodes: frozenset[NodeId] = frozenset()) -> User:
         """Register ``name``, start its edge client and its chat; returns once attached."""
         password = secrets.token_urlsafe(16)
-        config = NodeConfig(listen=("127.0.0.1", 0) if listen else None, link=LINKS, edge=True)
-        node = await self._spawn_node(config)
-        async with DirectoryClient.connect(self.address, node.identity,
+        role = EdgeRole(Credentials(name, password=password), self.address, self.key,
+                        EdgeConfig(only_supernodes=only_supernodes),
+                        chat_history=self.workdir / f"chat-{name}.sqlite3")
+        config = NodeConfig(listen=("127.0.0.1", 0) if listen else None, link=LINKS)
+        peer = await self._spawn(config, role)
+        async with DirectoryClient.connect(self.address, peer.node.identity,
                                            server_key=self.key) as client:
             await client.register(name, password)
-        edge = EdgeClient(node, Credentials(name, password=password), server=self.address,
-                          server_key=self.key,
-                          config=EdgeConfig(only_supernodes=only_supernodes))
-        node.role_status = edge.status
-        node.name_resolver = edge.locate
-        await self.nursery.start(edge.run)
-        chat = Chat(edge, History(self.workdir / f"chat-{name}.sqlite3", name))
-        await self.nursery.start(chat.run)
-        user = User(name, node, edge, chat, password)
+        await peer.start()
+        user = User(name, peer, password)
         self.users[name] = user
         return user
 
@@ -126,14 +127,10 @@ async def local_network() -> AsyncIterator[LocalNetwork]:
         store = Store(Path(workdir) / "directory.sqlite3")
         identity = Identity.from_seed(secrets.token_bytes(SEED_LEN))
         server = DirectoryServer(identity, store)
-        network: LocalNetwork | None = None
         try:
             async with trio.open_nursery() as nursery:
                 address = await nursery.start(server.serve, ("127.0.0.1", 0))
-                network = LocalNetwork(nursery, server, address, Path(workdir))
-                yield network
+                yield LocalNetwork(nursery, server, address, Path(workdir))
                 nursery.cancel_scope.cancel()
         finally:
-            for user in network.users.values() if network is not None else ():
-                user.chat.history.close()
-            store.close()
+            store.close()  # each user's chat history was closed by its peer

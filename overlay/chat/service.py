@@ -44,10 +44,10 @@ from typing import Any
 import trio
 
 from overlay.chat.envelope import (
-    MAX_TEXT_LEN,
     MESSAGE_ID_LEN,
     ChatMessage,
     Receipt,
+    check_text_length,
     open_envelope,
     seal,
 )
@@ -159,8 +159,7 @@ class Chat:
         """Queue ``text`` for contact ``to`` (on disk first); returns the message id."""
         if to == self.username:
             raise ChatError("that is you")
-        if len(text) > MAX_TEXT_LEN:
-            raise ChatError(f"a message is at most {MAX_TEXT_LEN} characters, not {len(text)}")
+        check_text_length(text)
         try:
             await self._contact(to)  # a certificate to seal for, and where to send
         except DirectoryError as exc:

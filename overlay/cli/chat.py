@@ -41,8 +41,8 @@ from typing import Any, NoReturn
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.chat.envelope import MAX_TEXT_LEN
-from overlay.chat.history import Entry, History
+from overlay.chat.envelope import MAX_TEXT_LEN, check_text_length
+from overlay.chat.history import Entry
 from overlay.chat.service import Chat, ChatEvent
 from overlay.chat.terminal import LineEditor, printable
 from overlay.cli.account import (
@@ -54,13 +54,14 @@ from overlay.cli.account import (
 )
 from overlay.cli.common import address_arg, positive_float, stop_signals
 from overlay.cli.roles import directory_target
-from overlay.cli.session_file import load_session
+from overlay.cli.session_file import saved_token
 from overlay.directory.client import Contact, DirectoryClient
 from overlay.directory.protocol import USERNAME_RULE
 from overlay.directory.servers import ServerList
 from overlay.errors import ChatError, ConfigError, OverlayError
 from overlay.net.node import Node, NodeConfig
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
+from overlay.runtime import EdgeRole, Peer, PeerSpec, run_peer
 from overlay.state import StateDir
 
 log = logging.getLogger("overlay.cli")
@@ -155,11 +156,7 @@ def _credentials(args: argparse.Namespace, state: Path, server: ServerList) -> C
     case (with the token tried first), so that a script's input means the
     same thing whether or not a session happens to be saved.
     """
-    session = load_session(state)
-    token = None
-    if (session is not None and session.username == args.user and session.on(server.addresses)
-            and session.expires_at > time.time()):
-        token = session.token
+    token = saved_token(state, args.user, server.addresses, time.time())
     password = None
     if args.password_stdin:
         password = _first_line_of_stdin()
@@ -213,8 +210,10 @@ def check_text(text: str) -> None:
     """Refuse what the engine cannot send (it would otherwise fail later, queued)."""
     if not text.strip():
         raise ConfigError("the message is empty")
-    if len(text) > MAX_TEXT_LEN:
-        raise ConfigError(f"the message has {len(text)} characters; at most {MAX_TEXT_LEN}")
+    try:
+        check_text_length(text)
+    except ChatError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _tolerate_unprintable_output() -> None:
@@ -243,7 +242,7 @@ class Client:
 
     args: argparse.Namespace
     server: Address
-    node: Node
+    peer: Peer
     role: EdgeClient
     chat: Chat
     nursery: trio.Nursery
@@ -255,10 +254,13 @@ class Client:
     def user(self) -> str:
         return self.role.username
 
+    @property
+    def node(self) -> Node:
+        return self.peer.node
+
     async def start(self) -> None:
         """Log in and attach (started() of the edge role), then start the chat engine."""
-        await self.nursery.start(self.role.run)
-        await self.nursery.start(self.chat.run)
+        await self.peer.start()
 
     async def directory(self) -> DirectoryClient:
         return await self.role.directory.ready()
@@ -287,30 +289,23 @@ class Client:
 async def _chat(args: argparse.Namespace, *, state_path: Path, server: ServerList,
                 key: bytes | None, credentials: Credentials, text: str | None) -> int:
     with stop_signals() as signals, StateDir(state_path) as state:
-        identity = state.load_or_create_identity()
-        history = History(state.path / f"chat-{args.user}.sqlite3", args.user)
+        # A one-shot process leaves at once: it must not be asked to be a supernode.
+        role = EdgeRole(credentials, server, key, EdgeConfig(supernode_ok=text is None),
+                        chat_history=state.path / f"chat-{args.user}.sqlite3")
+        spec = PeerSpec(state.load_or_create_identity(), NodeConfig(listen=args.listen),
+                        role, control_path=state.control_socket)
         result = 0
-        try:
-            async with Node(identity, NodeConfig(listen=args.listen, edge=True),
-                            control_path=state.control_socket) as node, \
-                    trio.open_nursery() as nursery:
-                # A one-shot process leaves at once: it must not be asked to be a supernode.
-                role = EdgeClient(node, credentials, server=server, server_key=key,
-                                  config=EdgeConfig(supernode_ok=text is None))
-                node.role_status = role.status
-                node.name_resolver = role.locate
-                chat = Chat(role, history)  # before role.run: no presence notice is missed
-                client = Client(args, server.primary, node, role, chat, nursery)
-                nursery.start_soon(_stop_on_signal, signals, client)
-                if text is not None:
-                    result = await _one_shot(client, args.to, text)
-                elif args.json:
-                    result = await _json_stream(client)
-                else:
-                    result = await _interactive(client)
-                nursery.cancel_scope.cancel()
-        finally:
-            history.close()
+        async with run_peer(spec, start=False) as peer, trio.open_nursery() as nursery:
+            assert peer.edge is not None and peer.chat is not None
+            client = Client(args, server.primary, peer, peer.edge, peer.chat, nursery)
+            nursery.start_soon(_stop_on_signal, signals, client)
+            if text is not None:
+                result = await _one_shot(client, args.to, text)
+            elif args.json:
+                result = await _json_stream(client)
+            else:
+                result = await _interactive(client)
+            nursery.cancel_scope.cancel()
     if client.interrupted:
         if text is None:
             return 0
@@ -391,8 +386,9 @@ async def _json_stream(client: Client) -> int:
     await client.start()
     status = client.role.status()
     ready = {"event": "ready", "user": client.user, "node_id": client.node.node_id.hex(),
-             "server": status["server"], "home": status["home"],
-             "reachable": status["reachable"], "pending": len(client.chat.history.pending())}
+             "server": format_address(status.server),
+             "home": None if status.home is None else status.home.hex(),
+             "reachable": status.reachable, "pending": len(client.chat.history.pending())}
     if not _print_json(ready):
         return 0
     async for event in client.chat.events:
@@ -480,10 +476,10 @@ class Interactive:
 
     async def run(self) -> None:
         status = self.client.role.status()
-        home = status["home"][:8] if status["home"] else "-"
+        home = status.home.short if status.home else "-"
         self.say(f"chat as {self.client.user} on {format_address(self.client.server)}: "
                  f"home supernode {home}, "
-                 f"{'reachable' if status['reachable'] else 'relayed by supernodes'}; "
+                 f"{'reachable' if status.reachable else 'relayed by supernodes'}; "
                  f"/help lists the commands")
         await self._guarded(self._greeting())
         self.client.nursery.start_soon(self._show_events)
@@ -699,24 +695,20 @@ def _table(rows: list[tuple[str, ...]]) -> str:
 def _status_lines(client: Client) -> str:
     """Where this client hangs off the mesh, and how each conversation travels."""
     status = client.role.status()
-    home = status["home"][:8] if status["home"] else "none yet"
-    standby = status["standby"][:8] if status["standby"] else "none"
-    if status["reachable"]:
-        reach = f"reachable at {status['direct_address']}"
+    home = status.home.short if status.home else "none yet"
+    standby = status.standby.short if status.standby else "none"
+    if status.reachable:
+        address = format_address(status.direct_address) if status.direct_address else None
+        reach = f"reachable at {address}"
     else:
-        reach = f"not reachable, relayed by supernodes: {status['reachability']}"
+        reach = f"not reachable, relayed by supernodes: {status.reachability}"
+    directory = "connected" if status.directory_connected else "unreachable"
     lines = [f"{client.user} ({client.node.node_id.short}): home supernode {home}, "
-             f"standby {standby}; {reach}; directory {status['directory']}"]
-    conversations = status["conversations"]
+             f"standby {standby}; {reach}; directory {directory}"]
+    conversations = status.conversations
     for row in conversations:
-        name = row["username"] or row["peer"][:8]
-        if row["path"] == "direct":
-            how = "direct"
-        elif row["via"]:
-            how = "relayed via " + ", ".join(node[:8] for node in row["via"])
-        else:
-            how = "relayed"
-        lines.append(f"  {name}: {how}")
+        name = row.username or row.peer.short
+        lines.append(f"  {name}: {row.path.describe()}")
     if not conversations:
         lines.append("  no conversations open yet (one opens with the first message)")
     return "\n".join(lines)

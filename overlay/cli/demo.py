@@ -200,7 +200,7 @@ async def _interactive(network: LocalNetwork, args: argparse.Namespace) -> None:
     for name in ("bob", "carol", "dave"):
         network.nursery.start_soon(_answer, network.users[name])
     alice = network.users["alice"]
-    client = Client(args, network.address, alice.node, alice.edge, alice.chat,
+    client = Client(args, network.address, alice.peer, alice.edge, alice.chat,
                     network.nursery)
     print("\nyou are alice now; bob, carol and dave answer.  Try /msg bob hello, /to carol, "
           "/contacts, /status, /history bob, /help; /quit or Ctrl-C ends the demo.\n",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import time
 from pathlib import Path
 
 import trio
@@ -18,11 +19,12 @@ from overlay.cli.account import (
     username_arg,
 )
 from overlay.cli.common import address_arg, positive_int, stop_signals
-from overlay.cli.session_file import load_session, pinned_key
+from overlay.cli.session_file import load_session, pinned_key, saved_token
 from overlay.directory.servers import ServerList
-from overlay.net.node import Node, NodeConfig
-from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
-from overlay.roles.supernode import Supernode, SupernodeConfig
+from overlay.net.node import NodeConfig
+from overlay.roles.edge import Credentials, EdgeConfig
+from overlay.roles.supernode import SupernodeConfig
+from overlay.runtime import EdgeRole, PeerSpec, SupernodeRole, run_peer
 from overlay.state import StateDir, default_state_dir
 
 log = logging.getLogger("overlay.cli")
@@ -99,21 +101,15 @@ def run_supernode(args: argparse.Namespace) -> int:
 
 async def _supernode(args: argparse.Namespace) -> int:
     state_path, server, key = directory_target(args)
-    config = SupernodeConfig(nearest=args.mesh_nearest)
+    role = SupernodeRole(server, key, args.advertise, SupernodeConfig(nearest=args.mesh_nearest))
     with stop_signals() as signals, StateDir(state_path) as state:
-        identity = state.load_or_create_identity()
-        async with Node(identity, NodeConfig(listen=args.listen),
-                        control_path=state.control_socket) as node, \
-                trio.open_nursery() as nursery:
-            assert node.listen_address is not None
-            role = Supernode(node, args.advertise or node.listen_address, server=server,
-                             server_key=key, config=config)
-            node.role_status = role.status
-            await nursery.start(role.run)
-            print(f"supernode {node.node_id} listening on "
-                  f"{format_address(node.listen_address)}", flush=True)
+        spec = PeerSpec(state.load_or_create_identity(), NodeConfig(listen=args.listen), role,
+                        control_path=state.control_socket)
+        async with run_peer(spec) as peer:
+            assert peer.node.listen_address is not None
+            print(f"supernode {peer.node.node_id} listening on "
+                  f"{format_address(peer.node.listen_address)}", flush=True)
             await _until_stopped(signals)
-            nursery.cancel_scope.cancel()
     return 0
 
 
@@ -123,33 +119,29 @@ def run_client(args: argparse.Namespace) -> int:
 
 async def _client(args: argparse.Namespace) -> int:
     state_path, server, key = directory_target(args)
-    session = load_session(state_path)
-    if session is not None and session.username == args.user and session.on(server.addresses):
-        credentials = Credentials(args.user, token=session.token)
+    token = saved_token(state_path, args.user, server.addresses, time.time())
+    if token is not None:
+        credentials = Credentials(args.user, token=token)
     else:
         credentials = Credentials(args.user, password=read_password(args, args.user,
                                                                     confirm=False))
+
+    async def promote() -> None:
+        print(f"promoted: {args.user} is now also a supernode", flush=True)
+
+    role = EdgeRole(credentials, server, key, EdgeConfig(supernode_ok=not args.no_supernode),
+                    on_promote=promote)
     with stop_signals() as signals, StateDir(state_path) as state:
-        identity = state.load_or_create_identity()
-        async with Node(identity, NodeConfig(listen=args.listen, edge=True),
-                        control_path=state.control_socket) as node, \
-                trio.open_nursery() as nursery:
-
-            async def promote() -> None:
-                print(f"promoted: {args.user} is now also a supernode", flush=True)
-
-            role = EdgeClient(node, credentials, server=server, server_key=key,
-                              config=EdgeConfig(supernode_ok=not args.no_supernode),
-                              on_promote=promote)
-            node.role_status = role.status
-            node.name_resolver = role.locate
-            await nursery.start(role.run)
-            home = role.home
-            print(f"client {args.user} ({node.node_id}) attached to "
+        spec = PeerSpec(state.load_or_create_identity(), NodeConfig(listen=args.listen), role,
+                        control_path=state.control_socket)
+        async with run_peer(spec) as peer:
+            assert peer.edge is not None
+            home = peer.edge.home
+            print(f"client {args.user} ({peer.node.node_id}) attached to "
                   f"{home.hex() if home else '-'}; "
-                  f"{'reachable' if role.reachable else 'not reachable (relayed)'}", flush=True)
+                  f"{'reachable' if peer.edge.reachable else 'not reachable (relayed)'}",
+                  flush=True)
             await _until_stopped(signals)
-            nursery.cancel_scope.cancel()
     return 0
 
 

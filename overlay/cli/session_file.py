@@ -161,6 +161,21 @@ def load_session(state: Path) -> SavedSession | None:
             f"{path} is damaged ({exc}); run overlay account login again") from None
 
 
+def saved_token(state: Path, username: str, servers: tuple[Address, ...],
+                now: float) -> bytes | None:
+    """The saved session's token if it is ``username``'s on one of ``servers`` (they
+    share the session's database) and not expired.
+
+    Every command that logs in as a user (``overlay client``, ``overlay chat``)
+    asks this, so an expired session means the same everywhere: log in again.
+    """
+    session = load_session(state)
+    if (session is not None and session.username == username and session.on(servers)
+            and session.expires_at > now):
+        return session.token
+    return None
+
+
 def save_session(state: Path, session: SavedSession) -> None:
     write_private_json(session_path(state), session.to_json())
 

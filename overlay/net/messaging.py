@@ -1,5 +1,7 @@
-"""The control-socket side of ``overlay send`` and ``overlay listen``.
+"""The control-socket operations of a running node: status, echo, send and listen.
 
+``status`` answers the node's status record; ``echo`` sends one ECHO_REQUEST
+(``overlay ping`` and ``overlay traceroute``).
 ``send``: the client streams ``{"data": bin}`` frames then ``{"end": true}``;
 the node sends the bytes as one message on a new reliable channel and answers
 once the peer has acknowledged all of it.  ``listen``: the node streams every
@@ -16,6 +18,7 @@ import trio
 
 from overlay.errors import ChannelClosed, ControlError, TransportError
 from overlay.net.control import ControlConnection
+from overlay.proto.messages import MAX_TTL
 
 if TYPE_CHECKING:
     from overlay.net.channels import Channel
@@ -24,6 +27,26 @@ if TYPE_CHECKING:
 MAX_SEND_BYTES = 64 << 20
 CHUNK = 60_000
 FRAME_WAIT = 30.0
+
+
+async def handle_control(node: Node, op: str, request: dict[str, Any],
+                         connection: ControlConnection) -> Any:
+    """Answer one control request (the node's :data:`~overlay.net.control.ControlHandler`)."""
+    if op == "status":
+        return node.status()
+    if op == "send":
+        return await handle_send(node, request, connection)
+    if op == "listen":
+        return await handle_listen(node, request, connection)
+    if op == "echo":
+        dst = node.resolve_node_id(str(request.get("dst", "")))
+        ttl, patience = request.get("ttl"), request.get("patience", 2.0)
+        if ttl is not None and (type(ttl) is not int or not 1 <= ttl <= MAX_TTL):
+            raise ControlError(f"ttl must be an integer from 1 to {MAX_TTL}")
+        if type(patience) not in (int, float) or not 0 < patience <= 4:
+            raise ControlError("patience must be a number of seconds in (0, 4]")
+        return (await node.echo(dst, ttl=ttl, patience=float(patience))).to_json()
+    raise ControlError(f"unknown control operation {op!r}")
 
 
 async def handle_send(node: Node, request: dict[str, Any],

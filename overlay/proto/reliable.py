@@ -20,7 +20,7 @@ flight.
 
 Loss recovery: a retransmission timeout per RFC 6298 (SRTT, RTTVAR, Karn's
 rule: no samples from retransmitted segments; exponential backoff up to
-``max_rto``); fast retransmit of the first missing segment after three
+``rtt.max_rto``); fast retransmit of the first missing segment after three
 duplicate ACKs or once three segments above it are SACKed.  Either starts a
 *recovery* that lasts until everything then in flight is acknowledged; during
 it, every ACK resends each segment the peer's SACKs show missing (a hole
@@ -41,8 +41,8 @@ The receiver drops duplicates (below ``ack``, or already buffered), buffers
 out-of-order segments within its window, and delivers whole messages strictly
 in order.  ``close()`` sends FIN after every queued message; the channel is
 closed once both FINs are acknowledged.  ``abort()`` sends RST.  An idle open
-channel sends KEEPALIVE probes; a peer silent for ``keepalive_probes`` probe
-intervals is unreachable.
+channel sends KEEPALIVE probes; a peer silent for ``unreachable_after``
+seconds is unreachable (as above).
 
 Internally sequence numbers are unbounded integers; on the wire they are
 taken modulo 2**32 and unwrapped against the expected value.

@@ -42,6 +42,7 @@ from overlay.proto.messages import MessageType
 from overlay.roles.directory_link import DirectoryLink
 from overlay.roles.probe import measure_candidates
 from overlay.roles.selection import Attachment, choose_attachment
+from overlay.roles.status import Conversation, EdgeStatus, Path
 from overlay.roles.supernode import Supernode
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class EdgeClient:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.directory.run)
-            if self.node.config.edge:
+            if self.node.is_edge:
                 nursery.start_soon(self._attach_loop_until_promoted)
                 await self._attached.wait()
             task_status.started()
@@ -147,7 +148,7 @@ class EdgeClient:
 
     @property
     def home(self) -> NodeId | None:
-        if not self.node.config.edge:
+        if not self.node.is_edge:
             return self.node.node_id  # a supernode is its own home
         return None if self.attachment is None else self.attachment.home
 
@@ -161,7 +162,7 @@ class EdgeClient:
         self._apply_presence(peer)
         return peer.node_id
 
-    def conversations(self) -> list[dict[str, Any]]:
+    def conversations(self) -> list[Conversation]:
         """Each open conversation: direct, or relayed through which supernodes."""
         rows = []
         names = {peer.node_id: peer.username for peer in self.peers.values()}
@@ -171,37 +172,39 @@ class EdgeClient:
             if peer in seen:
                 continue
             seen.add(peer)
-            rows.append({"peer": peer.hex(), "username": names.get(peer),
-                         **self.path_to(peer)})
+            rows.append(Conversation(peer, names.get(peer), self.route_to(peer)))
         return rows
 
-    def path_to(self, peer: NodeId) -> dict[str, Any]:
+    def route_to(self, peer: NodeId) -> Path:
+        """How packets to ``peer`` travel: direct, or through our home and theirs."""
         if peer in self.node.neighbours and peer not in self._dialers:
-            return {"path": "direct", "via": []}
+            return Path(direct=True)
         via = [] if self.home is None or self.home == self.node.node_id else [self.home]
         their_home = self.node.forwarder.locations.get(peer)
         if their_home is not None and their_home not in via:
             via.append(their_home)
-        return {"path": "relayed", "via": [node.hex() for node in via]}
+        return Path(direct=False, via=tuple(via))
 
-    def status(self) -> dict[str, Any]:
+    def path_to(self, peer: NodeId) -> dict[str, Any]:
+        """:meth:`route_to` in its JSON shape (``{"path": "direct", "via": []}``)."""
+        return self.route_to(peer).to_json()
+
+    def status(self) -> EdgeStatus:
         attachment = self.attachment
-        return {
-            "role": "edge" if self.node.config.edge else "supernode",
-            "username": self.username,
-            "reachable": self.reachable,
-            "reachability": self.reachability_reason,
-            "direct_address": None if self.direct_address is None
-            else format_address(self.direct_address),
-            "home": None if self.home is None else self.home.hex(),
-            "standby": None if attachment is None or attachment.standby is None
-            else attachment.standby.hex(),
-            "failovers": self.failovers,
-            "supernodes": {peer.hex(): round(rtt * 1000, 3) for peer, rtt in self.rtts.items()},
-            "conversations": self.conversations(),
-            "directory": "connected" if self.directory.client is not None else "unreachable",
-            "server": format_address(self.directory.address),
-        }
+        return EdgeStatus(
+            role="edge" if self.node.is_edge else "supernode",
+            username=self.username,
+            reachable=self.reachable,
+            reachability=self.reachability_reason,
+            direct_address=self.direct_address,
+            home=self.home,
+            standby=None if attachment is None else attachment.standby,
+            failovers=self.failovers,
+            supernodes=tuple(self.rtts.items()),
+            conversations=tuple(self.conversations()),
+            directory_connected=self.directory.client is not None,
+            server=self.directory.address,
+        )
 
     # --- directory ------------------------------------------------------------------
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -33,6 +32,7 @@ from overlay.net.transport import TcpTransport, Transport
 from overlay.roles.directory_link import DirectoryLink
 from overlay.roles.probe import measure_candidates
 from overlay.roles.selection import choose_mesh
+from overlay.roles.status import SupernodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Supernode:
     def __init__(self, node: Node, advertise: Address, *, server: Address | ServerList,
                  server_key: bytes | None, config: SupernodeConfig | None = None,
                  transport: Transport | None = None, rng: random.Random | None = None) -> None:
-        if node.config.edge:
+        if node.is_edge:
             raise ValueError("a supernode cannot run on an edge node")
         self.node = node
         self.advertise = advertise
@@ -80,16 +80,15 @@ class Supernode:
         """Look at the supernode list again now (a new supernode is known to have joined)."""
         self._refresh.set()
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "role": "supernode",
-            "advertise": format_address(self.advertise),
-            "mesh_dialled": sorted(peer.hex() for peer in self._dialers),
-            "attached_clients": [peer.hex() for peer in self.node.attached_clients],
-            "candidates": {peer.hex(): round(rtt * 1000, 3) for peer, rtt in self.rtts.items()},
-            "directory": "connected" if self.directory.client is not None else "unreachable",
-            "server": format_address(self.directory.address),
-        }
+    def status(self) -> SupernodeStatus:
+        return SupernodeStatus(
+            advertise=self.advertise,
+            mesh_dialled=tuple(self._dialers),
+            attached_clients=tuple(self.node.attached_clients),
+            candidates=tuple(self.rtts.items()),
+            directory_connected=self.directory.client is not None,
+            server=self.directory.address,
+        )
 
     # --- directory ------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
 from overlay.roles.supernode import Supernode, SupernodeConfig
+from overlay.runtime import EdgeRole, PeerSpec, SupernodeRole, run_peer
 from overlay.sim.network import EmulatedNetwork
 from overlay.stats import quantile
 
@@ -317,17 +318,16 @@ class HybridWorld:
         rng = self._rng(host)
         config = NodeConfig(listen=(host, PORT), link=self.config.link)
         transport = self.net.transport(host)
-        async with Node(identity_of(self.config.seed, host), config, transport=transport,
-                        rng=rng, nonce_source=rng.randbytes) as node:
-            role = Supernode(node, (host, PORT), server=self.directory,
-                             server_key=self.server_key, transport=transport, rng=rng,
-                             config=SupernodeConfig(nearest=self.config.mesh_nearest,
-                                                    random_extra=self.config.mesh_random,
-                                                    refresh_interval=self.config.mesh_refresh))
-            node.role_status = role.status
-            async with trio.open_nursery() as inner:
-                await inner.start(role.run)
-                task_status.started(SupernodeHandle(host, node, role))
+        role = SupernodeRole(self.directory, self.server_key, (host, PORT),
+                             SupernodeConfig(nearest=self.config.mesh_nearest,
+                                             random_extra=self.config.mesh_random,
+                                             refresh_interval=self.config.mesh_refresh))
+        spec = PeerSpec(identity_of(self.config.seed, host), config, role, transport=transport,
+                        rng=rng, nonce_source=rng.randbytes)
+        async with run_peer(spec) as peer:
+            assert peer.supernode is not None
+            task_status.started(SupernodeHandle(host, peer.node, peer.supernode))
+            await trio.sleep_forever()
 
     # --- clients --------------------------------------------------------------------------
 
@@ -362,19 +362,16 @@ class HybridWorld:
         rng = self._rng(host)
         config = NodeConfig(listen=None, edge=True, link=self.client_link)
         transport = self.net.transport(host)
-        async with Node(identity_of(self.config.seed, host), config, transport=transport,
-                        rng=rng, nonce_source=rng.randbytes) as node:
-            username = _username(index)
-            role = EdgeClient(node, Credentials(username, password=PASSWORD),
-                              server=self.directory, server_key=self.server_key,
-                              transport=transport, rng=rng,
-                              config=EdgeConfig(candidates=self.config.candidates,
-                                                refresh_interval=self.config.edge_refresh))
-            node.name_resolver = role.locate
-            node.role_status = role.status
-            async with trio.open_nursery() as inner:
-                await inner.start(role.run)
-                task_status.started(ClientHandle(host, username, node, role))
+        username = _username(index)
+        role = EdgeRole(Credentials(username, password=PASSWORD), self.directory,
+                        self.server_key, EdgeConfig(candidates=self.config.candidates,
+                                                    refresh_interval=self.config.edge_refresh))
+        spec = PeerSpec(identity_of(self.config.seed, host), config, role, transport=transport,
+                        rng=rng, nonce_source=rng.randbytes)
+        async with run_peer(spec) as peer:
+            assert peer.edge is not None
+            task_status.started(ClientHandle(host, username, peer.node, peer.edge))
+            await trio.sleep_forever()
 
 
 def _username(index: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,10 +18,10 @@ from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
 from overlay.roles.supernode import Supernode, SupernodeConfig
+from overlay.runtime import EdgeRole, Peer, PeerSpec, SupernodeRole, run_peer
 from tests.conftest import make_identity
 
 PASSWORD = "correct horse battery"
-Role = Supernode | EdgeClient
 LINKS = LinkConfig(handshake_timeout=2.0, hello_interval=0.2, dead_after=3)
 
 
@@ -54,40 +54,32 @@ class Network:
                         await ca.contact_request(b)
                         await cb.contact_accept(a)
 
-    async def _run_node(self, name: str, config: NodeConfig,
-                        make_role: Callable[[Node], Role]) -> tuple[Node, Role, trio.CancelScope]:
-        """A node and its role running in the network's nursery until the scope is cancelled."""
+    async def _run_peer(self, name: str, config: NodeConfig,
+                        role: SupernodeRole | EdgeRole) -> tuple[Peer, trio.CancelScope]:
+        """Run one peer (overlay.runtime builds it) until its scope is cancelled."""
         scope = trio.CancelScope()
-        started: list[tuple[Node, Role]] = []
+        started: list[Peer] = []
         ready = trio.Event()
 
         async def run() -> None:
             with scope:
-                async with Node(make_identity(name), config) as node:
-                    role = make_role(node)
-                    async with trio.open_nursery() as inner:
-                        await inner.start(role.run)
-                        started.append((node, role))
-                        ready.set()
-                        await trio.sleep_forever()
+                async with run_peer(PeerSpec(make_identity(name), config, role)) as peer:
+                    started.append(peer)
+                    ready.set()
+                    await trio.sleep_forever()
 
         self.nursery.start_soon(run)
         await ready.wait()
-        node, role = started[0]
-        return node, role, scope
+        return started[0], scope
 
     async def start_supernode(self, name: str, **config: object) -> Node:
-        def make(node: Node) -> Supernode:
-            assert node.listen_address is not None
-            return Supernode(node, node.listen_address, server=self.address,
-                             server_key=self.key,
+        role = SupernodeRole(self.address, self.key,
                              config=SupernodeConfig(refresh_interval=1.0,
                                                     **config))  # type: ignore[arg-type]
-
-        node, role, scope = await self._run_node(name, NodeConfig(link=LINKS), make)
-        assert isinstance(role, Supernode)
-        self.supernodes[name] = (node, role, scope)
-        return node
+        peer, scope = await self._run_peer(name, NodeConfig(link=LINKS), role)
+        assert peer.supernode is not None
+        self.supernodes[name] = (peer.node, peer.supernode, scope)
+        return peer.node
 
     def kill_supernode(self, name: str) -> None:
         """Stop a supernode at once, without a goodbye (its links just drop)."""
@@ -96,20 +88,13 @@ class Network:
 
     async def start_client(self, name: str, *, listen: bool = False,
                            **config: object) -> tuple[Node, EdgeClient]:
-        def make(node: Node) -> EdgeClient:
-            role = EdgeClient(node, Credentials(name, password=PASSWORD),
-                              server=self.address, server_key=self.key,
-                              config=EdgeConfig(refresh_interval=2.0,
-                                                **config))  # type: ignore[arg-type]
-            node.name_resolver = role.locate
-            return role
-
-        node_config = NodeConfig(link=LINKS, edge=True,
-                                 listen=("127.0.0.1", 0) if listen else None)
-        node, role, _scope = await self._run_node(name, node_config, make)
-        assert isinstance(role, EdgeClient)
-        self.clients[name] = (node, role)
-        return node, role
+        role = EdgeRole(Credentials(name, password=PASSWORD), self.address, self.key,
+                        EdgeConfig(refresh_interval=2.0, **config))  # type: ignore[arg-type]
+        node_config = NodeConfig(link=LINKS, listen=("127.0.0.1", 0) if listen else None)
+        peer, _scope = await self._run_peer(name, node_config, role)
+        assert peer.edge is not None
+        self.clients[name] = (peer.node, peer.edge)
+        return peer.node, peer.edge
 
 
 @asynccontextmanager
