@@ -260,10 +260,7 @@ class Chat:
             self._want_flush(peer)
 
     def _path(self, node_id: NodeId) -> str:
-        path = self.edge.path_to(node_id)
-        if path["path"] == "direct":
-            return "direct"
-        return "relayed via " + ", ".join(v[:8] for v in path["via"])
+        return self.edge.route_to(node_id).describe()
 
     # --- receiving --------------------------------------------------------------------
 

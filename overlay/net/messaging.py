@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from overlay.errors import ChannelClosed, ControlError, TransportError
+from overlay.errors import ChannelClosed, ControlError, OverlayError, TransportError
 from overlay.net.control import ControlConnection
 from overlay.proto.messages import MAX_TTL
 
 if TYPE_CHECKING:
+    from overlay.ids import NodeId
     from overlay.net.channels import Channel
     from overlay.net.node import Node
 
@@ -49,9 +50,21 @@ async def handle_control(node: Node, op: str, request: dict[str, Any],
     raise ControlError(f"unknown control operation {op!r}")
 
 
+async def resolve_peer(node: Node, text: str) -> NodeId:
+    """A node id (or unique prefix), or a contact's username via the edge role."""
+    text = text.strip()
+    if node.locate is not None and text and not all(
+            c in "0123456789abcdef" for c in text.lower()):
+        try:
+            return await node.locate(text)
+        except OverlayError as exc:
+            raise ControlError(f"cannot find {text!r}: {exc}") from None
+    return node.resolve_node_id(text)
+
+
 async def handle_send(node: Node, request: dict[str, Any],
                       connection: ControlConnection) -> dict[str, Any]:
-    peer = await node.resolve_peer(str(request.get("dst", "")))
+    peer = await resolve_peer(node, str(request.get("dst", "")))
     parts: list[bytes] = []
     total = 0
     while True:

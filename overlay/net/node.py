@@ -23,12 +23,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.errors import ConfigError, ControlError, OverlayError
+from overlay.errors import ConfigError
 from overlay.ids import Identity, NodeId
 from overlay.net.channels import Channel, ChannelManager
 from overlay.net.control import ControlConnection, serve_control
@@ -36,22 +36,13 @@ from overlay.net.dialer import dial_forever
 from overlay.net.link import Link
 from overlay.net.messaging import handle_control
 from overlay.net.neighbours import NodeLinks, PacketTrace
-from overlay.net.node_status import NodeStatistics, node_status_json
+from overlay.net.node_status import NodeStatistics, RoleStatus, node_status_json
 from overlay.net.transport import TcpTransport, Transport
 from overlay.proto.echo import EchoResult
 from overlay.proto.forwarding import Forwarder
 from overlay.proto.link import LinkState
-from overlay.proto.messages import (
-    AttachPurpose,
-    CloseCode,
-    MessageType,
-    RoutedPacket,
-)
-from overlay.proto.node import (
-    NodeConfig,
-    NodeCore,
-    keep_new_link,
-)
+from overlay.proto.messages import AttachPurpose, CloseCode, MessageType, RoutedPacket
+from overlay.proto.node import NodeConfig, NodeCore, keep_new_link
 from overlay.proto.routing import Router
 
 __all__ = ["EchoResult", "Node", "NodeConfig", "NodeStatistics", "keep_new_link"]
@@ -59,12 +50,6 @@ __all__ = ["EchoResult", "Node", "NodeConfig", "NodeStatistics", "keep_new_link"
 log = logging.getLogger(__name__)
 
 PacketHandler = Callable[[RoutedPacket], None]
-
-
-class RoleStatus(Protocol):
-    """A role's status record (:class:`~overlay.roles.edge.EdgeStatus`, ...)."""
-
-    def to_json(self) -> dict[str, Any]: ...
 
 
 class Node:
@@ -301,16 +286,10 @@ class Node:
                        connection: ControlConnection) -> Any:
         return await handle_control(self, op, request, connection)
 
-    async def resolve_peer(self, text: str) -> NodeId:
-        """A node id (or unique prefix), or a contact's username via the edge role."""
-        text = text.strip()
-        if self._locate is not None and text and not all(
-                c in "0123456789abcdef" for c in text.lower()):
-            try:
-                return await self._locate(text)
-            except OverlayError as exc:
-                raise ControlError(f"cannot find {text!r}: {exc}") from None
-        return self.core.resolve_node_id(text)
+    @property
+    def locate(self) -> Callable[[str], Awaitable[NodeId]] | None:
+        """The role's contact-name lookup, if it has one (see :meth:`attach_role`)."""
+        return self._locate
 
     def resolve_node_id(self, text: str) -> NodeId:
         """A full hex id, or a unique prefix of a known destination or neighbour."""

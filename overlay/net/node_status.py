@@ -9,7 +9,7 @@ shape of the control socket's ``status`` answer, which scripts read with
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from overlay.ids import NodeId
 from overlay.net.link import LinkStatistics
@@ -35,6 +35,12 @@ class NodeStatistics:
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 3)
 
+
+
+class RoleStatus(Protocol):
+    """A role's status record (:class:`~overlay.roles.status.EdgeStatus`, ...)."""
+
+    def to_json(self) -> dict[str, Any]: ...
 
 def link_json(stats: LinkStatistics) -> dict[str, Any]:
     return {
