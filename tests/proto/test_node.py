@@ -98,6 +98,29 @@ def test_a_neighbour_joins_routing_with_its_first_rtt_and_hears_updates() -> Non
     assert {a.link for a in sent} == {"l1"}
 
 
+def test_a_route_update_that_did_not_fit_its_queue_is_repaired_by_a_full_table() -> None:
+    node = core()
+    up(node, "l1", PEER, OUT)
+    advertise(node, "l1", PEER)
+    now = 1.0
+    while node.get_timer() < 30.0:  # let the first updates go out
+        now = node.get_timer()
+        node.handle_timer(now)
+        node.take_actions()
+    lost_at = now + 0.5
+    node.message_lost(PEER, lost_at)
+    node.message_lost(PEER, lost_at + 0.1)  # the second loss joins the first resync
+    assert node.get_timer() == pytest.approx(lost_at + node.router.config.resync_delay)
+    node.handle_timer(node.get_timer())
+    sent = [a for a in node.take_actions()
+            if isinstance(a, SendMessage) and isinstance(a.message, RouteUpdate)]
+    assert [a.link for a in sent] == ["l1"]
+    assert ME in {entry.destination for entry in sent[0].message.entries}
+    # A loss for a peer that is not a routing neighbour asks for nothing.
+    node.message_lost(OTHER, lost_at)
+    assert node.get_timer() >= 30.0
+
+
 def test_links_dialled_to_attach_carry_attach_first_and_no_routing() -> None:
     node = core(edge=True)
     actions = up(node, "home", OTHER, EDGE_OUT)
