@@ -67,6 +67,7 @@ exits, every open end turns broken and every task blocked on one wakes with
 from __future__ import annotations
 
 import errno
+import hashlib
 import heapq
 import math
 import random
@@ -189,6 +190,7 @@ class EmulatedNetwork:
         *,
         connect_timeout: float = 1.0,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        digest: bool = False,
     ) -> None:
         if connect_timeout <= 0 or max_in_flight <= 0:
             raise ValueError("connect_timeout and max_in_flight must be positive")
@@ -210,6 +212,17 @@ class EmulatedNetwork:
         self._nursery_manager: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
         self._running = False
+        self._digest = hashlib.blake2b(digest_size=16) if digest else None
+        self._digest_chunks = 0
+
+    @property
+    def trace_digest(self) -> str | None:
+        """A hash of every delivery so far (time, link direction, bytes), if asked for:
+        two runs with equal digests carried the same bytes at the same instants in the
+        same order."""
+        if self._digest is None:
+            return None
+        return f"{self._digest.hexdigest()}/{self._digest_chunks}"
 
     # --- lifetime ---------------------------------------------------------------
 
@@ -415,8 +428,15 @@ class EmulatedNetwork:
                 link.stalled[flow] = None
                 continue
             queue, receiver, path = flow.queue, flow.receiver, flow.path
+            digest = self._digest
             while queue and queue[0][0] <= now:
                 chunk = queue.popleft()[1]
+                if digest is not None:
+                    self._digest_chunks += 1
+                    digest.update(f"{now!r} {receiver.local_address} {receiver.remote_address} "
+                                  f"{-1 if chunk is None else len(chunk)}\n".encode())
+                    if chunk is not None:
+                        digest.update(chunk)
                 if chunk is None:
                     receiver._receive_eof()
                     continue

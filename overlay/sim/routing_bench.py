@@ -42,6 +42,7 @@ from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
 from overlay.proto.messages import MessageType, RoutedPacket
 from overlay.proto.routing import RoutingConfig
+from overlay.sim.determinism import deterministic_scheduling
 from overlay.sim.network import EmulatedNetwork
 
 METRIC_RESOLUTION = 1e-6  # seconds: link costs are whole microseconds
@@ -66,6 +67,8 @@ class BenchConfig:
     max_virtual: float = 600.0
     traffic_rate: float = 200.0
     bandwidth: float | None = None
+    digest: bool = False
+    """Hash every delivery into ``RoutingReport.trace_digest`` (costs a little CPU)."""
 
 
 @dataclass
@@ -103,6 +106,7 @@ class RoutingReport:
     virtual_s: float = 0.0
     wall_s: float = 0.0
     peak_rss_mb: float = 0.0
+    trace_digest: str | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -145,7 +149,17 @@ class _Tracer:
 
 async def run(graph: nx.Graph[int], topology: str, config: BenchConfig,
               progress: Progress | None = None) -> RoutingReport:
-    """Build the network, run every phase, and report (call under a MockClock)."""
+    """Build the network, run every phase, and report (call under a MockClock).
+
+    The run replays exactly from ``config.seed``: every random choice is seeded,
+    and so is trio's order among tasks ready at the same instant.
+    """
+    with deterministic_scheduling(config.seed):
+        return await _run(graph, topology, config, progress)
+
+
+async def _run(graph: nx.Graph[int], topology: str, config: BenchConfig,
+               progress: Progress | None) -> RoutingReport:
     report_progress = progress or (lambda phase, fraction: None)
     wall_start = time.perf_counter()
     n = graph.number_of_nodes()
@@ -155,23 +169,12 @@ async def run(graph: nx.Graph[int], topology: str, config: BenchConfig,
         converged=False, convergence_s=None,
     )
     rng = random.Random(config.seed)
-    link_config = LinkConfig(hello_interval=config.hello_interval, dead_after=config.dead_after,
-                             handshake_timeout=max(5.0, 4 * config.hello_interval))
-    routing = RoutingConfig(update_interval=config.update_interval)
-    async with EmulatedNetwork(random.Random(config.seed + 1)) as net, AsyncExitStack() as stack:
+    async with EmulatedNetwork(random.Random(config.seed + 1), digest=config.digest) as net, \
+            AsyncExitStack() as stack:
         for a, b in graph.edges:
             net.add_link(f"n{a}", f"n{b}", graph.edges[a, b]["latency"],
                          jitter=config.jitter, bandwidth=config.bandwidth)
-        nodes: list[Node] = []
-        for i in range(n):
-            node_config = NodeConfig(listen=(f"n{i}", 1), link=link_config, routing=routing,
-                                     reconnect_initial=1.0, reconnect_max=8.0)
-            node_rng = random.Random(config.seed * 1_000_003 + i)
-            node = Node(_identity(config.seed, i), node_config, transport=net.transport(f"n{i}"),
-                        rng=node_rng, nonce_source=node_rng.randbytes)
-            nodes.append(await stack.enter_async_context(node))
-            if i % 50 == 0:
-                report_progress("starting nodes", i / n)
+        nodes = await _start_nodes(net, stack, n, config, report_progress)
         start = trio.current_time()
         for a, b in graph.edges:
             nodes[min(a, b)].connect((f"n{max(a, b)}", 1), expected_peer=nodes[max(a, b)].node_id)
@@ -183,6 +186,7 @@ async def run(graph: nx.Graph[int], topology: str, config: BenchConfig,
         if converged_at is None:
             report.notes.append(f"not converged within {config.max_virtual:g} virtual seconds")
             report.virtual_s = trio.current_time() - start
+            report.trace_digest = net.trace_digest
             return _finish(report, wall_start)
         report.convergence_s = round(converged_at - start, 3)
         report.convergence_wall_s = round(time.perf_counter() - wall_start, 2)
@@ -195,26 +199,55 @@ async def run(graph: nx.Graph[int], topology: str, config: BenchConfig,
         report.max_stretch = quality.max_stretch
         report.unreachable_pairs, report.loops_in_tables = quality.unreachable, quality.loops
 
-        report_progress("steady state", 0.0)
-        window = config.measure
-        if window is None:
-            # Past every node's first periodic table, which sets its period by its size.
-            await trio.sleep_until(start + config.update_interval)
-            window = max([config.update_interval, *(x.router.refresh_interval for x in nodes)])
-        bytes_before = _total_bytes(net)
-        changes_before = _next_hop_changes(nodes)
-        measure_start = trio.current_time()
-        await trio.sleep(window)
-        elapsed = trio.current_time() - measure_start
-        report.control_bytes_per_node_s = round((_total_bytes(net) - bytes_before) / n / elapsed, 1)
-        report.steady_next_hop_changes = _next_hop_changes(nodes) - changes_before
+        await _measure_steady(net, nodes, start, config=config, report=report,
+                              report_progress=report_progress)
 
         if config.fail_links > 0 or config.crash_nodes > 0:
             await _failure_phase(_Run(graph, net, nodes, index_of, config, rng, report,
                                       report_progress))
         report.virtual_s = round(trio.current_time() - start, 3)
+        report.trace_digest = net.trace_digest
         report_progress("stopping nodes", 1.0)
     return _finish(report, wall_start)
+
+
+async def _start_nodes(net: EmulatedNetwork, stack: AsyncExitStack, n: int, config: BenchConfig,
+                       report_progress: Progress) -> list[Node]:
+    """One real Node per graph vertex, each with its own seeded generator and nonces."""
+    link_config = LinkConfig(hello_interval=config.hello_interval, dead_after=config.dead_after,
+                             handshake_timeout=max(5.0, 4 * config.hello_interval))
+    routing = RoutingConfig(update_interval=config.update_interval)
+    nodes: list[Node] = []
+    for i in range(n):
+        node_config = NodeConfig(listen=(f"n{i}", 1), link=link_config, routing=routing,
+                                 reconnect_initial=1.0, reconnect_max=8.0)
+        node_rng = random.Random(config.seed * 1_000_003 + i)
+        node = Node(_identity(config.seed, i), node_config, transport=net.transport(f"n{i}"),
+                    rng=node_rng, nonce_source=node_rng.randbytes)
+        nodes.append(await stack.enter_async_context(node))
+        if i % 50 == 0:
+            report_progress("starting nodes", i / n)
+    return nodes
+
+
+async def _measure_steady(net: EmulatedNetwork, nodes: list[Node], start: float, *,
+                          config: BenchConfig, report: RoutingReport,
+                          report_progress: Progress) -> None:
+    """Control bytes per node per second and next-hop changes with nothing failing."""
+    report_progress("steady state", 0.0)
+    window = config.measure
+    if window is None:
+        # Past every node's first periodic table, which sets its period by its size.
+        await trio.sleep_until(start + config.update_interval)
+        window = max([config.update_interval, *(x.router.refresh_interval for x in nodes)])
+    bytes_before = _total_bytes(net)
+    changes_before = _next_hop_changes(nodes)
+    measure_start = trio.current_time()
+    await trio.sleep(window)
+    elapsed = trio.current_time() - measure_start
+    report.control_bytes_per_node_s = round(
+        (_total_bytes(net) - bytes_before) / len(nodes) / elapsed, 1)
+    report.steady_next_hop_changes = _next_hop_changes(nodes) - changes_before
 
 
 def _finish(report: RoutingReport, wall_start: float) -> RoutingReport:
