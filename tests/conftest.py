@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import settings
 from trio.testing import MockClock
 
 from overlay.ids import Identity
+from tests.procs import Processes, short_tempdir
 
 settings.register_profile("overlay", deadline=None, print_blob=True)
 settings.load_profile("overlay")
@@ -23,3 +26,15 @@ def make_identity(name: str) -> Identity:
 def autojump_clock() -> MockClock:
     """Virtual time that jumps ahead whenever every task is blocked."""
     return MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    """Start ``overlay`` processes in a short temporary root; all stopped at the end."""
+    root = short_tempdir()
+    running = Processes(root)
+    try:
+        yield running
+    finally:
+        running.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 WAIT = 20.0  # upper bound on any single wait; the machines are shared and noisy
+START_WAIT = 30.0  # for a role process's first line (it may log in first)
 
 
 def overlay_command(*args: str) -> list[str]:
@@ -169,3 +170,35 @@ def server_process(*args: str) -> Iterator[ServerProcess]:
             proc.wait(WAIT)
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+class Processes:
+    """``overlay`` processes a test started; :meth:`stop` interrupts and reaps them all."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str) -> tuple[subprocess.Popen[str], str]:
+        """Start ``overlay ARGS`` and return it with the first line it prints."""
+        proc = subprocess.Popen(overlay_command(*args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], START_WAIT)
+        line = proc.stdout.readline().strip() if ready else ""
+        if not line:
+            proc.kill()
+            raise AssertionError(f"overlay {args[0]} did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
+        return proc, line
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            try:
+                proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()

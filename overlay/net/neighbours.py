@@ -116,8 +116,9 @@ class NodeLinks:
             elif isinstance(action, SendMessage):
                 if not action.link.send_nowait(action.message):
                     self.dropped_queue_full += 1
-                    if action.link.peer_id is not None:  # a lost update: resend all later
-                        core.message_lost(action.link.peer_id, trio.current_time())
+                    if action.link.peer_id is not None:
+                        core.message_lost(action.link.peer_id, action.message,
+                                          trio.current_time())
             elif isinstance(action, CloseLink):
                 action.link.close(action.code, action.reason)
             elif isinstance(action, DeliverLocal):

@@ -237,10 +237,11 @@ class NodeCore(Generic[L]):
             raise RuntimeError("the node is not running")
         return self._router
 
-    def message_lost(self, peer: NodeId, now: float) -> None:
-        """A link-local message for ``peer`` did not fit its queue: if it was a route
-        update, the neighbour missed it, so the router sends it everything again."""
-        if self._router is not None:
+    def message_lost(self, peer: NodeId, message: Message, now: float) -> None:
+        """A link-local message for ``peer`` did not fit its queue.  A lost route update
+        leaves the neighbour's table behind, so the router sends it everything again;
+        any other message was best-effort and is just gone."""
+        if self._router is not None and isinstance(message, RouteUpdate):
             self._router.resync(peer, now)
 
     def take_actions(self) -> list[NodeAction[L]]:

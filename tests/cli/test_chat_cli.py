@@ -30,8 +30,8 @@ import pytest
 from overlay.chat.terminal import LineBuffer, Quit, Submit, printable
 from overlay.proto.codec import pack
 from overlay.state import load_identity
-from tests.cli.test_roles_cli import PASSWORD, Processes, account, start_system
-from tests.procs import overlay_command, run_overlay, short_tempdir, wait_until
+from tests.cli.test_roles_cli import PASSWORD, account, start_system
+from tests.procs import Processes, overlay_command, run_overlay, short_tempdir, wait_until
 
 WAIT = 20.0
 ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -3,60 +3,13 @@
 from __future__ import annotations
 
 import json
-import select
-import shutil
-import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.procs import overlay_command, run_overlay, short_tempdir
+from tests.procs import Processes, overlay_command, run_overlay
 
 WAIT = 30.0
 PASSWORD = "correct horse battery"
-
-
-class Processes:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, *args: str) -> tuple[subprocess.Popen[str], str]:
-        """Start ``overlay ARGS`` and return it with the first line it prints."""
-        proc = subprocess.Popen(overlay_command(*args), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
-        line = proc.stdout.readline().strip() if ready else ""
-        if not line:
-            proc.kill()
-            raise AssertionError(f"overlay {args[0]} did not start: {proc.stderr.read()}")  # type: ignore[union-attr]
-        return proc, line
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self.procs:
-            try:
-                proc.communicate(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
-
-
-@pytest.fixture
-def procs() -> Iterator[Processes]:
-    root = short_tempdir()
-    running = Processes(root)
-    try:
-        yield running
-    finally:
-        running.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def account(root: Path, user: str, *args: str) -> None:

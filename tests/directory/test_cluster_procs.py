@@ -14,29 +14,17 @@ import json
 import shutil
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from overlay.state import KEY_FILE
-from tests.cli.test_roles_cli import Processes, account
+from tests.cli.test_roles_cli import account
 from tests.directory.postgres import Cluster
-from tests.procs import run_overlay, short_tempdir, wait_until
+from tests.procs import Processes, run_overlay, wait_until
 
 pytestmark = pytest.mark.postgres
-
-
-@pytest.fixture
-def procs() -> Iterator[Processes]:
-    root = short_tempdir()
-    running = Processes(root)
-    try:
-        yield running
-    finally:
-        running.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def status(state: Path) -> dict[str, Any] | None:

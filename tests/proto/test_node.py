@@ -107,18 +107,23 @@ def test_a_route_update_that_did_not_fit_its_queue_is_repaired_by_a_full_table()
         now = node.get_timer()
         node.handle_timer(now)
         node.take_actions()
+    quiet_until = node.get_timer()  # nothing to send before then
     lost_at = now + 0.5
-    node.message_lost(PEER, lost_at)
-    node.message_lost(PEER, lost_at + 0.1)  # the second loss joins the first resync
-    assert node.get_timer() == pytest.approx(lost_at + node.router.config.resync_delay)
+    resync_at = lost_at + node.router.config.resync_delay
+    assert resync_at < quiet_until
+    update = RouteUpdate(1000, (RouteEntry(ME, 1, 0),))
+    node.message_lost(PEER, Attach(AttachPurpose.EDGE), lost_at)  # best-effort: no resync
+    node.message_lost(OTHER, update, lost_at)  # not a routing neighbour: nothing either
+    assert node.get_timer() == quiet_until
+    node.message_lost(PEER, update, lost_at)
+    node.message_lost(PEER, update, lost_at + 0.1)  # the second loss joins the first resync
+    assert node.get_timer() == pytest.approx(resync_at)
     node.handle_timer(node.get_timer())
     sent = [a for a in node.take_actions()
             if isinstance(a, SendMessage) and isinstance(a.message, RouteUpdate)]
     assert [a.link for a in sent] == ["l1"]
     assert ME in {entry.destination for entry in sent[0].message.entries}
-    # A loss for a peer that is not a routing neighbour asks for nothing.
-    node.message_lost(OTHER, lost_at)
-    assert node.get_timer() >= 30.0
+    assert node.get_timer() == quiet_until  # one resync, not two
 
 
 def test_links_dialled_to_attach_carry_attach_first_and_no_routing() -> None:
