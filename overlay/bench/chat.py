@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from overlay.chat.local_network import LocalNetwork, User, local_network
-from overlay.cli.common import positive_int
+from overlay.cli.common import positive_int, run_interruptibly
 from overlay.cli.progress import Progress, ProgressBar
 from overlay.errors import OverlayError
 from overlay.stats import quantile
@@ -45,7 +45,7 @@ def add_parser(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
 def run(args: argparse.Namespace) -> int:
     bar = ProgressBar()
     try:
-        result = trio.run(measure, args.messages, bar)
+        result = run_interruptibly(measure, args.messages, bar)
     finally:
         bar.done()
     if args.json:

@@ -19,7 +19,7 @@ from typing import Any
 import trio
 import trio.testing
 
-from overlay.cli.common import non_negative_int, positive_float, positive_int
+from overlay.cli.common import non_negative_int, positive_float, positive_int, run_interruptibly
 from overlay.cli.progress import ProgressBar
 from overlay.sim import hybrid as sim
 
@@ -107,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from(args)
     progress = ProgressBar()
     try:
-        report = trio.run(_run, config, args.scenarios, progress,
-                          clock=trio.testing.MockClock(autojump_threshold=0))
+        report = run_interruptibly(_run, config, args.scenarios, progress,
+                                  clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
         progress.done()
     if args.json:

@@ -13,7 +13,7 @@ import trio.testing
 
 from overlay.bench import chat as chat_bench
 from overlay.bench import hybrid as hybrid_bench
-from overlay.cli.common import positive_float, positive_int
+from overlay.cli.common import positive_float, positive_int, run_interruptibly
 from overlay.cli.progress import ProgressBar
 from overlay.errors import ConfigError
 from overlay.sim import topology
@@ -190,7 +190,7 @@ def run_transport(args: argparse.Namespace) -> int:
         config = bench_transport.TransportConfig(
             hops=tuple(args.hops), size=args.size, count=args.count, pings=args.pings,
             handshakes=args.handshakes, time_limit=args.time_limit)
-        report = trio.run(run_bench, config, bar)
+        report = run_interruptibly(run_bench, config, bar)
     finally:
         bar.done()
     if args.plot is not None:
@@ -231,7 +231,7 @@ def run_storm(args: argparse.Namespace) -> int:
 
     config = storm_bench.StormConfig(clients=args.clients, timeout=args.timeout,
                                      max_login_queue=args.max_login_queue, db=args.db)
-    report = trio.run(storm_bench.run, config)
+    report = run_interruptibly(storm_bench.run, config)
     if args.json:
         print(json.dumps(report.to_json()))
     else:
@@ -250,7 +250,7 @@ def run_directory(args: argparse.Namespace) -> int:
         rate=args.rate)
     bar = ProgressBar()
     try:
-        report = trio.run(bench_directory.run, config, bar)
+        report = run_interruptibly(bench_directory.run, config, bar)
     finally:
         bar.done()
     if args.json:
@@ -338,8 +338,8 @@ def run_routing(args: argparse.Namespace) -> int:
                          hello_interval=args.hello_interval,
                          update_interval=args.update_interval)
     bar = ProgressBar()
-    report = trio.run(run, graph, name, config, bar,
-                      clock=trio.testing.MockClock(autojump_threshold=0))
+    report = run_interruptibly(run, graph, name, config, bar,
+                              clock=trio.testing.MockClock(autojump_threshold=0))
     bar.done()
     if args.json:
         json.dump(report.to_json(), sys.stdout, indent=2)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import trio
 
@@ -15,6 +16,8 @@ from overlay.addresses import Address, parse_address
 from overlay.ids import NodeId
 
 DEFAULT_LISTEN = "127.0.0.1:7400"
+
+T = TypeVar("T")
 
 
 def address_arg(text: str) -> Address:
@@ -89,3 +92,41 @@ def stop_signals() -> Iterator[trio.abc.ReceiveChannel[int]]:
     """SIGINT and SIGTERM as a channel, so Ctrl-C becomes an orderly stop, not a traceback."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         yield signals  # type: ignore[misc]
+
+
+def run_interruptibly(work: Callable[..., Awaitable[T]], *args: Any,
+                      clock: trio.abc.Clock | None = None) -> T:
+    """``trio.run(work, *args)``, where Ctrl-C (or SIGTERM) cancels ``work`` and, once its
+    cleanup is over, raises KeyboardInterrupt (``overlay``'s status 130).
+
+    Left to itself, trio raises KeyboardInterrupt at whatever bytecode is running when
+    the signal lands, which may be inside a context manager's own exit: then a node's
+    nursery is never closed, or a child process never stopped, and the run can hang
+    instead of ending.  A cancellation arrives only at checkpoints, where every
+    ``finally`` and ``async with`` runs in full.  A second signal during the cleanup is
+    ignored (the cleanups are bounded: children are killed after a grace period).
+    """
+    async def guarded() -> T:
+        result: list[T] = []
+        interrupted = False
+        with stop_signals() as signals:
+            try:
+                async with trio.open_nursery() as nursery:
+                    async def run_work() -> None:
+                        result.append(await work(*args))
+                        nursery.cancel_scope.cancel()
+
+                    nursery.start_soon(run_work)
+                    async for _ in signals:
+                        interrupted = True
+                        nursery.cancel_scope.cancel()
+                        break
+            except BaseExceptionGroup as group:
+                if len(group.exceptions) == 1:  # the work's own error, as the work raised it
+                    raise group.exceptions[0] from None
+                raise
+        if interrupted or not result:
+            raise KeyboardInterrupt
+        return result[0]
+
+    return trio.run(guarded, clock=clock)
