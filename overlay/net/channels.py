@@ -7,6 +7,12 @@ with the smaller id uses even ids, the other odd ids.  Each channel has one
 timer task, in the manager's nursery (owned by the node).  A SYN for an unknown
 channel becomes a new channel in the accept queue; if that queue is full the
 SYN is answered with RST, so the opener learns at once.
+
+Error reports (UNREACHABLE, TIME_EXCEEDED) about our DATA packets are soft
+errors, as ICMP is to TCP (RFC 1122 4.2.3.9): routes come and go while the
+overlay converges, and retransmission rides that out.  A channel opened with
+``fail_fast`` (``overlay send``: a user waiting at a prompt) that has not heard
+from its peer yet gives up at the first report instead, with PeerUnreachable.
 """
 
 from __future__ import annotations
@@ -67,9 +73,13 @@ class ChannelStatistics:
 class Channel:
     """One reliable channel: ``await send(msg)``, ``await receive()``, ``async with``."""
 
-    def __init__(self, manager: ChannelManager, peer: NodeId, core: ReliableChannel) -> None:
+    def __init__(self, manager: ChannelManager, peer: NodeId, core: ReliableChannel,
+                 *, fail_fast: bool = False) -> None:
         self.peer = peer
         self.core = core
+        self.fail_fast = fail_fast
+        """Give up at the first error report while the peer has not answered yet."""
+        self._unreachable: str | None = None
         self._manager = manager
         self._changed = trio.Event()
         self._waiters = 0
@@ -148,6 +158,8 @@ class Channel:
     # --- internals -------------------------------------------------------------------
 
     def _raise_if_over(self) -> None:
+        if self._unreachable is not None:
+            raise PeerUnreachable(f"node {self.peer}: {self._unreachable}")
         if self.core.state is ChannelState.CLOSED:
             error = self.core.error
             if error is not None and "unreachable" in error:
@@ -205,8 +217,9 @@ class ChannelManager:
             for channel in dirty:
                 self.pump(channel)
 
-    def open(self, peer: NodeId) -> Channel:
-        """Start opening a channel to ``peer`` (the SYN goes out now)."""
+    def open(self, peer: NodeId, *, fail_fast: bool = False) -> Channel:
+        """Start opening a channel to ``peer`` (the SYN goes out now); ``fail_fast``:
+        see the module docstring."""
         if self._nursery is None:
             raise ChannelClosed("the node is not running")
         parity = 0 if self.node_id < peer else 1
@@ -216,7 +229,7 @@ class ChannelManager:
                 break
         core = ReliableChannel(channel_id, isn=secrets.randbits(32), now=trio.current_time(),
                                config=self.config)
-        return self._start(peer, core)
+        return self._start(peer, core, fail_fast=fail_fast)
 
     async def accept(self) -> Channel:
         """The next channel another node opened to us."""
@@ -224,6 +237,22 @@ class ChannelManager:
 
     def channels(self) -> list[Channel]:
         return list(self._channels.values())
+
+    def delivery_failed(self, destination: NodeId, original_type: int,
+                        kind: MessageType) -> None:
+        """A router dropped a packet we sent to ``destination`` and said so (``kind``:
+        UNREACHABLE or TIME_EXCEEDED).  Only fail-fast channels still waiting for
+        their peer's first answer act on it (see the module docstring)."""
+        if original_type != MessageType.DATA:
+            return
+        why = ("peer unreachable: the overlay has no route to it" if kind is MessageType.UNREACHABLE
+               else "peer unreachable: the packets ran out of hops (a routing loop?)")
+        for channel in list(self._channels.values()):
+            if (channel.peer == destination and channel.fail_fast
+                    and channel.core.state is ChannelState.SYN_SENT
+                    and channel._unreachable is None):
+                channel._unreachable = why
+                channel.abort(why)
 
     def handle_packet(self, packet: RoutedPacket) -> None:
         """A DATA packet for this node: a segment of some channel."""
@@ -267,8 +296,9 @@ class ChannelManager:
         channel._notify()
         _arm_timer(channel)
 
-    def _start(self, peer: NodeId, core: ReliableChannel) -> Channel:
-        channel = Channel(self, peer, core)
+    def _start(self, peer: NodeId, core: ReliableChannel, *,
+               fail_fast: bool = False) -> Channel:
+        channel = Channel(self, peer, core, fail_fast=fail_fast)
         self._channels[(peer, core.channel_id)] = channel
         assert self._nursery is not None
         self._nursery.start_soon(self._drive, channel)

@@ -83,7 +83,7 @@ async def handle_send(node: Node, request: dict[str, Any],
         parts.append(data)
     started = trio.current_time()
     try:
-        async with node.open_channel(peer) as channel:
+        async with node.open_channel(peer, fail_fast=True) as channel:
             await channel.send(b"".join(parts))
             await channel.wait_acknowledged()
             stats = channel.statistics()

@@ -30,6 +30,7 @@ from overlay.proto.messages import NONCE_LEN, AttachPurpose, CloseCode, Message,
 from overlay.proto.node import (
     CloseLink,
     DeliverLocal,
+    DeliveryFailed,
     EchoDone,
     LinkFacts,
     NodeConfig,
@@ -49,13 +50,16 @@ class NodeLinks:
 
     def __init__(self, identity: Identity, core: NodeCore[Link], config: NodeConfig, *,
                  nonce_source: Callable[[int], bytes],
-                 deliver: Callable[[RoutedPacket], None]) -> None:
+                 deliver: Callable[[RoutedPacket], None],
+                 delivery_failed: Callable[[DeliveryFailed], None] = lambda failure: None,
+                 ) -> None:
         self.identity = identity
         self.node_id = identity.node_id
         self.core = core
         self._config = config
         self._nonce_source = nonce_source
         self._deliver = deliver
+        self._delivery_failed = delivery_failed
         self.links: set[Link] = set()
         """Every link of the node, in the handshake or up."""
         self._purposes: dict[Link, AttachPurpose] = {}
@@ -127,6 +131,8 @@ class NodeLinks:
                 if (waiter := self._echo_waiters.get(action.echo_id)) is not None:
                     self._echo_results[action.echo_id] = action.result
                     waiter.set()
+            elif isinstance(action, DeliveryFailed):
+                self._delivery_failed(action)
             elif isinstance(action, Trace) and self.trace is not None:
                 self.trace(action.event, self.node_id, action.packet)
         if core.timer_moved and self._timer_scope is not None:

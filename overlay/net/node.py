@@ -75,7 +75,9 @@ class Node:
         self._rng = rng or random.Random()
         self.core: NodeCore[Link] = NodeCore(self.node_id, self.config, rng=self._rng)
         self.links = NodeLinks(identity, self.core, self.config, nonce_source=nonce_source,
-                               deliver=self._deliver)
+                               deliver=self._deliver,
+                               delivery_failed=lambda failure: self.channels.delivery_failed(
+                                   failure.destination, failure.original_type, failure.kind))
         self._nursery: trio.Nursery | None = None
         self._exit_stack: AsyncExitStack | None = None
         self._started_at = 0.0
@@ -232,9 +234,12 @@ class Node:
         self.links.trace = trace
         self.core.tracing = trace is not None
 
-    def open_channel(self, peer: NodeId) -> Channel:
-        """A reliable, ordered channel to ``peer``: ``async with node.open_channel(p) as ch``."""
-        return self.channels.open(peer)
+    def open_channel(self, peer: NodeId, *, fail_fast: bool = False) -> Channel:
+        """A reliable, ordered channel to ``peer``: ``async with node.open_channel(p) as ch``.
+
+        ``fail_fast``: give up with PeerUnreachable at the first error report while
+        the peer has not answered (see :mod:`overlay.net.channels`)."""
+        return self.channels.open(peer, fail_fast=fail_fast)
 
     async def accept_channel(self) -> Channel:
         """The next reliable channel another node opened to this one."""

@@ -53,6 +53,7 @@ from overlay.proto.forwarding import (
     ERROR_TYPES,
     Action,
     Deliver,
+    ErrorReport,
     Forward,
     Forwarder,
 )
@@ -150,6 +151,22 @@ class EchoDone:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryFailed:
+    """A router reported that a packet this node sent (not an echo) was dropped.
+
+    ``kind`` is ``MessageType.UNREACHABLE`` (no route, or not attached where the
+    VIA said) or ``MessageType.TIME_EXCEEDED``; ``reporter`` is the node that
+    dropped it (this node itself when it had no route).  Best effort, like ICMP:
+    the reliable channels decide what it means (see ``overlay.net.channels``).
+    """
+
+    destination: NodeId
+    original_type: int
+    kind: MessageType
+    reporter: NodeId
+
+
+@dataclass(frozen=True, slots=True)
 class Trace:
     """A packet was originated, received, delivered or dropped here (only when tracing)."""
 
@@ -157,7 +174,8 @@ class Trace:
     packet: RoutedPacket
 
 
-NodeAction = SendMessage[L] | Transmit[L] | CloseLink[L] | DeliverLocal | EchoDone | Trace
+NodeAction = (SendMessage[L] | Transmit[L] | CloseLink[L] | DeliverLocal | EchoDone
+              | DeliveryFailed | Trace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,6 +552,12 @@ class NodeCore(Generic[L]):
         if result is not None:
             self._out.append(EchoDone(answer.echo_id, result))
             self.timer_moved = True
+        elif packet.type in ERROR_TYPES:
+            report = ErrorReport.from_body(packet.body)  # parse_answer has checked it
+            if report.original_type == MessageType.ECHO_REQUEST:
+                return  # a late answer to an echo nobody waits for
+            self._out.append(DeliveryFailed(report.original_dst, report.original_type,
+                                            MessageType(packet.type), packet.src))
 
     def _trace(self, event: str, packet: RoutedPacket) -> None:
         if self.tracing:

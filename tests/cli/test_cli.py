@@ -300,6 +300,18 @@ def test_send_to_an_unknown_node_fails_with_one_line() -> None:
         assert result.stderr.startswith("overlay send: no known node id starts with ffffffff")
 
 
+def test_send_to_a_node_with_no_route_fails_at_once_not_after_the_channel_timeout() -> None:
+    with node_processes() as start:
+        [node] = start_line(start, 2)[:1]
+        nobody = "ab" * 16
+        # The channel's own timeout is 30 s; the fail-fast answer comes from the first
+        # UNREACHABLE report, so a 20 s limit tells the two apart without timing anything.
+        result = run_overlay("send", nobody, "hello", "--state", str(node.state), timeout=20)
+        assert result.returncode == 1
+        assert result.stderr == (f"overlay send: node {nobody}: peer unreachable: "
+                                 "the overlay has no route to it\n")
+
+
 def test_bench_transport_measures_overlay_and_plain_trio_in_one_run() -> None:
     result = run_overlay("bench", "transport", "--hops", "0,1", "--count", "300",
                          "--pings", "20", "--handshakes", "5", "--json")

@@ -13,7 +13,7 @@ import trio
 from overlay.errors import ChannelClosed, PeerUnreachable
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
-from overlay.proto.reliable import ChannelConfig
+from overlay.proto.reliable import ChannelConfig, ChannelState
 from tests.conftest import make_identity
 
 LIMIT = 20
@@ -95,3 +95,14 @@ async def test_a_vanished_peer_is_reported_unreachable_not_silently_dropped() ->
         with trio.fail_after(LIMIT), pytest.raises(PeerUnreachable):
             await channel.send(b"hello")
             await channel.wait_acknowledged()
+
+
+async def test_a_fail_fast_channel_gives_up_at_the_first_report_and_others_ride_it_out() -> None:
+    async with line(2) as nodes:
+        gone = make_identity("nobody-at-all").node_id
+        patient = nodes[0].open_channel(gone)
+        hasty = nodes[0].open_channel(gone, fail_fast=True)  # this node reports: no route
+        with trio.fail_after(LIMIT), pytest.raises(PeerUnreachable, match="no route"):
+            await hasty.wait_open()
+        assert patient.core.state is ChannelState.SYN_SENT  # a soft error: it retries
+        patient.abort("test over")

@@ -23,6 +23,7 @@ from overlay.proto.messages import (
 from overlay.proto.node import (
     CloseLink,
     DeliverLocal,
+    DeliveryFailed,
     EchoDone,
     LinkFacts,
     NodeAction,
@@ -223,6 +224,28 @@ def test_an_echo_with_no_route_is_answered_by_this_node_at_once() -> None:
     echo_id = node.send_echo(PEER, 10.0, ttl=3, patience=1.5)
     assert node.take_actions() == [
         EchoDone(echo_id, EchoResult(EchoKind.UNREACHABLE, ME, None, 0.0, 3))]
+
+
+def test_a_report_about_our_data_says_which_destination_failed_and_who_said_so() -> None:
+    node = core()
+    up(node, "l1", PEER, OUT)
+    report = ErrorReport(MessageType.DATA, 77, OTHER, "10.0.0.7:1", UnreachableCode.NO_ROUTE)
+    node.link_message("l1", PEER, RoutedPacket(MessageType.UNREACHABLE, 60, PEER, ME, 5,
+                                               report.to_body()), now=3.0)
+    assert node.take_actions() == [
+        DeliveryFailed(OTHER, MessageType.DATA, MessageType.UNREACHABLE, PEER)]
+
+
+def test_data_with_no_route_fails_here_at_once_but_a_stale_echo_report_is_ignored() -> None:
+    node = core()
+    node.send_packet(MessageType.DATA, OTHER, b"hi", 1.0)
+    assert DeliveryFailed(OTHER, MessageType.DATA, MessageType.UNREACHABLE, ME) \
+        in node.take_actions()
+    up(node, "l1", PEER, OUT)
+    late = ErrorReport(MessageType.ECHO_REQUEST, 99, OTHER, None, UnreachableCode.NONE)
+    node.link_message("l1", PEER, RoutedPacket(MessageType.TIME_EXCEEDED, 60, PEER, ME, 6,
+                                               late.to_body()), now=3.0)
+    assert node.take_actions() == []
 
 
 def test_packets_for_this_node_go_to_the_application() -> None:
