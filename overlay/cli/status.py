@@ -71,6 +71,7 @@ def render(status: dict[str, Any]) -> str:
               _ms(row["srtt_ms"]), _ms(row["rttvar_ms"]), str(row["missed_pongs"]))
              for row in rows],
         )
+    lines += _render_down(status.get("configured") or [])
     role = status.get("role")
     if role:
         lines += ["", *_render_role(role)]
@@ -88,6 +89,23 @@ def render(status: dict[str, Any]) -> str:
               str(r["seqno"])) for r in routes],
         )
     return "\n".join(lines)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
+
+
+def _render_down(configured: list[dict[str, Any]]) -> list[str]:
+    """Configured neighbours that are not linked: since when, why, and the next try."""
+    down = [c for c in configured if c["state"] != "linked"]
+    if not down:
+        return []
+    rows = [(c["address"], (c["id"] or "?")[:8], c["state"], _seconds(c["for_s"]),
+             "now" if c["next_attempt_in_s"] is None else f"in {_seconds(c['next_attempt_in_s'])}",
+             str(c["failures"]), c["last_error"] or "-") for c in down]
+    return ["", f"not linked  {len(down)} of {len(configured)} configured",
+            "", *_table(("ADDRESS", "NODE ID", "STATE", "FOR", "REDIAL", "FAILURES",
+                         "LAST ERROR"), rows)]
 
 
 def _render_role(role: dict[str, Any]) -> list[str]:

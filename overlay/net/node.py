@@ -32,7 +32,7 @@ from overlay.errors import ConfigError
 from overlay.ids import Identity, NodeId
 from overlay.net.channels import Channel, ChannelManager
 from overlay.net.control import ControlConnection, serve_control
-from overlay.net.dialer import dial_forever
+from overlay.net.dialer import Dialer, dial_forever
 from overlay.net.link import Link
 from overlay.net.messaging import handle_control
 from overlay.net.neighbours import NodeLinks, PacketTrace
@@ -79,6 +79,7 @@ class Node:
                                delivery_failed=lambda failure: self.channels.delivery_failed(
                                    failure.destination, failure.original_type, failure.kind))
         self._nursery: trio.Nursery | None = None
+        self._dialers: list[Dialer] = []
         self._exit_stack: AsyncExitStack | None = None
         self._started_at = 0.0
         self._handlers: dict[int, PacketHandler] = {}
@@ -150,10 +151,15 @@ class Node:
 
     async def _dial(self, address: Address, expected_peer: NodeId | None,
                     purpose: AttachPurpose | None, scope: trio.CancelScope) -> None:
-        with scope:
-            await dial_forever(self.links, transport=self._transport, config=self.config,
-                               rng=self._rng, address=address, expected_peer=expected_peer,
-                               purpose=purpose)
+        dialer = Dialer(address, expected_peer)
+        self._dialers.append(dialer)
+        try:
+            with scope:
+                await dial_forever(self.links, transport=self._transport, config=self.config,
+                                   rng=self._rng, address=address, expected_peer=expected_peer,
+                                   purpose=purpose, status=dialer)
+        finally:
+            self._dialers.remove(dialer)
 
     def disconnect(self, peer: NodeId, reason: str = "no longer wanted") -> None:
         """Close the link to ``peer`` if there is one (its dialer, if any, must be cancelled)."""
@@ -274,6 +280,7 @@ class Node:
             listen=format_address(self.listen_address) if self.listen_address else None,
             uptime=trio.current_time() - self._started_at,
             neighbours=tuple(link.statistics() for link in self.core.neighbours.values()),
+            dialers=tuple(d.statistics(trio.current_time()) for d in self._dialers),
             pending=tuple(link.statistics() for link in links.links
                           if link.core.state is LinkState.HANDSHAKE),
             core=self.core.statistics(),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from overlay.ids import NodeId
+from overlay.net.dialer import DialerStatistics
 from overlay.net.link import LinkStatistics
 from overlay.proto.messages import METRIC_INFINITY
 from overlay.proto.node import CoreStatistics
@@ -25,6 +26,8 @@ class NodeStatistics:
     listen: str | None
     uptime: float
     neighbours: tuple[LinkStatistics, ...]
+    dialers: tuple[DialerStatistics, ...]
+    """Every address the node keeps a link to (``--connect``, an edge client's supernode)."""
     pending: tuple[LinkStatistics, ...]
     core: CoreStatistics
     links_refused: int
@@ -58,6 +61,19 @@ def link_json(stats: LinkStatistics) -> dict[str, Any]:
     }
 
 
+def dialer_json(stats: DialerStatistics) -> dict[str, Any]:
+    return {
+        "address": stats.address,
+        "id": stats.peer_id.hex() if stats.peer_id else None,
+        "state": stats.state.value,
+        "for_s": round(stats.for_s, 3),
+        "failures": stats.failures,
+        "last_error": stats.last_error,
+        "next_attempt_in_s": (None if stats.next_attempt_in_s is None
+                              else round(stats.next_attempt_in_s, 3)),
+    }
+
+
 def node_status_json(stats: NodeStatistics, role: dict[str, Any] | None) -> dict[str, Any]:
     """The ``status`` answer; ``role`` is the running role's part (None for a plain node)."""
     core = stats.core
@@ -67,6 +83,7 @@ def node_status_json(stats: NodeStatistics, role: dict[str, Any] | None) -> dict
         "uptime_s": round(stats.uptime, 3),
         "neighbours": [link_json(s) for s in stats.neighbours],
         "pending": [link_json(s) for s in stats.pending],
+        "configured": [dialer_json(d) for d in stats.dialers],
         "routes": [
             {
                 "destination": r.destination.hex(),

@@ -39,6 +39,31 @@ def test_two_nodes_become_neighbours_and_status_shows_each_other() -> None:
             assert "Traceback" not in node.log
 
 
+def test_status_shows_a_configured_neighbour_that_is_down_until_it_returns() -> None:
+    with node_processes() as start:
+        b = start("b", "--listen", "127.0.0.1:0", *FAST)
+        b_status = b.ready()
+        a = start("a", "--listen", "127.0.0.1:0", "--connect", b_status["listen"], *FAST)
+        a.wait_status(lambda s: [c["state"] for c in s["configured"]] == ["linked"],
+                      "a linked to b")
+        assert b.stop(signal.SIGTERM) == 0
+        status = a.wait_status(
+            lambda s: s["configured"][0]["state"] != "linked"
+            and s["configured"][0]["failures"] >= 1, "b shown down")
+        [down] = status["configured"]
+        assert down["address"] == b_status["listen"] and down["id"] == b_status["node_id"]
+        assert down["last_error"] == "connection refused"
+        human = run_overlay("status", "--state", str(a.state)).stdout
+        assert "not linked  1 of 1 configured" in human
+        [row] = [line.split() for line in human.splitlines() if b_status["listen"] in line]
+        assert row[1] == b_status["node_id"][:8] and row[-2:] == ["connection", "refused"]
+        again = start("b2", "--listen", b_status["listen"], *FAST)
+        again.ready()
+        a.wait_status(lambda s: [c["state"] for c in s["configured"]] == ["linked"],
+                      "a linked to b again")
+        assert "not linked" not in run_overlay("status", "--state", str(a.state)).stdout
+
+
 def test_ctrl_c_and_sigterm_stop_a_node_promptly_and_quietly() -> None:
     with node_processes() as start:
         for sig in (signal.SIGINT, signal.SIGTERM):
