@@ -7,6 +7,7 @@ import signal
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from overlay.cli.common import run_interruptibly
@@ -16,7 +17,7 @@ def test_the_work_s_result_is_returned_and_the_handler_restored() -> None:
     before = signal.getsignal(signal.SIGINT)
 
     async def work(a: int, b: int) -> int:
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         return a + b
 
     assert run_interruptibly(work, 2, 3) == 5
