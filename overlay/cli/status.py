@@ -100,9 +100,10 @@ def _render_down(configured: list[dict[str, Any]]) -> list[str]:
     down = [c for c in configured if c["state"] != "linked"]
     if not down:
         return []
-    rows = [(c["address"], (c["id"] or "?")[:8], c["state"], _seconds(c["for_s"]),
-             "now" if c["next_attempt_in_s"] is None else f"in {_seconds(c['next_attempt_in_s'])}",
-             str(c["failures"]), c["last_error"] or "-") for c in down]
+    rows: list[tuple[str, ...]] = [
+        (str(c["address"]), str(c["id"] or "?")[:8], str(c["state"]), _seconds(c["for_s"]),
+         "now" if c["next_attempt_in_s"] is None else f"in {_seconds(c['next_attempt_in_s'])}",
+         str(c["failures"]), str(c["last_error"] or "-")) for c in down]
     return ["", f"not linked  {len(down)} of {len(configured)} configured",
             "", *_table(("ADDRESS", "NODE ID", "STATE", "FOR", "REDIAL", "FAILURES",
                          "LAST ERROR"), rows)]
