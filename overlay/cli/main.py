@@ -29,6 +29,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("id", "identity", "print this node's id and public key (from its state directory)"),
     ("ping", "probe", "send overlay echo requests to a node"),
     ("traceroute", "probe", "show the overlay hops to a node"),
+    ("route", "probe", "show how this node would send to a destination"),
     ("send", "messaging", "send a message reliably to another node"),
     ("listen", "messaging", "print messages other nodes send to this one"),
     ("server", "server", "run the login/contacts/presence directory server"),

@@ -1,7 +1,8 @@
-"""``overlay ping`` and ``overlay traceroute``: overlay echo probes through a running node.
+"""``overlay ping``, ``overlay traceroute`` and ``overlay route``: through a running node.
 
 The CLI asks the local node (over its control socket) to send each probe, so
-the probes travel the overlay's routes exactly as the node's own packets do.
+the probes travel the overlay's routes exactly as the node's own packets do;
+``route`` asks where a packet would go, sending nothing (like ``ip route get``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import json
 import statistics
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,13 @@ def ttl_arg(text: str) -> int:
     return value
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("node_id", metavar="NODE_ID",
-                        help="the destination: a full node id or a unique prefix (>= 4 hex digits)")
+def _common(parser: argparse.ArgumentParser, *, what: str = "per probe") -> None:
+    parser.add_argument("node_id", metavar="DESTINATION",
+                        help="a full node id, a unique prefix of one (>= 4 hex digits), or, "
+                             "on an edge client, a contact's username")
     add_state_argument(parser)
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per probe instead of text")
+                        help=f"print one JSON object {what} instead of text")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -69,6 +72,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     trace.add_argument("-m", "--max-hops", type=ttl_arg, default=DEFAULT_TTL, metavar="N",
                        help=f"give up after N hops (default {DEFAULT_TTL})")
     trace.set_defaults(run=run_traceroute)
+
+    route = subparsers.add_parser(
+        "route", parents=[common], help="show how this node would send to a destination",
+        description=(
+            "Ask the local node where a packet to DESTINATION would go now, like "
+            "`ip route get`: the next hop and its address, the route's metric, or that the "
+            "destination is this node, behind its home supernode (edge clients, from "
+            "presence) or unreachable.  Nothing is sent.  Exit status 0 if the node has a "
+            "way there, 1 if not."
+        ),
+    )
+    _common(route, what="")
+    route.set_defaults(run=run_route)
 
 
 async def _probe(path: Path, dst: str, ttl: int) -> dict[str, Any]:
@@ -156,6 +172,39 @@ async def _traceroute(args: argparse.Namespace) -> int:
             return 0 if result["kind"] == "reply" else 1
     print(f"destination not reached within {args.max_hops} hops", file=sys.stderr)
     return 1
+
+
+def run_route(args: argparse.Namespace) -> int:
+    path = control_socket_path(args.state or default_state_dir())
+    answer: dict[str, Any] = trio.run(partial(control_request, path, "route", dst=args.node_id))
+    if args.json:
+        print(json.dumps(answer))
+    else:
+        print(render_route(answer))
+    return 1 if answer["kind"] == "unreachable" else 0
+
+
+def render_route(answer: dict[str, Any]) -> str:
+    """One line, like ``ip route get``: ``DEST via HOP (ADDRESS) metric M ms``."""
+    destination, kind = answer["destination"], answer["kind"]
+    if kind == "local":
+        return f"{destination} local (this node)"
+    if kind == "unreachable":
+        behind = f" (its home supernode {answer['home']} is)" if answer["home"] else ""
+        return f"{destination} unreachable: no route{behind}"
+    hop = f"via {answer['next_hop']} ({answer['next_hop_address'] or '?'})"
+    if answer["next_hop"] == destination:
+        hop = f"direct ({answer['next_hop_address'] or '?'})"
+    parts = [destination, hop]
+    if kind == "via-home":
+        parts.append(f"to its home supernode {answer['home']}")
+    elif kind == "default":
+        parts.append("default route (home supernode)")
+    if answer["metric_us"] is not None:
+        parts.append(f"metric {answer['metric_us'] / 1000:.3f} ms")
+    if answer["srtt_ms"] is not None:
+        parts.append(f"link srtt {answer['srtt_ms']:.3f} ms")
+    return " ".join(parts)
 
 
 __all__ = ["add_parser"]

@@ -1,6 +1,7 @@
-"""The control-socket operations of a running node: status, echo, send and listen.
+"""The control-socket operations of a running node: status, route, echo, send and listen.
 
-``status`` answers the node's status record; ``echo`` sends one ECHO_REQUEST
+``status`` answers the node's status record; ``route`` how a packet to one
+destination would leave (``overlay route``); ``echo`` sends one ECHO_REQUEST
 (``overlay ping`` and ``overlay traceroute``).
 ``send``: the client streams ``{"data": bin}`` frames then ``{"end": true}``;
 the node sends the bytes as one message on a new reliable channel and answers
@@ -16,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from overlay.addresses import format_address
 from overlay.errors import ChannelClosed, ControlError, OverlayError, TransportError
 from overlay.net.control import ControlConnection
-from overlay.proto.messages import MAX_TTL
+from overlay.proto.messages import MAX_TTL, METRIC_INFINITY
 
 if TYPE_CHECKING:
     from overlay.ids import NodeId
@@ -39,8 +41,10 @@ async def handle_control(node: Node, op: str, request: dict[str, Any],
         return await handle_send(node, request, connection)
     if op == "listen":
         return await handle_listen(node, request, connection)
+    if op == "route":
+        return route_json(node, await resolve_peer(node, str(request.get("dst", ""))))
     if op == "echo":
-        dst = node.resolve_node_id(str(request.get("dst", "")))
+        dst = await resolve_peer(node, str(request.get("dst", "")))
         ttl, patience = request.get("ttl"), request.get("patience", 2.0)
         if ttl is not None and (type(ttl) is not int or not 1 <= ttl <= MAX_TTL):
             raise ControlError(f"ttl must be an integer from 1 to {MAX_TTL}")
@@ -48,6 +52,23 @@ async def handle_control(node: Node, op: str, request: dict[str, Any],
             raise ControlError("patience must be a number of seconds in (0, 4]")
         return (await node.echo(dst, ttl=ttl, patience=float(patience))).to_json()
     raise ControlError(f"unknown control operation {op!r}")
+
+
+def route_json(node: Node, destination: NodeId) -> dict[str, Any]:
+    """The ``route`` answer: how a packet of ours to ``destination`` would leave now."""
+    lookup = node.forwarder.where(destination)
+    link = node.neighbours.get(lookup.next_hop) if lookup.next_hop is not None else None
+    metric = node.router.metric(destination) if not node.is_edge else None
+    return {
+        "destination": destination.hex(),
+        "kind": lookup.kind.value,
+        "next_hop": lookup.next_hop.hex() if lookup.next_hop is not None else None,
+        "next_hop_address": format_address(link.address) if link is not None else None,
+        "home": lookup.home.hex() if lookup.home is not None else None,
+        "metric_us": None if metric is None or metric >= METRIC_INFINITY else metric,
+        "srtt_ms": (round(link.core.rtt.srtt * 1000, 3)
+                    if link is not None and link.core.rtt.srtt is not None else None),
+    }
 
 
 async def resolve_peer(node: Node, text: str) -> NodeId:

@@ -86,6 +86,32 @@ class Dropped:
 Action = Deliver | Forward | Dropped
 
 
+class HopKind(enum.Enum):
+    """How a packet to some destination leaves this node (see :meth:`Forwarder.where`)."""
+
+    LOCAL = "local"
+    """It is for this node."""
+    ROUTE = "route"
+    """A route of the routing table, or a direct link (an attached client)."""
+    VIA_HOME = "via-home"
+    """Wrapped in VIA to the edge client's home supernode (from presence)."""
+    DEFAULT = "default"
+    """An edge client's default route: its home supernode."""
+    UNREACHABLE = "unreachable"
+    """Dropped here, with an UNREACHABLE report."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLookup:
+    """Where a packet to ``destination`` goes from here: ``overlay route``'s answer."""
+
+    destination: NodeId
+    kind: HopKind
+    next_hop: NodeId | None
+    home: NodeId | None = None
+    """The destination's home supernode, for VIA_HOME."""
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorReport:
     """The body of TIME_EXCEEDED and UNREACHABLE: which packet failed, where and why.
@@ -221,6 +247,25 @@ class Forwarder:
         self._packet_id = (packet_id + 1) & U32_MAX
         return RoutedPacket(packet_type, self.default_ttl if ttl is None else ttl,
                             self.node_id, dst, packet_id, body)
+
+    def where(self, dst: NodeId) -> RouteLookup:
+        """Where a packet of ours to ``dst`` would go now, without sending anything: the
+        decision :meth:`_route` takes for an originated packet, step for step."""
+        if dst == self.node_id:
+            return RouteLookup(dst, HopKind.LOCAL, None)
+        hop = self._next_hop(dst)
+        if hop is not None:
+            return RouteLookup(dst, HopKind.ROUTE, hop)
+        home = self.locations.get(dst)
+        if home is not None and home != self.node_id:
+            to_home = self._next_hop(home) or self._default_hop()
+            if to_home is None:
+                return RouteLookup(dst, HopKind.UNREACHABLE, None, home)
+            return RouteLookup(dst, HopKind.VIA_HOME, to_home, home)
+        hop = self._default_hop()
+        if hop is not None:
+            return RouteLookup(dst, HopKind.DEFAULT, hop)
+        return RouteLookup(dst, HopKind.UNREACHABLE, None)
 
     def originate(self, packet: RoutedPacket) -> list[Action]:
         """Send a packet of our own: routed, but not TTL-decremented here."""

@@ -301,7 +301,8 @@ class NodeCore(Generic[L]):
             locations=len(self.forwarder.locations))
 
     def resolve_node_id(self, text: str) -> NodeId:
-        """A full hex id, or a unique prefix of a known destination or neighbour."""
+        """A full hex id, or a unique prefix of a known destination, neighbour, or edge
+        client whose home supernode we know (an edge client's contacts)."""
         text = text.strip().lower()
         if len(text) == 2 * NODE_ID_LEN:
             try:
@@ -310,7 +311,8 @@ class NodeCore(Generic[L]):
                 raise ControlError(str(exc)) from None
         if len(text) < 4 or any(c not in "0123456789abcdef" for c in text):
             raise ControlError(f"not a node id or a prefix of at least 4 hex digits: {text!r}")
-        known = {self.node_id, *self._neighbours, *self.router.destinations()}
+        known = {self.node_id, *self._neighbours, *self.router.destinations(),
+                 *self.forwarder.locations}
         matches = [n for n in known if n.hex().startswith(text)]
         if len(matches) == 1:
             return matches[0]

@@ -225,6 +225,29 @@ def test_traceroute_across_real_processes_prints_the_five_hops_in_order() -> Non
         assert "routes      5" in status.stdout
 
 
+def test_route_names_the_next_hop_like_ip_route_get_and_sends_nothing() -> None:
+    with node_processes() as start:
+        nodes = start_line(start, 3)  # each dialled the one before: 2 -> 1 -> 0
+        ids = [n.ready()["node_id"] for n in nodes]
+        listens = [n.ready()["listen"] for n in nodes]
+        last = str(nodes[2].state)
+        before = nodes[2].ready()["forwarding"]["originated"]
+        result = run_overlay("route", ids[0][:6], "--state", last)
+        assert result.returncode == 0, result.stderr
+        words = result.stdout.split()
+        assert words[:4] == [ids[0], "via", ids[1], f"({listens[1]})"]
+        assert words[4] == "metric" and float(words[5]) > 0 and words[6] == "ms"
+        answer = json.loads(run_overlay("route", ids[1], "--state", last, "--json").stdout)
+        assert answer["kind"] == "route" and answer["next_hop"] == ids[1]
+        assert answer["next_hop_address"] == listens[1] and answer["srtt_ms"] > 0
+        assert run_overlay("route", ids[2], "--state", last).stdout == \
+            f"{ids[2]} local (this node)\n"
+        nobody = "cd" * 16
+        missing = run_overlay("route", nobody, "--state", last)
+        assert (missing.returncode, missing.stdout) == (1, f"{nobody} unreachable: no route\n")
+        assert nodes[2].ready()["forwarding"]["originated"] == before  # nothing was sent
+
+
 def test_ping_by_prefix_and_ttl_exceeded_and_bad_destination() -> None:
     with node_processes() as start:
         nodes = start_line(start, 3)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from overlay.errors import MalformedMessage
 from overlay.ids import NodeId
@@ -12,6 +14,7 @@ from overlay.proto.forwarding import (
     ErrorReport,
     Forward,
     Forwarder,
+    HopKind,
     UnreachableCode,
 )
 from overlay.proto.messages import MessageType, RoutedPacket
@@ -118,3 +121,29 @@ def test_packet_ids_increase_and_wrap() -> None:
 def test_malformed_error_reports_are_rejected(body: object) -> None:
     with pytest.raises(MalformedMessage):
         ErrorReport.from_body(body)
+
+
+IDS = [nid(i) for i in range(1, 7)]
+
+
+@given(routes=st.dictionaries(st.sampled_from(IDS), st.sampled_from(IDS), max_size=6),
+       locations=st.dictionaries(st.sampled_from(IDS), st.sampled_from(IDS), max_size=4),
+       default=st.none() | st.sampled_from(IDS), dst=st.sampled_from([nid(0), *IDS]))
+def test_where_names_the_hop_an_originated_packet_then_takes(
+        routes: dict[NodeId, NodeId], locations: dict[NodeId, NodeId],
+        default: NodeId | None, dst: NodeId) -> None:
+    forwarder = Forwarder(nid(0), routes.get, default_hop=lambda: default)
+    for node, home in locations.items():
+        forwarder.set_location(node, home)
+    lookup = forwarder.where(dst)
+    [first, *_] = forwarder.originate(forwarder.new_packet(MessageType.DATA, dst, b"x"))
+    if lookup.kind is HopKind.LOCAL:
+        assert isinstance(first, Deliver)
+    elif lookup.kind is HopKind.UNREACHABLE:
+        assert isinstance(first, Dropped) and lookup.next_hop is None
+    else:
+        assert isinstance(first, Forward) and first.next_hop == lookup.next_hop
+        wrapped = first.packet.type == MessageType.VIA
+        assert wrapped == (lookup.kind is HopKind.VIA_HOME)
+        if wrapped:
+            assert first.packet.dst == lookup.home == locations[dst]
