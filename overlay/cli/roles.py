@@ -6,6 +6,8 @@ import argparse
 import logging
 import signal
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -105,11 +107,11 @@ async def _supernode(args: argparse.Namespace) -> int:
     with stop_signals() as signals, StateDir(state_path) as state:
         spec = PeerSpec(state.load_or_create_identity(), NodeConfig(listen=args.listen), role,
                         control_path=state.control_socket)
-        async with run_peer(spec) as peer:
+        async with _stopped_by(signals), run_peer(spec) as peer:
             assert peer.node.listen_address is not None
             print(f"supernode {peer.node.node_id} listening on "
                   f"{format_address(peer.node.listen_address)}", flush=True)
-            await _until_stopped(signals)
+            await _until_stopped()
     return 0
 
 
@@ -134,19 +136,35 @@ async def _client(args: argparse.Namespace) -> int:
     with stop_signals() as signals, StateDir(state_path) as state:
         spec = PeerSpec(state.load_or_create_identity(), NodeConfig(listen=args.listen), role,
                         control_path=state.control_socket)
-        async with run_peer(spec) as peer:
+        async with _stopped_by(signals), run_peer(spec) as peer:
             assert peer.edge is not None
             home = peer.edge.home
             print(f"client {args.user} ({peer.node.node_id}) attached to "
                   f"{home.hex() if home else '-'}; "
                   f"{'reachable' if peer.edge.reachable else 'not reachable (relayed)'}",
                   flush=True)
-            await _until_stopped(signals)
+            await _until_stopped()
     return 0
 
 
-async def _until_stopped(signals: trio.abc.ReceiveChannel[int]) -> None:
-    async for signum in signals:
-        log.info("received %s, stopping", signal.Signals(signum).name)
-        return
+async def _until_stopped() -> None:
+    """Serve until :func:`_stopped_by` cancels (typed to return, so that the code after
+    the ``async with`` stays reachable for mypy: the cancellation ends there)."""
+    await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def _stopped_by(signals: trio.abc.ReceiveChannel[int]) -> AsyncIterator[None]:
+    """The block runs until a signal comes, start-up included (a daemon still waiting
+    for its directory server stops at Ctrl-C like a running one)."""
+    async with trio.open_nursery() as nursery:
+        async def watch() -> None:
+            async for signum in signals:
+                log.info("received %s, stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                return
+
+        nursery.start_soon(watch)
+        yield
+        nursery.cancel_scope.cancel()
 

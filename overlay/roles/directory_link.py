@@ -62,12 +62,14 @@ class DirectoryLink:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
         """Connect and stay connected.  Until the first connection works, a refusal (a
-        user's mistake, such as a wrong key or password) is raised at once, and so is
-        the failure to reach any server; later outages are retried forever."""
+        user's mistake, such as a wrong key or password) is raised at once; servers
+        that cannot be reached are retried with backoff, before the first connection
+        (a daemon started before its server) as after it, and each wait is logged."""
         first = True
         tried = 0  # servers failed in a row since the last working connection
         while True:
             busy: DirectoryError | None = None
+            unreachable: DirectoryError | None = None
             worked = False
             try:
                 async with DirectoryClient.connect(
@@ -92,11 +94,10 @@ class DirectoryLink:
             except DirectoryError as exc:
                 if is_busy(exc):
                     busy = exc
-                elif first and (not isinstance(exc, DirectoryUnavailable)
-                                or tried + 1 >= len(self.servers)):
+                elif first and not isinstance(exc, DirectoryUnavailable):
                     raise
                 else:
-                    log.warning("directory server %s: %s", format_address(self.address), exc)
+                    unreachable = exc
             finally:
                 self.client = None
                 self._ready = trio.Event()
@@ -110,10 +111,13 @@ class DirectoryLink:
                 await trio.sleep(wait)
                 continue  # the same server: it is up, only loaded
             tried += 1
-            if tried % len(self.servers):
-                await trio.sleep(self._retry.next_server())
-            else:
-                await trio.sleep(self._retry.round_failed())
+            wait = (self._retry.next_server() if tried % len(self.servers)
+                    else self._retry.round_failed())
+            if unreachable is not None:
+                log.log(logging.WARNING if tried == 1 else logging.INFO,
+                        "directory server %s: %s; trying again in %.1f s",
+                        format_address(self.address), unreachable, wait)
+            await trio.sleep(wait)
             if len(self.servers) > 1:
                 self.address = self.servers.after(self.address)[0]
                 self.failovers += 1

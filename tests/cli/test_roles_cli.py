@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
 import subprocess
+import time
 from pathlib import Path
+from typing import IO
 
 from tests.procs import Processes, overlay_command, run_overlay
 
@@ -73,3 +78,53 @@ def test_client_and_supernode_usage_errors() -> None:
     assert missing.returncode == 2 and "--user" in missing.stderr
     bad = run_overlay("supernode", "--listen", "nonsense", "--server", "127.0.0.1:1")
     assert bad.returncode == 2
+
+
+def test_a_supernode_and_a_client_started_before_their_server_wait_for_it(
+        procs: Processes) -> None:
+    root = procs.root
+    server, line = procs.start("server", "--listen", "127.0.0.1:0", "--state",
+                               str(root / "dir"), "-q")
+    address = line.split()[4]
+    account(root, "alice", "register", "--server", address)
+    server.send_signal(signal.SIGTERM)
+    server.wait(WAIT)
+
+    def daemon(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(overlay_command(*args, "--server", address), text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL,
+                                env={**os.environ, "OVERLAY_PASSWORD": PASSWORD})
+        procs.procs.append(proc)
+        return proc
+
+    supernode = daemon("supernode", "--listen", "127.0.0.1:0", "--state", str(root / "sn1"))
+    client = daemon("client", "--user", "alice", "--state", str(root / "alice"))
+    for proc in (supernode, client):  # both say that they wait, and keep waiting
+        assert proc.stderr is not None
+        assert "trying again in" in _line_with(proc.stderr, "directory server")
+        assert proc.poll() is None
+    procs.start("server", "--listen", address, "--state", str(root / "dir"), "-q")
+    assert _first_line(supernode).startswith("supernode ")
+    assert _first_line(client).startswith("client alice")
+    role = json.loads(run_overlay("status", "--json", "--state", str(root / "alice")).stdout)
+    assert role["role"]["directory"] == "connected" and role["role"]["home"]
+
+
+def _line_with(stream: IO[str], text: str) -> str:
+    """The first line of ``stream`` that contains ``text`` (within WAIT seconds)."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], deadline - time.monotonic())
+        line = stream.readline() if ready else ""
+        if text in line:
+            return line
+        if ready and not line:
+            break
+    raise AssertionError(f"no line with {text!r}")
+
+
+def _first_line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], WAIT)
+    return proc.stdout.readline() if ready else ""
