@@ -143,6 +143,13 @@ class CertificateError(OverlayError):
     """A certificate is malformed, expired, or not signed by the pinned server key."""
 
 
+# --- roles (supernode, edge client) ------------------------------------------------------
+
+
+class RoleError(OverlayError):
+    """A role cannot run as asked (a supernode on an edge node, say)."""
+
+
 # --- chat -------------------------------------------------------------------------------
 
 

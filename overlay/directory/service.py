@@ -207,7 +207,7 @@ class Directory:
             reply: Reply = await handler(conn, now=now, **args)
             return reply
         except Rejected as rejected:
-            return rejected.status, rejected.reason, rejected.body
+            return Status(rejected.status), rejected.reason, rejected.body
         except Exception as exc:
             if is_storage_full(exc):  # e.g. ENOSPC from a file outside the store
                 self._storage_refused(str(exc))

@@ -84,11 +84,15 @@ SCHEMA_VERSION = len(MIGRATIONS)
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-class UsernameTaken(Exception):
-    pass
+class StoreError(OverlayError):
+    """Family of the store's refusals that its caller answers (not bugs, not I/O faults)."""
 
 
-class StorageFull(OverlayError):
+class UsernameTaken(StoreError):
+    """Another account has this username (the UNIQUE constraint said so)."""
+
+
+class StorageFull(StoreError):
     """A write failed for want of space (SQLITE_FULL, ENOSPC): nothing of it was kept.
 
     The store stays usable: reads go on, and writes succeed again once there is
@@ -102,9 +106,7 @@ def is_storage_full(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sqlite3.OperationalError):
         code = getattr(exc, "sqlite_errorcode", None)
-        if isinstance(code, int):
-            return code & 0xFF == sqlite3.SQLITE_FULL
-        return "full" in str(exc)
+        return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
