@@ -29,7 +29,7 @@ detected by the node, which sees all links, and closed with DUPLICATE_LINK.
 
 Once established, the link sends PING every ``hello_interval`` and feeds each
 PONG's round trip into an RFC 6298 estimator (SRTT, RTTVAR: shown by
-``status``, used for timeouts).  The link *metric* that routing uses is half
+``status``).  The link *metric* that routing uses is half
 the smallest RTT of the last ``cost_window`` samples, in microseconds: queueing
 and jitter only ever add delay, so the windowed minimum tracks the path's real
 latency and ignores noise that would make SRTT, and routes, wander; a level

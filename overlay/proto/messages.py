@@ -12,8 +12,9 @@ fields is our own bug.  What only received bytes reach (the ``from_fields``
 parsers) raises :class:`~overlay.errors.MalformedMessage`, and
 :func:`decode_message` words every flaw in received bytes as a
 :class:`~overlay.errors.MalformedMessage` (or
-:class:`~overlay.errors.UnsupportedVersion`): no ``ValueError`` escapes it.  docs/protocol.md is the
-normative description; its test vectors are checked against this module.
+:class:`~overlay.errors.UnsupportedVersion`): no ``ValueError`` escapes it.
+docs/protocol.md is the normative description; its test vectors are checked
+against this module.
 """
 
 from __future__ import annotations
