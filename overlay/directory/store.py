@@ -17,12 +17,17 @@ SQLite settings and why:
 Every query is parameterised.  The store is synchronous:
 :class:`overlay.directory.service.Directory` calls it from worker threads, off
 the event loop, at most :attr:`SqlStore.concurrency` at a time (one for SQLite,
-whose single connection is not thread-safe by itself).  Presence is not stored here: it lives
-as long as the client's connection, in memory.
+whose single connection is not thread-safe by itself).  Presence is not stored
+here: it lives as long as the client's connection, in memory.
 
 A write that fails for want of space (a full disk, or the database at its size
 limit) raises :class:`StorageFull` after rolling back, and the store goes on:
 the next write that fits succeeds.
+
+One module for one job, the schema and its queries (:class:`SqlStore`); the
+SQLite engine around them (:class:`Store`: the connection, its settings, the
+transactions) is small enough to sit beside them, and PostgreSQL's is in
+:mod:`~overlay.directory.store_pg`.
 """
 
 from __future__ import annotations

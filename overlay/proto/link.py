@@ -58,6 +58,11 @@ States: HANDSHAKE -> ESTABLISHED -> CLOSED, or HANDSHAKE -> CLOSED.  CLOSED is
 sticky: whatever ended the link (our close, the peer's CLOSE, a protocol
 error, a timeout, EOF) is reported once as a :class:`LinkDown` event, and later
 input is ignored.  The core never raises on peer behaviour; it closes.
+
+One module for one state machine: the handshake, keepalive and the send
+buffer are states and limits of the same link; the key schedule
+(:mod:`~overlay.proto.handshake`), the sealing (:mod:`~overlay.proto.sealing`)
+and the RTT estimators (:mod:`~overlay.proto.rtt`) are already apart.
 """
 
 from __future__ import annotations

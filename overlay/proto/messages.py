@@ -14,7 +14,9 @@ parsers) raises :class:`~overlay.errors.MalformedMessage`, and
 :class:`~overlay.errors.MalformedMessage` (or
 :class:`~overlay.errors.UnsupportedVersion`): no ``ValueError`` escapes it.
 docs/protocol.md is the normative description; its test vectors are checked
-against this module.
+against this module.  It is long because the wire has many types, but it does one
+job (the catalogue of messages and their validation), so that the protocol
+document maps onto one module.
 """
 
 from __future__ import annotations

@@ -47,6 +47,10 @@ measured jitter (``noise_us``, from :class:`~overlay.proto.rtt.LinkCost`).
 Route selection itself is exact (the strictly smallest metric wins; ties keep
 the current route), so with exact latencies every route in steady state is a
 shortest path.
+
+One module for one state machine: the route table, the feasibility state and
+the update scheduling change together on every event, and splitting them would
+only spread the loop-freedom invariant over several files.
 """
 
 from __future__ import annotations
