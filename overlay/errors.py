@@ -5,6 +5,13 @@ code misused a core (a bug or a race in the glue), *Remote* when the peer sent
 something the protocol forbids.  A remote error carries the close code the glue
 should send back, in the spirit of wsproto's ``event_hint``.  User-facing
 commands turn any :class:`OverlayError` into one clear line.
+
+A few classes that only one module raises and its caller catches live beside
+that module, still under this root: the directory server's ``Rejected`` (a
+:class:`DirectoryError`, in :mod:`overlay.directory.protocol`), the store's
+``StoreError`` family, ``BadEphemeralKey`` (a :class:`RemoteProtocolError`),
+the lab's ``LabError``, the simulator's and the benchmarks' own.  Nothing in
+this package raises ``ValueError`` for bytes a peer sent.
 """
 
 from __future__ import annotations
@@ -141,6 +148,13 @@ class DirectoryUnavailable(DirectoryError):
 
 class CertificateError(OverlayError):
     """A certificate is malformed, expired, or not signed by the pinned server key."""
+
+
+# --- roles (supernode, edge client) ------------------------------------------------------
+
+
+class RoleError(OverlayError):
+    """A role cannot run as asked (a supernode on an edge node, say)."""
 
 
 # --- chat -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from overlay.addresses import Address, format_address, parse_address
 from overlay.ids import NodeId
 
 if TYPE_CHECKING:
-    from overlay.directory.service import Directory
+    from overlay.directory.service.state import DirectoryState
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class Publisher(Protocol):
 class Peers:
     """The other processes' presence and supernodes, as last heard; their events applied."""
 
-    def __init__(self, directory: Directory, publisher: Publisher | None) -> None:
+    def __init__(self, directory: DirectoryState, publisher: Publisher | None) -> None:
         self._directory = directory
         self._publisher = publisher
         self.presence: dict[str, tuple[str, dict[str, Any]]] = {}

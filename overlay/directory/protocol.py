@@ -21,7 +21,7 @@ import nacl.public
 import nacl.signing
 
 from overlay.addresses import Address, format_address, parse_address
-from overlay.errors import RemoteProtocolError
+from overlay.errors import DirectoryError, RemoteProtocolError
 from overlay.ids import NODE_ID_LEN, Identity, NodeId
 from overlay.proto.codec import pack, unpack
 
@@ -51,13 +51,18 @@ class Status(IntEnum):
     """The server's disk (or database size limit) is full: nothing was changed."""
 
 
-class Rejected(Exception):
-    """Raised inside the server to answer a request with an error status."""
+class Rejected(DirectoryError):
+    """Raised inside the server to answer a request with an error status.
+
+    The server's side of the refusal a client raises as its parent,
+    :class:`~overlay.errors.DirectoryError`: the same status and reason, plus
+    the response ``body`` (a ``retry_after`` in it is the parent's field too).
+    """
 
     def __init__(self, status: Status, reason: str, **body: Any) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
+        retry_after = body.get("retry_after")
+        super().__init__(status, reason,
+                         retry_after=retry_after if isinstance(retry_after, int | float) else None)
         self.body = body
 
 

@@ -17,12 +17,17 @@ SQLite settings and why:
 Every query is parameterised.  The store is synchronous:
 :class:`overlay.directory.service.Directory` calls it from worker threads, off
 the event loop, at most :attr:`SqlStore.concurrency` at a time (one for SQLite,
-whose single connection is not thread-safe by itself).  Presence is not stored here: it lives
-as long as the client's connection, in memory.
+whose single connection is not thread-safe by itself).  Presence is not stored
+here: it lives as long as the client's connection, in memory.
 
 A write that fails for want of space (a full disk, or the database at its size
 limit) raises :class:`StorageFull` after rolling back, and the store goes on:
 the next write that fits succeeds.
+
+One module for one job, the schema and its queries (:class:`SqlStore`); the
+SQLite engine around them (:class:`Store`: the connection, its settings, the
+transactions) is small enough to sit beside them, and PostgreSQL's is in
+:mod:`~overlay.directory.store_pg`.
 """
 
 from __future__ import annotations
@@ -84,11 +89,15 @@ SCHEMA_VERSION = len(MIGRATIONS)
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-class UsernameTaken(Exception):
-    pass
+class StoreError(OverlayError):
+    """Family of the store's refusals that its caller answers (not bugs, not I/O faults)."""
 
 
-class StorageFull(OverlayError):
+class UsernameTaken(StoreError):
+    """Another account has this username (the UNIQUE constraint said so)."""
+
+
+class StorageFull(StoreError):
     """A write failed for want of space (SQLITE_FULL, ENOSPC): nothing of it was kept.
 
     The store stays usable: reads go on, and writes succeed again once there is
@@ -102,9 +111,7 @@ def is_storage_full(exc: BaseException) -> bool:
         return True
     if isinstance(exc, sqlite3.OperationalError):
         code = getattr(exc, "sqlite_errorcode", None)
-        if isinstance(code, int):
-            return code & 0xFF == sqlite3.SQLITE_FULL
-        return "full" in str(exc)
+        return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 

@@ -29,7 +29,7 @@ detected by the node, which sees all links, and closed with DUPLICATE_LINK.
 
 Once established, the link sends PING every ``hello_interval`` and feeds each
 PONG's round trip into an RFC 6298 estimator (SRTT, RTTVAR: shown by
-``status``, used for timeouts).  The link *metric* that routing uses is half
+``status``).  The link *metric* that routing uses is half
 the smallest RTT of the last ``cost_window`` samples, in microseconds: queueing
 and jitter only ever add delay, so the windowed minimum tracks the path's real
 latency and ignores noise that would make SRTT, and routes, wander; a level
@@ -58,6 +58,11 @@ States: HANDSHAKE -> ESTABLISHED -> CLOSED, or HANDSHAKE -> CLOSED.  CLOSED is
 sticky: whatever ended the link (our close, the peer's CLOSE, a protocol
 error, a timeout, EOF) is reported once as a :class:`LinkDown` event, and later
 input is ignored.  The core never raises on peer behaviour; it closes.
+
+One module for one state machine: the handshake, keepalive and the send
+buffer are states and limits of the same link; the key schedule
+(:mod:`~overlay.proto.handshake`), the sealing (:mod:`~overlay.proto.sealing`)
+and the RTT estimators (:mod:`~overlay.proto.rtt`) are already apart.
 """
 
 from __future__ import annotations

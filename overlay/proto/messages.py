@@ -7,10 +7,16 @@ their own fields; routed packets (types 0x20-0x3f) follow with the fixed
 routing header ``ttl, src, dst, packet_id`` and a body.  Relays forward routed
 types they do not know, as IP routers forward protocols they do not speak.
 
-Constructors validate and raise ``ValueError``; :func:`decode_message` turns
-any flaw in received bytes into :class:`~overlay.errors.MalformedMessage` (or
-:class:`~overlay.errors.UnsupportedVersion`).  docs/protocol.md is the
-normative description; its test vectors are checked against this module.
+Constructors validate and raise ``ValueError``: a message built here with bad
+fields is our own bug.  What only received bytes reach (the ``from_fields``
+parsers) raises :class:`~overlay.errors.MalformedMessage`, and
+:func:`decode_message` words every flaw in received bytes as a
+:class:`~overlay.errors.MalformedMessage` (or
+:class:`~overlay.errors.UnsupportedVersion`): no ``ValueError`` escapes it.
+docs/protocol.md is the normative description; its test vectors are checked
+against this module.  It is long because the wire has many types, but it does one
+job (the catalogue of messages and their validation), so that the protocol
+document maps onto one module.
 """
 
 from __future__ import annotations
@@ -280,17 +286,17 @@ class RouteUpdate(LinkMessage):
     def from_fields(cls, fields: list[Any]) -> LinkMessage:
         interval_ms, entries = fields
         if not isinstance(entries, list):
-            raise ValueError("entries must be an array")
+            raise MalformedMessage("entries must be an array")
         parsed: list[RouteEntry] = []
         append, interned, new_entry = parsed.append, NodeId.interned, tuple.__new__
         for entry in entries:
             if type(entry) is not list or len(entry) != 3:
-                raise ValueError("each entry is [destination, seqno, metric]")
+                raise MalformedMessage("each entry is [destination, seqno, metric]")
             destination, seqno, metric = entry
             if type(seqno) is not int or not 0 <= seqno <= U16_MAX:
-                raise ValueError(f"seqno must be an integer in 0..{U16_MAX}")
+                raise MalformedMessage(f"seqno must be an integer in 0..{U16_MAX}")
             if type(metric) is not int or not 0 <= metric <= METRIC_INFINITY:
-                raise ValueError(f"metric must be an integer in 0..{METRIC_INFINITY}")
+                raise MalformedMessage(f"metric must be an integer in 0..{METRIC_INFINITY}")
             # tuple.__new__ skips the NamedTuple's Python-level __new__: the hot path.
             append(new_entry(RouteEntry, (interned(destination), seqno, metric)))
         return cls(interval_ms, tuple(parsed))
@@ -517,16 +523,18 @@ def decode_message(payload: bytes) -> Message:
     if not isinstance(message_type, int) or isinstance(message_type, bool):
         raise MalformedMessage(
             f"message type must be an integer, got {describe_value(message_type)}")
+    cls = None if message_type in ROUTED_TYPES else LINK_MESSAGES.get(message_type)
+    if cls is None and message_type not in ROUTED_TYPES:
+        raise MalformedMessage(f"unknown message type 0x{message_type:02x}")
     try:
-        if message_type in ROUTED_TYPES:
-            if len(fields) != ROUTED_FIELD_COUNT:
-                raise ValueError(f"expected {ROUTED_FIELD_COUNT} fields, got {len(fields)}")
-            return RoutedPacket.from_fields(message_type, fields)
-        cls = LINK_MESSAGES.get(message_type)
         if cls is None:
-            raise MalformedMessage(f"unknown message type 0x{message_type:02x}")
+            if len(fields) != ROUTED_FIELD_COUNT:
+                raise MalformedMessage(f"expected {ROUTED_FIELD_COUNT} fields, got {len(fields)}")
+            return RoutedPacket.from_fields(message_type, fields)
         return cls.from_fields(fields)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, MalformedMessage) as exc:
+        # TypeError: a wrong number of fields for the class; ValueError: a constructor's
+        # validation (the same checks guard messages built here).
         name = type_name(message_type)
         raise MalformedMessage(f"bad {name} message: {exc}") from None
 

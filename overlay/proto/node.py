@@ -34,6 +34,10 @@ those whose far end declared itself an edge client or a probe.  An edge client
 sends what has no direct link to its home supernode (its default route).
 Promotion turns an edge client into a routing node: its attachments close and
 it relays from then on; the configuration it was started with stays as given.
+
+One module for one job, the node's policy over its neighbour table: every
+decision above reads the same table, and the parts that stand alone are apart
+(routing, forwarding, echo state).
 """
 
 from __future__ import annotations

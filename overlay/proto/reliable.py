@@ -46,6 +46,11 @@ seconds is unreachable (as above).
 
 Internally sequence numbers are unbounded integers; on the wire they are
 taken modulo 2**32 and unwrapped against the expected value.
+
+One module for one state machine (the segment codec it speaks is a few lines
+at the top): sending, acknowledging and recovering read and write the same
+sequence space, and the RTT estimator it shares with links lives in
+:mod:`overlay.proto.rtt`.
 """
 
 from __future__ import annotations

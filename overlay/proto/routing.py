@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-A node knows its neighbours, the cost of the link to each (half the smoothed
-RTT, in microseconds) and the routes each neighbour advertises: for every
+A node knows its neighbours, the cost of the link to each (in microseconds:
+half the smallest of its recent RTT samples, :class:`~overlay.proto.rtt.LinkCost`,
+as the link core computes it) and the routes each neighbour advertises: for every
 destination, a sequence number and a metric.  It never sees the graph.  A
 route's metric is the neighbour's advertised metric plus the link cost; the
 node selects, per destination, the feasible route with the smallest metric and
@@ -40,10 +41,16 @@ whole state again shortly after: every selected route and a retraction for
 every destination once advertised and now lost.
 
 Hysteresis: the RTT of a link is noisy, so its cost is only changed when the
-new estimate differs from the cost in use by more than ``cost_hysteresis``
-(relative) and ``cost_floor_us`` (absolute).  Route selection itself is exact
-(the strictly smallest metric wins; ties keep the current route), so with
-exact latencies every route in steady state is a shortest path.
+new estimate differs from the cost in use by more than the largest of
+``cost_hysteresis`` (relative), ``cost_floor_us`` (absolute) and the link's own
+measured jitter (``noise_us``, from :class:`~overlay.proto.rtt.LinkCost`).
+Route selection itself is exact (the strictly smallest metric wins; ties keep
+the current route), so with exact latencies every route in steady state is a
+shortest path.
+
+One module for one state machine: the route table, the feasibility state and
+the update scheduling change together on every event, and splitting them would
+only spread the loop-freedom invariant over several files.
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
-"""Round-trip time estimation and retransmission timeout, as in RFC 6298.
+"""Round-trip time estimation and retransmission timeout (RFC 6298), and the link cost.
 
-The link layer feeds it PING/PONG samples to get a latency metric; the
-transport layer (later) feeds it segment samples to get its RTO.  The first
-sample sets SRTT = R and RTTVAR = R/2; later ones smooth with alpha = 1/8 and
-beta = 1/4, RTTVAR updated before SRTT, and RTO = SRTT + max(G, K * RTTVAR),
-clamped to [min_rto, max_rto].  Backoff doubles the RTO (RFC 6298 section 5.5)
-until the next sample recomputes it.
+:class:`RttEstimator` is fed PING/PONG samples by the link core (its SRTT and
+RTTVAR are what ``overlay status`` shows) and segment samples by the reliable
+channel (which takes its RTO from it).  The first sample sets SRTT = R and
+RTTVAR = R/2; later ones smooth with alpha = 1/8 and beta = 1/4, RTTVAR
+updated before SRTT, and RTO = SRTT + max(G, K * RTTVAR), clamped to
+[min_rto, max_rto].  Backoff doubles the RTO (RFC 6298 section 5.5) until the
+next sample recomputes it.
+
+The routing metric is not SRTT: it is :class:`LinkCost`, the floor of the
+recent samples, which queueing and jitter do not inflate.
 """
 
 from __future__ import annotations

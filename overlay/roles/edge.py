@@ -17,6 +17,11 @@ node id and where to reach it (the certificate from a lookup, verified against
 the pinned server key; its home supernode from presence).  A contact with a
 verified direct address gets a direct link; everything else is relayed by
 supernodes.  Presence notices keep locations current.
+
+One module for one role: the directory session and the attachment share the
+client's state (home, standby, reachability) and each drives the other (an
+attachment is published as presence; a notice can move the attachment); the
+choice of supernodes itself is pure, in :mod:`overlay.roles.selection`.
 """
 
 from __future__ import annotations

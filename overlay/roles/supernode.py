@@ -25,7 +25,7 @@ import trio
 from overlay.addresses import Address, format_address
 from overlay.directory.client import DirectoryClient, Notice
 from overlay.directory.servers import ServerList
-from overlay.errors import OverlayError
+from overlay.errors import OverlayError, RoleError
 from overlay.ids import NodeId
 from overlay.net.node import Node
 from overlay.net.transport import TcpTransport, Transport
@@ -54,7 +54,7 @@ class Supernode:
                  server_key: bytes | None, config: SupernodeConfig | None = None,
                  transport: Transport | None = None, rng: random.Random | None = None) -> None:
         if node.is_edge:
-            raise ValueError("a supernode cannot run on an edge node")
+            raise RoleError("a supernode cannot run on an edge node")
         self.node = node
         self.advertise = advertise
         self.config = config or SupernodeConfig()

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from overlay.directory import service
 from overlay.directory.client import DirectoryClient
 from overlay.directory.server import DirectoryServer
-from overlay.directory.service import DirectoryConfig
+from overlay.directory.service import (
+    DirectoryConfig,
+    accounts,  # where the password is checked
+)
 from overlay.directory.store import Store
 from overlay.errors import DirectoryError
 from tests.conftest import make_identity
@@ -24,7 +26,7 @@ SERVER = make_identity("server")
 async def test_a_full_hash_queue_sheds_logins_with_retry_after(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
-    real = service.password_matches
+    real = accounts.password_matches
 
     def held(encoded: str, password: str) -> bool:
         release.wait(10)  # the hash threads stay busy until the test lets them go
@@ -41,7 +43,7 @@ async def test_a_full_hash_queue_sheds_logins_with_retry_after(
             async with DirectoryClient.connect(address, make_identity(name),
                                                server_key=SERVER.public_key) as client:
                 await client.register(name, PASSWORD)
-        monkeypatch.setattr(service, "password_matches", held)
+        monkeypatch.setattr(accounts, "password_matches", held)
         outcomes: dict[str, DirectoryError | None] = {}
         two_shed = trio.Event()
 

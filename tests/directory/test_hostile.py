@@ -16,7 +16,12 @@ from overlay.directory import service
 from overlay.directory.limits import RegistrationLimits
 from overlay.directory.passwords import HashCost
 from overlay.directory.server import DirectoryServer, ServerConfig
-from overlay.directory.service import STORAGE_FULL, WRONG_LOGIN, DirectoryConfig
+from overlay.directory.service import (
+    STORAGE_FULL,
+    WRONG_LOGIN,
+    DirectoryConfig,
+    accounts,  # where the password is checked
+)
 from overlay.directory.store import Store
 from overlay.errors import DirectoryError
 from tests.conftest import make_identity
@@ -105,13 +110,13 @@ async def test_login_answers_alike_and_checks_a_hash_for_unknown_users(
     """Same status, same reason, same work: an unknown name is checked against a dummy
     hash (counted here, not timed), so response time does not tell either."""
     checked: list[str] = []
-    real = service.password_matches
+    real = accounts.password_matches
 
     def counting(encoded: str, password: str) -> bool:
         checked.append(encoded)
         return real(encoded, password)
 
-    monkeypatch.setattr(service, "password_matches", counting)
+    monkeypatch.setattr(accounts, "password_matches", counting)
     freeze(directory)
     await registered(directory, "alice")
     async with directory.client("mallory") as mallory, directory.client("eve") as eve:
