@@ -25,6 +25,11 @@ the engine ask the directory again, at most every :data:`CONTACTS_RETRY`
 seconds, so a stranger's flood cannot make us flood the directory.  While the
 directory is down the last list stands.
 
+History (:mod:`overlay.chat.history`, SQLite) is written and read in a
+worker thread, one call at a time, so a fsync never stalls the event loop
+(the node's links, relays and timers); the UI reads it through
+:meth:`Chat.conversation` and :meth:`Chat.pending` for the same reason.
+
 Everything the UI needs to show arrives as :class:`ChatEvent` on
 :meth:`Chat.events`.  Refusals are shown once per sending node and then at
 most every :data:`REJECTION_QUIET` seconds, with a count of the ones not
@@ -43,6 +48,7 @@ from typing import Any
 
 import trio
 
+from overlay.blocking import WorkerThreads
 from overlay.chat.envelope import (
     MESSAGE_ID_LEN,
     ChatMessage,
@@ -51,7 +57,7 @@ from overlay.chat.envelope import (
     open_envelope,
     seal,
 )
-from overlay.chat.history import History
+from overlay.chat.history import Entry, History
 from overlay.directory.client import Notice, Presence
 from overlay.errors import (
     ChatError,
@@ -118,6 +124,9 @@ class Chat:
         self.node = edge.node
         self.username = edge.username
         self.history = history
+        """Blocking: the engine calls it through :attr:`_history_thread` only."""
+        self._history_thread = WorkerThreads(1)
+        """One history call at a time, off the event loop (one SQLite connection)."""
         self._clock = clock
         self._events_send, self._events = trio.open_memory_channel[ChatEvent](MAX_EVENTS)
         self._outgoing: dict[NodeId, Channel] = {}
@@ -138,6 +147,14 @@ class Chat:
     def events(self) -> trio.MemoryReceiveChannel[ChatEvent]:
         return self._events
 
+    async def conversation(self, peer: str, limit: int = 50) -> list[Entry]:
+        """The last ``limit`` messages with ``peer``, oldest first (from the history)."""
+        return await self._history_thread.run(self.history.conversation, peer, limit)
+
+    async def pending(self) -> list[ChatMessage]:
+        """Outgoing messages not delivered yet, to anyone, oldest first."""
+        return await self._history_thread.run(self.history.pending)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
         async with trio.open_nursery() as nursery:
@@ -147,9 +164,8 @@ class Chat:
             # What an earlier run could not deliver: messages it had handed to a channel
             # died with that channel, so they are queued again (the recipient drops a
             # copy that did arrive).
-            for message in self.history.pending():
-                self.history.mark_queued(message.id)
-            for peer in {message.recipient for message in self.history.pending()}:
+            for peer in {message.recipient
+                         for message in await self._history_thread.run(self.history.requeue)}:
                 self._want_flush(peer)
             task_status.started()
 
@@ -168,7 +184,7 @@ class Chat:
             # The directory is down: queue; the flush finds the contact when it is back.
         message = ChatMessage(secrets.token_bytes(MESSAGE_ID_LEN), self.username, to,
                               self._clock(), text)
-        self.history.add_outgoing(message)
+        await self._history_thread.run(self.history.add_outgoing, message)
         self._emit(ChatEvent("queued", to, message.id, text, message.sent_at))
         self._want_flush(to)
         return message.id
@@ -191,10 +207,19 @@ class Chat:
             self._flushing.discard(peer)
 
     async def _send_pending(self, peer: str) -> None:
-        if not self.history.pending(peer, only_queued=True):
+        """Send what is queued for ``peer``.  One read of the queue when the contact is
+        known (a message queued meanwhile asks the running flush to look again, see
+        :meth:`_want_flush`); a second after a lookup, which takes a round trip to the
+        directory during which a receipt may have marked one delivered."""
+        queued = await self._history_thread.run(self.history.pending, peer, only_queued=True)
+        if not queued:
             return
         try:
-            contact = await self._contact(peer)
+            contact = self._known_contact(peer)
+            if contact is None:
+                contact = await self._contact(peer)
+                queued = await self._history_thread.run(self.history.pending, peer,
+                                                        only_queued=True)
         except OverlayError as exc:
             self._emit(ChatEvent("error", peer, detail=f"cannot find {peer}: {exc}"))
             return
@@ -208,24 +233,31 @@ class Chat:
         channel = self._channel_to(node_id, peer)
         path = self._path(node_id)
         try:
-            for message in self.history.pending(peer, only_queued=True):
+            for message in queued:
                 envelope = seal(self.node.identity, certificate.raw,
                                 contact.certificate.public_key, message)
                 await channel.send(envelope)
-                self.history.mark_sent(message.id)
+                await self._history_thread.run(self.history.mark_sent, message.id)
                 self._emit(ChatEvent("sent", peer, message.id, message.text, self._clock(),
                                      path=path))
         except TransportError as exc:
-            self._channel_failed(node_id, peer, exc)
+            await self._channel_failed(node_id, peer, exc)
 
     async def _contact(self, username: str) -> Peer:
         """The contact as last looked up; looked up again when unknown or its certificate
         is near expiry.  Presence notices keep a known contact's location current, so a
         conversation costs the directory one lookup, not one per message."""
-        peer = self.edge.peers.get(username)
-        if peer is None or peer.certificate.expires_at - self._clock() < CERTIFICATE_MARGIN:
+        peer = self._known_contact(username)
+        if peer is None:
             await self.edge.locate(username)
             peer = self.edge.peers[username]
+        return peer
+
+    def _known_contact(self, username: str) -> Peer | None:
+        """The contact as last looked up, unless its certificate is near expiry."""
+        peer = self.edge.peers.get(username)
+        if peer is None or peer.certificate.expires_at - self._clock() < CERTIFICATE_MARGIN:
+            return None
         return peer
 
     def _channel_to(self, node_id: NodeId, peer: str | None) -> Channel:
@@ -241,19 +273,16 @@ class Chat:
         """A channel that ends with messages unacknowledged gives them back to the queue."""
         await channel.done.wait()
         if self._outgoing.get(channel.peer) is channel:
-            self._channel_failed(channel.peer, peer, channel.core.error or "closed")
+            await self._channel_failed(channel.peer, peer, channel.core.error or "closed")
 
-    def _channel_failed(self, node_id: NodeId, peer: str, reason: object) -> None:
+    async def _channel_failed(self, node_id: NodeId, peer: str, reason: object) -> None:
         """Undelivered messages go back to the queue; they are re-sent when possible
         (after a fresh lookup: the contact may have moved or changed its key)."""
         self.edge.peers.pop(peer, None)
         if self._outgoing.get(node_id) is not None and not self._outgoing[node_id].done.is_set():
             self._outgoing[node_id].abort("failed")
         self._outgoing.pop(node_id, None)
-        requeued = 0
-        for message in self.history.pending(peer):
-            self.history.mark_queued(message.id)
-            requeued += 1
+        requeued = len(await self._history_thread.run(self.history.requeue, peer))
         if requeued:
             self._emit(ChatEvent("error", peer, detail=f"{peer} unreachable ({reason}); "
                                                        f"{requeued} message(s) queued again"))
@@ -294,10 +323,9 @@ class Chat:
         content = opened.content
         who = opened.sender.username
         if isinstance(content, Receipt):
-            entry = self.history.entry(content.id)
-            if entry is None or entry.direction != "out" or entry.peer != who:
-                return  # not a message of ours to this sender: nothing to mark
-            entry = self.history.mark_delivered(content.id, self._clock())
+            # None: not a message of ours to this sender, nothing to mark.
+            entry = await self._history_thread.run(self.history.mark_delivered, content.id,
+                                                   self._clock(), peer=who)
             if entry is not None:
                 self._emit(ChatEvent("delivered", entry.peer, entry.id, entry.text,
                                      entry.delivered_at,
@@ -307,7 +335,7 @@ class Chat:
             self._reject(sender, who, f"a message from {who}, who is not your contact "
                                       "(not stored, not acknowledged)")
             return
-        if self.history.add_incoming(content):
+        if await self._history_thread.run(self.history.add_incoming, content):
             self._emit(ChatEvent("message", content.sender, content.id, content.text,
                                  content.sent_at, path=self._path(sender)))
         # Acknowledge every copy: the first receipt may be what got lost.

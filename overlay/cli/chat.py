@@ -388,7 +388,7 @@ async def _json_stream(client: Client) -> int:
     ready = {"event": "ready", "user": client.user, "node_id": client.node.node_id.hex(),
              "server": format_address(status.server),
              "home": None if status.home is None else status.home.hex(),
-             "reachable": status.reachable, "pending": len(client.chat.history.pending())}
+             "reachable": status.reachable, "pending": len(await client.chat.pending())}
     if not _print_json(ready):
         return 0
     async for event in client.chat.events:
@@ -643,7 +643,7 @@ class Interactive:
         name = self._name(rest, "/history NAME")
         if name is None:
             return
-        entries = self.client.chat.history.conversation(name, HISTORY_LIMIT)
+        entries = await self.client.chat.conversation(name, HISTORY_LIMIT)
         if not entries:
             self.say(f"no messages with {name} yet")
             return
@@ -681,7 +681,7 @@ class Interactive:
             if contact.state == "incoming":
                 self.say(f"* {contact.username} asks to be your contact: "
                          f"/accept {contact.username}")
-        waiting = len(self.client.chat.history.pending())
+        waiting = len(await self.client.chat.pending())
         if waiting:
             self.say(f"{waiting} earlier message(s) not delivered yet: sending when possible")
 
