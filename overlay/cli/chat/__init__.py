@@ -5,7 +5,7 @@ to the nearest supernode) with the chat engine (:mod:`overlay.chat.service`)
 on top, in one of three modes:
 
 interactive (the default, :mod:`.interactive`)
-    A line editor (:mod:`overlay.chat.terminal`) reads commands and messages
+    A line editor (:mod:`.terminal`) reads commands and messages
     while incoming messages, receipts and presence changes are printed above
     the line being typed.
 one-shot (``--to CONTACT``, :mod:`.one_shot`)

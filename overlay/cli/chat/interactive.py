@@ -18,8 +18,8 @@ import trio
 from overlay.addresses import format_address
 from overlay.chat.history import Entry
 from overlay.chat.service import ChatEvent
-from overlay.chat.terminal import LineEditor, printable
 from overlay.cli.chat.client import ONLINE, Client, check_text, duration
+from overlay.cli.chat.terminal import LineEditor, printable
 from overlay.directory.protocol import USERNAME_RULE
 from overlay.errors import OverlayError
 
