@@ -12,7 +12,7 @@ calls it from a worker thread (:class:`overlay.blocking.WorkerThreads`, one
 call at a time), never on the event loop.  The connection is opened by the
 first call, so in that thread too, and is used by one thread at a time.
 
-Durability (docs/chat.md, "History"): WAL with ``synchronous=FULL``, every
+Durability (docs/chat.md, "History on disk"): WAL with ``synchronous=FULL``, every
 write one statement in its own transaction, so each is on disk before the
 call returns.  Three writes per message, each because something is
 acknowledged on the strength of it:

@@ -25,9 +25,8 @@ the engine ask the directory again, at most every :data:`CONTACTS_RETRY`
 seconds, so a stranger's flood cannot make us flood the directory.  While the
 directory is down the last list stands.
 
-History (:mod:`overlay.chat.history`, SQLite) is written and read in a
-worker thread, one call at a time, so a fsync never stalls the event loop
-(the node's links, relays and timers); the UI reads it through
+The history (SQLite) is used from a worker thread, one call at a time, so
+no fsync stalls the node's links, relays and timers; UIs read it through
 :meth:`Chat.conversation` and :meth:`Chat.pending` for the same reason.
 
 Everything the UI needs to show arrives as :class:`ChatEvent` on
@@ -43,8 +42,6 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -57,6 +54,7 @@ from overlay.chat.envelope import (
     open_envelope,
     seal,
 )
+from overlay.chat.events import ChatEvent
 from overlay.chat.history import Entry, History
 from overlay.directory.client import Notice, Presence
 from overlay.errors import (
@@ -87,34 +85,6 @@ REJECTION_QUIET = 60.0
 for this long (seconds)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ChatEvent:
-    """Something to show: a message, a receipt, a state change, a refusal."""
-
-    kind: str
-    """message, queued, sent, delivered, presence, rejected, contact_request,
-    contact_accepted, contact_removed, error."""
-    peer: str | None = None
-    id: bytes | None = None
-    text: str | None = None
-    at: float | None = None
-    latency: float | None = None
-    path: str | None = None
-    detail: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"event": self.kind}
-        for key in ("peer", "text", "at", "path", "detail"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        if self.id is not None:
-            out["id"] = self.id.hex()
-        if self.latency is not None:
-            out["latency_ms"] = round(self.latency * 1000, 3)
-        return out
-
-
 class Chat:
     """``async with`` nothing: start :meth:`run` in a nursery, then :meth:`send`."""
 
@@ -124,9 +94,7 @@ class Chat:
         self.node = edge.node
         self.username = edge.username
         self.history = history
-        """Blocking: the engine calls it through :attr:`_history_thread` only."""
-        self._history_thread = WorkerThreads(1)
-        """One history call at a time, off the event loop (one SQLite connection)."""
+        self._history_thread = WorkerThreads(1)  # one connection: one call at a time
         self._clock = clock
         self._events_send, self._events = trio.open_memory_channel[ChatEvent](MAX_EVENTS)
         self._outgoing: dict[NodeId, Channel] = {}
@@ -207,10 +175,9 @@ class Chat:
             self._flushing.discard(peer)
 
     async def _send_pending(self, peer: str) -> None:
-        """Send what is queued for ``peer``.  One read of the queue when the contact is
-        known (a message queued meanwhile asks the running flush to look again, see
-        :meth:`_want_flush`); a second after a lookup, which takes a round trip to the
-        directory during which a receipt may have marked one delivered."""
+        """Send what is queued for ``peer``: one read of the queue (a message queued
+        meanwhile makes the flush look again), two if a lookup, a round trip in which
+        a receipt may come, came between."""
         queued = await self._history_thread.run(self.history.pending, peer, only_queued=True)
         if not queued:
             return

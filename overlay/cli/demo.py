@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import trio
 
 from overlay.addresses import format_address
-from overlay.chat.service import ChatEvent
+from overlay.chat.events import ChatEvent
 from overlay.cli.chat.client import Client
 from overlay.cli.chat.interactive import interactive_session
 from overlay.cli.common import positive_float, stop_signals

@@ -16,8 +16,8 @@ from typing import Any
 import trio
 
 from overlay.addresses import format_address
+from overlay.chat.events import ChatEvent
 from overlay.chat.history import Entry
-from overlay.chat.service import ChatEvent
 from overlay.cli.chat.client import ONLINE, Client, check_text, duration
 from overlay.cli.chat.terminal import LineEditor, printable
 from overlay.directory.protocol import USERNAME_RULE
