@@ -22,10 +22,10 @@ from typing import Any
 
 import trio
 
-from overlay.chat.local_network import LocalNetwork, User, local_network
 from overlay.cli.common import positive_int, run_interruptibly
 from overlay.cli.progress import Progress, ProgressBar
 from overlay.errors import OverlayError
+from overlay.lab.local_network import LocalNetwork, User, local_network
 from overlay.stats import quantile
 
 

@@ -25,6 +25,10 @@ the engine ask the directory again, at most every :data:`CONTACTS_RETRY`
 seconds, so a stranger's flood cannot make us flood the directory.  While the
 directory is down the last list stands.
 
+The history (SQLite) is used from a worker thread, one call at a time, so
+no fsync stalls the node's links, relays and timers; UIs read it through
+:meth:`Chat.conversation` and :meth:`Chat.pending` for the same reason.
+
 Everything the UI needs to show arrives as :class:`ChatEvent` on
 :meth:`Chat.events`.  Refusals are shown once per sending node and then at
 most every :data:`REJECTION_QUIET` seconds, with a count of the ones not
@@ -38,11 +42,10 @@ import math
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 import trio
 
+from overlay.blocking import WorkerThreads
 from overlay.chat.envelope import (
     MESSAGE_ID_LEN,
     ChatMessage,
@@ -51,7 +54,8 @@ from overlay.chat.envelope import (
     open_envelope,
     seal,
 )
-from overlay.chat.history import History
+from overlay.chat.events import ChatEvent
+from overlay.chat.history import Entry, History
 from overlay.directory.client import Notice, Presence
 from overlay.errors import (
     ChatError,
@@ -81,34 +85,6 @@ REJECTION_QUIET = 60.0
 for this long (seconds)."""
 
 
-@dataclass(frozen=True, slots=True)
-class ChatEvent:
-    """Something to show: a message, a receipt, a state change, a refusal."""
-
-    kind: str
-    """message, queued, sent, delivered, presence, rejected, contact_request,
-    contact_accepted, contact_removed, error."""
-    peer: str | None = None
-    id: bytes | None = None
-    text: str | None = None
-    at: float | None = None
-    latency: float | None = None
-    path: str | None = None
-    detail: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"event": self.kind}
-        for key in ("peer", "text", "at", "path", "detail"):
-            value = getattr(self, key)
-            if value is not None:
-                out[key] = value
-        if self.id is not None:
-            out["id"] = self.id.hex()
-        if self.latency is not None:
-            out["latency_ms"] = round(self.latency * 1000, 3)
-        return out
-
-
 class Chat:
     """``async with`` nothing: start :meth:`run` in a nursery, then :meth:`send`."""
 
@@ -118,6 +94,7 @@ class Chat:
         self.node = edge.node
         self.username = edge.username
         self.history = history
+        self._history_thread = WorkerThreads(1)  # one connection: one call at a time
         self._clock = clock
         self._events_send, self._events = trio.open_memory_channel[ChatEvent](MAX_EVENTS)
         self._outgoing: dict[NodeId, Channel] = {}
@@ -138,6 +115,14 @@ class Chat:
     def events(self) -> trio.MemoryReceiveChannel[ChatEvent]:
         return self._events
 
+    async def conversation(self, peer: str, limit: int = 50) -> list[Entry]:
+        """The last ``limit`` messages with ``peer``, oldest first (from the history)."""
+        return await self._history_thread.run(self.history.conversation, peer, limit)
+
+    async def pending(self) -> list[ChatMessage]:
+        """Outgoing messages not delivered yet, to anyone, oldest first."""
+        return await self._history_thread.run(self.history.pending)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
         async with trio.open_nursery() as nursery:
@@ -147,9 +132,8 @@ class Chat:
             # What an earlier run could not deliver: messages it had handed to a channel
             # died with that channel, so they are queued again (the recipient drops a
             # copy that did arrive).
-            for message in self.history.pending():
-                self.history.mark_queued(message.id)
-            for peer in {message.recipient for message in self.history.pending()}:
+            for peer in {message.recipient
+                         for message in await self._history_thread.run(self.history.requeue)}:
                 self._want_flush(peer)
             task_status.started()
 
@@ -168,7 +152,7 @@ class Chat:
             # The directory is down: queue; the flush finds the contact when it is back.
         message = ChatMessage(secrets.token_bytes(MESSAGE_ID_LEN), self.username, to,
                               self._clock(), text)
-        self.history.add_outgoing(message)
+        await self._history_thread.run(self.history.add_outgoing, message)
         self._emit(ChatEvent("queued", to, message.id, text, message.sent_at))
         self._want_flush(to)
         return message.id
@@ -191,10 +175,18 @@ class Chat:
             self._flushing.discard(peer)
 
     async def _send_pending(self, peer: str) -> None:
-        if not self.history.pending(peer, only_queued=True):
+        """Send what is queued for ``peer``: one read of the queue (a message queued
+        meanwhile makes the flush look again), two if a lookup, a round trip in which
+        a receipt may come, came between."""
+        queued = await self._history_thread.run(self.history.pending, peer, only_queued=True)
+        if not queued:
             return
         try:
-            contact = await self._contact(peer)
+            contact = self._known_contact(peer)
+            if contact is None:
+                contact = await self._contact(peer)
+                queued = await self._history_thread.run(self.history.pending, peer,
+                                                        only_queued=True)
         except OverlayError as exc:
             self._emit(ChatEvent("error", peer, detail=f"cannot find {peer}: {exc}"))
             return
@@ -208,24 +200,31 @@ class Chat:
         channel = self._channel_to(node_id, peer)
         path = self._path(node_id)
         try:
-            for message in self.history.pending(peer, only_queued=True):
+            for message in queued:
                 envelope = seal(self.node.identity, certificate.raw,
                                 contact.certificate.public_key, message)
                 await channel.send(envelope)
-                self.history.mark_sent(message.id)
+                await self._history_thread.run(self.history.mark_sent, message.id)
                 self._emit(ChatEvent("sent", peer, message.id, message.text, self._clock(),
                                      path=path))
         except TransportError as exc:
-            self._channel_failed(node_id, peer, exc)
+            await self._channel_failed(node_id, peer, exc)
 
     async def _contact(self, username: str) -> Peer:
         """The contact as last looked up; looked up again when unknown or its certificate
         is near expiry.  Presence notices keep a known contact's location current, so a
         conversation costs the directory one lookup, not one per message."""
-        peer = self.edge.peers.get(username)
-        if peer is None or peer.certificate.expires_at - self._clock() < CERTIFICATE_MARGIN:
+        peer = self._known_contact(username)
+        if peer is None:
             await self.edge.locate(username)
             peer = self.edge.peers[username]
+        return peer
+
+    def _known_contact(self, username: str) -> Peer | None:
+        """The contact as last looked up, unless its certificate is near expiry."""
+        peer = self.edge.peers.get(username)
+        if peer is None or peer.certificate.expires_at - self._clock() < CERTIFICATE_MARGIN:
+            return None
         return peer
 
     def _channel_to(self, node_id: NodeId, peer: str | None) -> Channel:
@@ -241,19 +240,16 @@ class Chat:
         """A channel that ends with messages unacknowledged gives them back to the queue."""
         await channel.done.wait()
         if self._outgoing.get(channel.peer) is channel:
-            self._channel_failed(channel.peer, peer, channel.core.error or "closed")
+            await self._channel_failed(channel.peer, peer, channel.core.error or "closed")
 
-    def _channel_failed(self, node_id: NodeId, peer: str, reason: object) -> None:
+    async def _channel_failed(self, node_id: NodeId, peer: str, reason: object) -> None:
         """Undelivered messages go back to the queue; they are re-sent when possible
         (after a fresh lookup: the contact may have moved or changed its key)."""
         self.edge.peers.pop(peer, None)
         if self._outgoing.get(node_id) is not None and not self._outgoing[node_id].done.is_set():
             self._outgoing[node_id].abort("failed")
         self._outgoing.pop(node_id, None)
-        requeued = 0
-        for message in self.history.pending(peer):
-            self.history.mark_queued(message.id)
-            requeued += 1
+        requeued = len(await self._history_thread.run(self.history.requeue, peer))
         if requeued:
             self._emit(ChatEvent("error", peer, detail=f"{peer} unreachable ({reason}); "
                                                        f"{requeued} message(s) queued again"))
@@ -294,10 +290,9 @@ class Chat:
         content = opened.content
         who = opened.sender.username
         if isinstance(content, Receipt):
-            entry = self.history.entry(content.id)
-            if entry is None or entry.direction != "out" or entry.peer != who:
-                return  # not a message of ours to this sender: nothing to mark
-            entry = self.history.mark_delivered(content.id, self._clock())
+            # None: not a message of ours to this sender, nothing to mark.
+            entry = await self._history_thread.run(self.history.mark_delivered, content.id,
+                                                   self._clock(), peer=who)
             if entry is not None:
                 self._emit(ChatEvent("delivered", entry.peer, entry.id, entry.text,
                                      entry.delivered_at,
@@ -307,7 +302,7 @@ class Chat:
             self._reject(sender, who, f"a message from {who}, who is not your contact "
                                       "(not stored, not acknowledged)")
             return
-        if self.history.add_incoming(content):
+        if await self._history_thread.run(self.history.add_incoming, content):
             self._emit(ChatEvent("message", content.sender, content.id, content.text,
                                  content.sent_at, path=self._path(sender)))
         # Acknowledge every copy: the first receipt may be what got lost.

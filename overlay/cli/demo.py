@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import trio
 
 from overlay.addresses import format_address
-from overlay.chat.local_network import LocalNetwork, User, local_network
-from overlay.chat.service import ChatEvent
-from overlay.cli.chat import Client, interactive_session
+from overlay.chat.events import ChatEvent
+from overlay.cli.chat.client import Client
+from overlay.cli.chat.interactive import interactive_session
 from overlay.cli.common import positive_float, stop_signals
 from overlay.ids import NodeId
+from overlay.lab.local_network import LocalNetwork, User, local_network
 from overlay.net.node import Node
 
 USERS = (("alice", False), ("bob", False), ("carol", True), ("dave", True))

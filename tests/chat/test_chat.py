@@ -7,8 +7,9 @@ from pathlib import Path
 import trio
 
 from overlay.chat.envelope import ChatMessage, seal
+from overlay.chat.events import ChatEvent
 from overlay.chat.history import History
-from overlay.chat.service import Chat, ChatEvent
+from overlay.chat.service import Chat
 from overlay.proto.codec import pack
 from overlay.proto.messages import RoutedPacket
 from tests.roles.conftest import Network

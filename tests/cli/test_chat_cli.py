@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 import pytest
 
-from overlay.chat.terminal import LineBuffer, Quit, Submit, printable
+from overlay.cli.chat.terminal import LineBuffer, Quit, Submit, printable
 from overlay.proto.codec import pack
 from overlay.state import load_identity
 from tests.cli.test_roles_cli import PASSWORD, account, start_system
