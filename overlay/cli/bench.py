@@ -1,11 +1,12 @@
 """``overlay bench ...``: benchmarks that measure, in one run, a figure and its baseline.
 
-This module owns the command line of every bench: the parsers, the run (under
-:func:`~overlay.cli.common.run_interruptibly`, so Ctrl-C cancels it and every
-child process is stopped) and the output (``--json``, or a renderer of
-:mod:`overlay.cli.bench_render`).  The measuring code is :mod:`overlay.bench`;
-it is imported only once a bench runs, so that ``overlay bench --help`` does
-not load the simulator, networkx or the chat engine.  Hence the few facts the
+The command line of every bench is here and in two neighbours: this module's
+parsers, :mod:`overlay.cli.bench_run` (each bench's config from the arguments,
+the run under :func:`~overlay.cli.common.run_interruptibly`, the output) and
+:mod:`overlay.cli.bench_render` (reports as text).  The measuring code is
+:mod:`overlay.bench`; it is imported only once a bench runs, so that
+``overlay bench --help`` does not load the simulator, networkx or the chat
+engine.  Hence the few facts the
 parsers need from those modules (the topology kinds, the hybrid defaults, the
 chat bench's description) are restated here; tests/cli/test_bench.py checks
 that they agree.
@@ -14,14 +15,18 @@ that they agree.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from overlay.cli.common import non_negative_int, positive_float, positive_int, run_interruptibly
-from overlay.cli.progress import ProgressBar
+from overlay.cli.bench_run import (
+    run_chat,
+    run_directory,
+    run_hybrid,
+    run_routing,
+    run_storm,
+    run_transport,
+)
+from overlay.cli.common import non_negative_int, positive_float, positive_int
 
 TOPOLOGY_KINDS = ("line", "ring", "grid", "geometric", "random-geometric", "waxman", "ba",
                   "barabasi-albert")
@@ -298,133 +303,3 @@ def _hops_arg(text: str) -> list[int]:
     if not hops or any(h < 0 or h > 8 for h in hops):
         raise argparse.ArgumentTypeError("relay counts must be between 0 and 8")
     return hops
-
-
-def _print_json(report: Any) -> None:
-    json.dump(report.to_json(), sys.stdout, indent=2)
-    print()
-
-
-def run_routing(args: argparse.Namespace) -> int:
-    import trio.testing
-
-    from overlay.bench import routing
-    from overlay.cli.bench_render import render_routing
-
-    config = routing.BenchConfig(
-        topology=args.topology, nodes=args.nodes, latency_attr=args.latency_attr,
-        latency_unit=args.latency_unit, seed=args.seed, fail_links=args.fail_links,
-        crash_nodes=args.crash_nodes, jitter=args.jitter, hello_interval=args.hello_interval,
-        update_interval=args.update_interval)
-    bar = ProgressBar()
-    report = run_interruptibly(routing.run, config, bar,
-                               clock=trio.testing.MockClock(autojump_threshold=0))
-    bar.done()
-    if args.json:
-        _print_json(report)
-    else:
-        print(render_routing(report))
-    return 0 if report.converged else 1
-
-
-def run_transport(args: argparse.Namespace) -> int:
-    from overlay.bench import plots, transport
-    from overlay.cli.bench_render import render_transport
-
-    if args.plot is not None:
-        plots.check_available()  # before the run, not after it
-    config = transport.TransportConfig(
-        hops=tuple(args.hops), size=args.size, count=args.count, pings=args.pings,
-        handshakes=args.handshakes, time_limit=args.time_limit, processes=args.processes)
-    bar = ProgressBar()
-    try:
-        report = run_interruptibly(transport.run, config, bar)
-    finally:
-        bar.done()
-    if args.plot is not None:
-        for path in plots.transport(report.to_json(), args.plot):
-            print(f"wrote {path}", file=sys.stderr)
-    if args.json:
-        _print_json(report)
-    else:
-        print(render_transport(report))
-    return 0
-
-
-def run_directory(args: argparse.Namespace) -> int:
-    from overlay.bench import directory
-    from overlay.cli.bench_render import render_directory
-
-    config = directory.BenchConfig(
-        clients=args.clients, duration=args.duration,
-        client_procs=args.client_procs or directory.default_client_procs(),
-        contacts_each=args.contacts, hash_seconds=args.hash_seconds, max_ops=args.max_ops,
-        rate=args.rate)
-    bar = ProgressBar()
-    try:
-        report = run_interruptibly(directory.run, config, bar)
-    finally:
-        bar.done()
-    if args.json:
-        _print_json(report)
-    else:
-        print(render_directory(report))
-    return 0
-
-
-def run_storm(args: argparse.Namespace) -> int:
-    from overlay.bench import storm
-    from overlay.bench.progress import no_progress
-    from overlay.cli.bench_render import render_storm
-
-    config = storm.StormConfig(clients=args.clients, timeout=args.timeout,
-                               max_login_queue=args.max_login_queue, db=args.db)
-    report = run_interruptibly(storm.run, config, no_progress)
-    if args.json:
-        print(json.dumps(report.to_json()))
-    else:
-        print(render_storm(report))
-    return 0 if report.gave_up == 0 else 1
-
-
-def run_chat(args: argparse.Namespace) -> int:
-    from overlay.bench import chat
-    from overlay.cli.bench_render import render_chat
-
-    bar = ProgressBar()
-    try:
-        report = run_interruptibly(chat.run, chat.ChatConfig(messages=args.messages), bar)
-    finally:
-        bar.done()
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(render_chat(report))
-    return 0
-
-
-def run_hybrid(args: argparse.Namespace) -> int:
-    """Run the chosen scenarios under a virtual clock and print the report."""
-    import trio.testing
-
-    from overlay.bench import hybrid
-    from overlay.cli.bench_render import render_hybrid
-
-    world = hybrid.HybridConfig(
-        supernodes=args.supernodes, clients=args.clients,
-        capacity_clients=args.capacity_clients, seed=args.seed, width=args.width / 1000,
-        clusters=args.clusters,
-        candidates=args.candidates, hello_interval=args.hello_interval,
-        dead_after=args.dead_after, settle=args.settle, rate=args.rate)
-    config = hybrid.HybridBenchConfig(world=world, scenarios=args.scenarios)
-    bar = ProgressBar()
-    try:
-        report = run_interruptibly(hybrid.run, config, bar,
-                                   clock=trio.testing.MockClock(autojump_threshold=0))
-    finally:
-        bar.done()
-    if args.json:
-        _print_json(report)
-    else:
-        print(render_hybrid(report))
-    return 0
