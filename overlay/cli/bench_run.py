@@ -11,20 +11,50 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from overlay.cli.common import run_interruptibly
 from overlay.cli.progress import ProgressBar
 
+if TYPE_CHECKING:
+    from overlay.bench.progress import Progress
 
-def _print_json(report: Any) -> None:
-    json.dump(report.to_json(), sys.stdout, indent=2)
-    print()
+
+class _Report(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+ConfigT = TypeVar("ConfigT")
+ReportT = TypeVar("ReportT", bound=_Report)
+
+
+def _run(run: Callable[[ConfigT, Progress], Awaitable[ReportT]], config: ConfigT, *,
+         virtual_time: bool = False) -> ReportT:
+    """``run(config, progress)`` with a progress bar on stderr, interruptible by Ctrl-C;
+    under trio's autojumping MockClock for the simulated benches."""
+    clock = None
+    if virtual_time:
+        import trio.testing
+
+        clock = trio.testing.MockClock(autojump_threshold=0)
+    bar = ProgressBar()
+    try:
+        return run_interruptibly(run, config, bar, clock=clock)
+    finally:
+        bar.done()
+
+
+def _show(report: ReportT, args: argparse.Namespace, render: Callable[[ReportT], str]) -> None:
+    """The report on stdout: its JSON with --json, else its table."""
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        print(render(report))
 
 
 def run_routing(args: argparse.Namespace) -> int:
-    import trio.testing
-
     from overlay.bench import routing
     from overlay.cli.bench_render import render_routing
 
@@ -33,14 +63,8 @@ def run_routing(args: argparse.Namespace) -> int:
         latency_unit=args.latency_unit, seed=args.seed, fail_links=args.fail_links,
         crash_nodes=args.crash_nodes, jitter=args.jitter, hello_interval=args.hello_interval,
         update_interval=args.update_interval)
-    bar = ProgressBar()
-    report = run_interruptibly(routing.run, config, bar,
-                               clock=trio.testing.MockClock(autojump_threshold=0))
-    bar.done()
-    if args.json:
-        _print_json(report)
-    else:
-        print(render_routing(report))
+    report = _run(routing.run, config, virtual_time=True)
+    _show(report, args, render_routing)
     return 0 if report.converged else 1
 
 
@@ -53,18 +77,11 @@ def run_transport(args: argparse.Namespace) -> int:
     config = transport.TransportConfig(
         hops=tuple(args.hops), size=args.size, count=args.count, pings=args.pings,
         handshakes=args.handshakes, time_limit=args.time_limit, processes=args.processes)
-    bar = ProgressBar()
-    try:
-        report = run_interruptibly(transport.run, config, bar)
-    finally:
-        bar.done()
+    report = _run(transport.run, config)
     if args.plot is not None:
         for path in plots.transport(report.to_json(), args.plot):
             print(f"wrote {path}", file=sys.stderr)
-    if args.json:
-        _print_json(report)
-    else:
-        print(render_transport(report))
+    _show(report, args, render_transport)
     return 0
 
 
@@ -77,15 +94,7 @@ def run_directory(args: argparse.Namespace) -> int:
         client_procs=args.client_procs or directory.default_client_procs(),
         contacts_each=args.contacts, hash_seconds=args.hash_seconds, max_ops=args.max_ops,
         rate=args.rate)
-    bar = ProgressBar()
-    try:
-        report = run_interruptibly(directory.run, config, bar)
-    finally:
-        bar.done()
-    if args.json:
-        _print_json(report)
-    else:
-        print(render_directory(report))
+    _show(_run(directory.run, config), args, render_directory)
     return 0
 
 
@@ -96,9 +105,9 @@ def run_storm(args: argparse.Namespace) -> int:
 
     config = storm.StormConfig(clients=args.clients, timeout=args.timeout,
                                max_login_queue=args.max_login_queue, db=args.db)
-    report = run_interruptibly(storm.run, config, no_progress)
+    report = run_interruptibly(storm.run, config, no_progress)  # no bar: as it always was
     if args.json:
-        print(json.dumps(report.to_json()))
+        print(json.dumps(report.to_json()))  # one line, as it always was
     else:
         print(render_storm(report))
     return 0 if report.gave_up == 0 else 1
@@ -108,22 +117,12 @@ def run_chat(args: argparse.Namespace) -> int:
     from overlay.bench import chat
     from overlay.cli.bench_render import render_chat
 
-    bar = ProgressBar()
-    try:
-        report = run_interruptibly(chat.run, chat.ChatConfig(messages=args.messages), bar)
-    finally:
-        bar.done()
-    if args.json:
-        print(json.dumps(report.to_json(), indent=2))
-    else:
-        print(render_chat(report))
+    _show(_run(chat.run, chat.ChatConfig(messages=args.messages)), args, render_chat)
     return 0
 
 
 def run_hybrid(args: argparse.Namespace) -> int:
     """Run the chosen scenarios under a virtual clock and print the report."""
-    import trio.testing
-
     from overlay.bench import hybrid
     from overlay.cli.bench_render import render_hybrid
 
@@ -134,14 +133,5 @@ def run_hybrid(args: argparse.Namespace) -> int:
         candidates=args.candidates, hello_interval=args.hello_interval,
         dead_after=args.dead_after, settle=args.settle, rate=args.rate)
     config = hybrid.HybridBenchConfig(world=world, scenarios=args.scenarios)
-    bar = ProgressBar()
-    try:
-        report = run_interruptibly(hybrid.run, config, bar,
-                                   clock=trio.testing.MockClock(autojump_threshold=0))
-    finally:
-        bar.done()
-    if args.json:
-        _print_json(report)
-    else:
-        print(render_hybrid(report))
+    _show(_run(hybrid.run, config, virtual_time=True), args, render_hybrid)
     return 0
