@@ -34,6 +34,11 @@ On Linux every window (each phase, each hash sample) also records how many
 cores the server, the client processes, this process and everything else on
 the machine kept busy, from ``/proc``: it tells a saturated server from
 starved clients, and a quiet machine from a noisy one.
+
+This module is the run, start to end.  Its config and the report's figures,
+targets and notes are :mod:`overlay.bench.directory_report`; the server and
+client processes, the CPU meter, setup, the hash baseline and the phases are
+:mod:`overlay.bench.directory_phases`.
 """
 
 from __future__ import annotations
