@@ -12,7 +12,8 @@ throughout, to show whether the server keeps answering.
 
 Figures: seconds from the restart until 99% and 100% of the clients are logged
 in, the 429s they were sent, the server's peak login queue and the slowest
-health answer.  Bounded: N clients, one deadline for the whole storm.
+health answer.  Bounded: N clients, one deadline for the whole storm, and the
+server process never outlives the run (:mod:`overlay.bench.children`).
 """
 
 from __future__ import annotations
@@ -30,18 +31,23 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import trio
 
 from overlay.addresses import Address, parse_address
+from overlay.bench.children import Children, stop_child
+from overlay.bench.directory_worker import LineReader
+from overlay.bench.progress import Progress
 from overlay.directory.client import DirectoryClient
 from overlay.directory.servers import Retry, is_busy
-from overlay.errors import DirectoryError
+from overlay.errors import DirectoryError, OverlayError
 from overlay.ids import SEED_LEN, Identity
 
 PASSWORD = "storm password 1234"
 PROBE_INTERVAL = 0.2
+STOP_GRACE = 30.0
+"""Seconds the server has to stop in order (and log its queue stats) before SIGKILL."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,37 +81,48 @@ class StormReport:
         return asdict(self)
 
 
+class StormBenchError(OverlayError):
+    """The storm could not run: the server did not start."""
+
+
 class _Server:
     """``overlay server`` in a child process; its stderr kept for the final stats line."""
 
-    def __init__(self, state: Path, listen: str, config: StormConfig) -> None:
-        args = [sys.executable, "-m", "overlay", "server", "--state", str(state),
-                "--listen", listen, "--registrations-per-hour", str(10 * config.clients), "-v"]
+    def __init__(self, children: Children, state: Path, listen: str,
+                 config: StormConfig) -> None:
+        self._children = children
+        self._args = [sys.executable, "-m", "overlay", "server", "--state", str(state),
+                      "--listen", listen, "--registrations-per-hour", str(10 * config.clients),
+                      "-v"]
         if config.db is not None:
-            args += ["--db", config.db]
+            self._args += ["--db", config.db]
         if config.max_login_queue is not None:
-            args += ["--max-login-queue", str(config.max_login_queue)]
+            self._args += ["--max-login-queue", str(config.max_login_queue)]
         self.stderr_path = state.with_suffix(".log")
-        self._stderr = self.stderr_path.open("a")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     stdin=subprocess.DEVNULL, text=True)
+        self._stderr: IO[str] | None = None
+        self._proc: trio.Process | None = None
 
-    def ready(self) -> tuple[Address, bytes]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().split()  # "directory server listening on A key K"
+    async def start(self) -> None:
+        self._stderr = self.stderr_path.open("a")
+        self._proc = await self._children.start(self._args, ask=signal.SIGINT,
+                                                stdin=subprocess.DEVNULL,
+                                                stdout=subprocess.PIPE, stderr=self._stderr)
+
+    async def ready(self) -> tuple[Address, bytes]:
+        assert self._proc is not None and self._proc.stdout is not None
+        raw = await LineReader(self._proc.stdout).readline()
+        line = (raw or b"").decode(errors="replace").split()
+        # "directory server listening on A key K"
         if len(line) < 7:
-            raise RuntimeError(f"the server did not start: {self.stderr_path.read_text()}")
+            raise StormBenchError(f"the server did not start: {self.stderr_path.read_text()}")
         return parse_address(line[4]), bytes.fromhex(line[6])
 
-    def stop(self, sig: int = signal.SIGINT) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._stderr.close()
+    async def stop(self, ask: signal.Signals = signal.SIGINT) -> None:
+        """``ask`` it to stop (SIGINT: orderly, it logs its queue stats; SIGKILL: a crash)."""
+        if self._proc is not None:
+            await stop_child(self._proc, ask=ask, grace=STOP_GRACE)
+        if self._stderr is not None:
+            self._stderr.close()
 
     def queue_stats(self) -> tuple[int | None, int | None]:
         for line in self.stderr_path.read_text().splitlines()[::-1]:
@@ -172,54 +189,65 @@ async def _probe(address: Address, key: bytes, latencies: list[float],
             await trio.sleep(PROBE_INTERVAL)
 
 
-async def run(config: StormConfig) -> StormReport:
+async def run(config: StormConfig, progress: Progress) -> StormReport:
+    """Register, crash the server, restart it into the storm; no server outlives the run."""
+    with tempfile.TemporaryDirectory(prefix="ovstorm") as root:
+        async with Children(grace=STOP_GRACE) as children:
+            return await _storm(children, Path(root) / "server", config, progress)
+
+
+async def _storm(children: Children, state: Path, config: StormConfig,
+                 progress: Progress) -> StormReport:
     rng = random.Random(1)
     identities = [Identity.from_seed(secrets.token_bytes(SEED_LEN)) for _ in range(config.clients)]
     names = [f"storm{i}" for i in range(config.clients)]
-    with tempfile.TemporaryDirectory(prefix="ovstorm") as root:
-        state = Path(root) / "server"
-        server = _Server(state, "127.0.0.1:0", config)
-        address, key = server.ready()
-        counts = _Counts()
-        start = time.perf_counter()
-        try:
-            with trio.fail_after(config.timeout):
-                async with trio.open_nursery() as nursery:
-                    for identity, name in zip(identities, names, strict=True):
-                        nursery.start_soon(partial(_log_in, address, key, identity, name,
-                                                   register=True, counts=counts, rng=rng))
-        finally:
-            server.stop(signal.SIGKILL)  # the "mass reboot": no goodbye
-        register_seconds = time.perf_counter() - start
-
-        counts = _Counts()
-        back: list[float] = []
-        latencies: list[float] = []
-        failures = [0, 0]
-        hold, done = trio.Event(), trio.Event()
-        restarted = time.perf_counter()
-        server = _Server(state, f"127.0.0.1:{address[1]}", config)
-
-        def logged_in() -> None:
-            back.append(time.perf_counter() - restarted)
-            if len(back) == config.clients:
-                done.set()
-
-        try:
+    progress("registering", 0.0)
+    server = _Server(children, state, "127.0.0.1:0", config)
+    await server.start()
+    address, key = await server.ready()
+    counts = _Counts()
+    start = time.perf_counter()
+    try:
+        with trio.fail_after(config.timeout):
             async with trio.open_nursery() as nursery:
                 for identity, name in zip(identities, names, strict=True):
                     nursery.start_soon(partial(_log_in, address, key, identity, name,
-                                               register=False, counts=counts, rng=rng,
-                                               logged_in=logged_in, hold=hold))
-                await trio.to_thread.run_sync(server.ready)
-                nursery.start_soon(_probe, address, key, latencies, failures)
-                with trio.move_on_after(config.timeout):
-                    await done.wait()
-                hold.set()
-                nursery.cancel_scope.cancel()
-        finally:
-            server.stop(signal.SIGINT)
-        peak, shed = server.queue_stats()
+                                               register=True, counts=counts, rng=rng))
+    finally:
+        await server.stop(signal.SIGKILL)  # the "mass reboot": no goodbye
+    register_seconds = time.perf_counter() - start
+
+    progress("storm", 0.0)
+    counts = _Counts()
+    back: list[float] = []
+    latencies: list[float] = []
+    failures = [0, 0]
+    hold, done = trio.Event(), trio.Event()
+    restarted = time.perf_counter()
+    server = _Server(children, state, f"127.0.0.1:{address[1]}", config)
+
+    def logged_in() -> None:
+        back.append(time.perf_counter() - restarted)
+        progress("storm", len(back) / config.clients)
+        if len(back) == config.clients:
+            done.set()
+
+    try:
+        await server.start()
+        async with trio.open_nursery() as nursery:
+            for identity, name in zip(identities, names, strict=True):
+                nursery.start_soon(partial(_log_in, address, key, identity, name,
+                                           register=False, counts=counts, rng=rng,
+                                           logged_in=logged_in, hold=hold))
+            await server.ready()
+            nursery.start_soon(_probe, address, key, latencies, failures)
+            with trio.move_on_after(config.timeout):
+                await done.wait()
+            hold.set()
+            nursery.cancel_scope.cancel()
+    finally:
+        await server.stop(signal.SIGINT)
+    peak, shed = server.queue_stats()
     back.sort()
     p99 = back[math.ceil(0.99 * config.clients) - 1] if len(back) >= math.ceil(
         0.99 * config.clients) else None

@@ -11,9 +11,10 @@ ratio to it.  Handshake time: a fresh node dials a running one, timed from the
 TCP connect until its link is established, beside a bare TCP connect.
 
 This module holds the pieces both modes share (sinks, sources, forwarders,
-the handshake probe) and the report.  :mod:`overlay.bench.transport_inprocess`
-runs them all in one process, so on one core; :mod:`overlay.bench.transport_processes`
-runs every node and forwarder in its own process.
+the handshake probe), the report and :func:`run`, which hands the run to one of
+the two modes: :mod:`overlay.bench.transport_inprocess` runs them all in one
+process, so on one core; :mod:`overlay.bench.transport_processes` (with
+``processes``) runs every node and forwarder in its own process.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 import trio
 
 from overlay.addresses import Address
+from overlay.bench.progress import Progress
 from overlay.errors import ChannelClosed, OverlayError, PeerUnreachable
 from overlay.ids import SEED_LEN, Identity, NodeId
 from overlay.net.channels import Channel
@@ -37,7 +39,6 @@ from overlay.net.node import Node, NodeConfig
 from overlay.proto.codec import LENGTH_PREFIX
 from overlay.stats import quantile
 
-Progress = Callable[[str, float], None]
 ECHO_MARKER = b"echo"
 """On a plain stream: the next message is to be echoed (anything else is only read)."""
 DONE = b"done"
@@ -58,6 +59,8 @@ class TransportConfig:
     handshakes: int = 100
     time_limit: float = 600.0
     """Wall-time bound on the whole run, in seconds."""
+    processes: bool = False
+    """Every node and forwarder in its own OS process, instead of all in this one."""
 
 
 @dataclass(frozen=True)
@@ -332,3 +335,13 @@ async def bounded(work: Awaitable[Any], seconds: float) -> Any:
 def report(config: TransportConfig, mode: str, hops: list[HopResult],
            shakes: Handshakes) -> TransportReport:
     return TransportReport(mode, config.size, config.count, config.pings, hops, shakes)
+
+
+async def run(config: TransportConfig, progress: Progress) -> TransportReport:
+    """The whole bench in the mode ``config.processes`` chooses, within its time limit."""
+    # Imported here: both modes build on this module.
+    if config.processes:
+        from overlay.bench import transport_processes
+        return await transport_processes.run(config, progress)
+    from overlay.bench import transport_inprocess
+    return await transport_inprocess.run(config, progress)

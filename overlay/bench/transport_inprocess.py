@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 
 import trio
 
+from overlay.bench.progress import Progress
 from overlay.bench.transport import (
     Figures,
     Handshakes,
-    Progress,
     TransportConfig,
     TransportReport,
     bounded,

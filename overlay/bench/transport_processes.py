@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,11 +36,12 @@ import trio
 
 from overlay.addresses import Address, parse_address
 from overlay.bench import transport as bench
+from overlay.bench.children import Children
 from overlay.bench.directory_worker import LineReader
+from overlay.bench.progress import Progress
 from overlay.bench.transport import (
     Figures,
     Handshakes,
-    Progress,
     TransportBenchError,
     TransportConfig,
 )
@@ -54,12 +54,12 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
 
-class _Children:
-    """The processes of one phase; :meth:`aclose` stops every one of them."""
+class _Children(Children):
+    """The processes of one phase, with a log file each; leaving it stops every one."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__(grace=STOP_TIMEOUT)
         self._root = root
-        self._started: list[tuple[trio.Process, bool]] = []
         self._logs: list[IO[bytes]] = []
         self.relays: list[int] = []
         """Process ids of the relays (forwarders or ``overlay node``), in line order."""
@@ -67,17 +67,10 @@ class _Children:
     async def __aenter__(self) -> _Children:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
-        with trio.CancelScope(shield=True):
-            async with trio.open_nursery() as nursery:
-                for process, by_stdin in self._started:
-                    nursery.start_soon(_stop, process, by_stdin)
-            for log in self._logs:
-                log.close()
-        self._started.clear()
+        await super().aclose()
+        for log in self._logs:
+            log.close()
         self._logs.clear()
 
     def _log(self, name: str) -> IO[bytes]:
@@ -94,10 +87,9 @@ class _Children:
     async def worker(self, name: str, args: dict[str, Any], *, relay: bool = False,
                      patience: float = START_TIMEOUT) -> dict[str, Any]:
         """Start a worker; its one JSON line (a source's line comes once it has measured)."""
-        process = await trio.lowlevel.open_process(
+        process = await self.start(
             [sys.executable, "-m", "overlay.bench.transport_worker", json.dumps(args)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log(name))
-        self._started.append((process, True))
         if relay:
             self.relays.append(process.pid)
         assert process.stdout is not None
@@ -119,12 +111,11 @@ class _Children:
         """``overlay node`` (a relay linked to ``connect`` if given); the address it listens on."""
         state = self._root / name
         state.mkdir(mode=0o700)
-        process = await trio.lowlevel.open_process(
+        process = await self.start(
             [sys.executable, "-m", "overlay", "node", "-qq", "--state", str(state),
              "--listen", "127.0.0.1:0",
              *([] if connect is None else ["--connect", f"{connect[0]}:{connect[1]}"])],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log(name))
-        self._started.append((process, False))
         if connect is not None:
             self.relays.append(process.pid)
         with trio.move_on_after(START_TIMEOUT):
@@ -137,22 +128,6 @@ class _Children:
         why = (f"it exited with status {process.returncode}{self._tail(name)}"
                if process.poll() is not None else f"no answer within {START_TIMEOUT:g} s")
         raise TransportBenchError(f"the {name} node (overlay node) did not start: {why}")
-
-
-async def _stop(process: trio.Process, by_stdin: bool) -> None:
-    """End of input for a worker, SIGTERM for ``overlay node``; SIGKILL if that is not enough."""
-    if process.returncode is None:
-        if by_stdin and process.stdin is not None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await process.stdin.aclose()
-        else:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(STOP_TIMEOUT):
-            await process.wait()
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
 
 
 def _measure(config: TransportConfig) -> dict[str, int]:

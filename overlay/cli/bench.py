@@ -1,29 +1,77 @@
-"""``overlay bench ...``: benchmarks that measure, in one run, a figure and its baseline."""
+"""``overlay bench ...``: benchmarks that measure, in one run, a figure and its baseline.
+
+The command line of every bench is here and in two neighbours: this module's
+parsers, :mod:`overlay.cli.bench_run` (each bench's config from the arguments,
+the run under :func:`~overlay.cli.common.run_interruptibly`, the output) and
+:mod:`overlay.cli.bench_render` (reports as text).  The measuring code is
+:mod:`overlay.bench`; it is imported only once a bench runs, so that
+``overlay bench --help`` does not load the simulator, networkx or the chat
+engine.  Hence the few facts the
+parsers need from those modules (the topology kinds, the hybrid defaults, the
+chat bench's description) are restated here; tests/cli/test_bench.py checks
+that they agree.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import trio
-import trio.testing
+from overlay.cli.bench_run import (
+    run_chat,
+    run_directory,
+    run_hybrid,
+    run_routing,
+    run_storm,
+    run_transport,
+)
+from overlay.cli.common import non_negative_int, positive_float, positive_int
 
-from overlay.bench import chat as chat_bench
-from overlay.bench import hybrid as hybrid_bench
-from overlay.cli.common import positive_float, positive_int, run_interruptibly
-from overlay.cli.progress import ProgressBar
-from overlay.errors import ConfigError
-from overlay.sim import topology
-from overlay.sim.routing_bench import BenchConfig, RoutingReport, run
+TOPOLOGY_KINDS = ("line", "ring", "grid", "geometric", "random-geometric", "waxman", "ba",
+                  "barabasi-albert")
+"""``overlay.sim.topology.KINDS``, for the help text."""
+LATENCY_UNITS = ("ms", "s", "us")
+"""The keys of ``overlay.sim.topology.LATENCY_UNITS``."""
+HYBRID_SCENARIOS = ("relay", "failover", "capacity")
+"""``overlay.bench.hybrid.SCENARIOS``."""
 
-if TYPE_CHECKING:
-    from overlay.bench.directory import DirectoryReport
 
-TARGET_CLIENTS = 100
-"""The directory bench's targets are stated for this many clients; other runs get no verdict."""
+@dataclass(frozen=True)
+class _HybridDefaults:
+    """The defaults of ``overlay.sim.world.HybridConfig`` that the hybrid options show."""
+
+    supernodes: int = 20
+    clients: int = 500
+    capacity_clients: int = 1000
+    seed: int = 1
+    width: float = 0.1
+    clusters: int = 0
+    candidates: int = 32
+    hello_interval: float = 1.0
+    dead_after: int = 3
+    settle: float = 60.0
+    rate: float = 5.0
+
+
+HYBRID_DEFAULTS = _HybridDefaults()
+
+CHAT_DESCRIPTION = """\
+`overlay bench chat`: how long until a chat message's receipt comes back, on 127.0.0.1.
+
+The system of `overlay demo` in one process: a directory server, two
+supernodes, and two users behind "NAT" (not listening), each attached to a
+different supernode, so every message goes user -> supernode -> supernode ->
+user and its sealed receipt comes back the same way.  One message at a time
+(each waits for its receipt), so the figure is the latency, not a queue.
+
+Baseline, same run, same path: an overlay echo (ping) from one user to the
+other, which crosses the same links, supernodes and VIA tunnelling with no
+chat layer (sealing, history on disk, receipts).  The ratio is the chat
+layer's cost.  A second baseline: the same chat between two reachable users
+over a direct link.
+"""
+"""The chat bench's module docstring, as its help shows it."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -43,7 +91,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
             "routing loops, control traffic, and, with --fail-links, reconvergence and "
             "delivery while links fail under traffic.  Reproducible from --seed."
         ),
-        epilog=("topologies: " + ", ".join(topology.KINDS) + ", or a GraphML/GML/node-link "
+        epilog=("topologies: " + ", ".join(TOPOLOGY_KINDS) + ", or a GraphML/GML/node-link "
                 "JSON file (per-edge latency attribute, or latitude/longitude per node)"),
     )
     routing.add_argument("--nodes", type=positive_int, default=100, metavar="N",
@@ -57,7 +105,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                          help="crash K nodes (silently, as in a power cut) with the failed links")
     routing.add_argument("--latency-attr", default="latency", metavar="NAME",
                          help="edge attribute holding latency, for topology files")
-    routing.add_argument("--latency-unit", choices=sorted(topology.LATENCY_UNITS), default="s",
+    routing.add_argument("--latency-unit", choices=sorted(LATENCY_UNITS), default="s",
                          help="unit of --latency-attr (default s)")
     routing.add_argument("--jitter", type=float, default=0.0, metavar="SECONDS",
                          help="random extra delay per message, up to this (RTT noise)")
@@ -163,8 +211,87 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     storm.add_argument("--json", action="store_true", help="print the figures as JSON")
     storm.set_defaults(run=run_storm, verbose_default=-2)
 
-    chat_bench.add_parser(kinds, common)
-    hybrid_bench.add_parser(kinds, common)
+    _add_chat(kinds, common)
+    _add_hybrid(kinds, common)
+
+
+def _add_chat(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
+              common: argparse.ArgumentParser) -> None:
+    parser = kinds.add_parser(
+        "chat", parents=[common],
+        help="delivered-receipt time of chat messages through two supernodes",
+        description=CHAT_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=positive_int, default=1000, metavar="N",
+                        help="messages to time (default 1000)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run_chat, verbose_default=-2)
+
+
+def _add_hybrid(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
+                common: argparse.ArgumentParser) -> None:
+    defaults = HYBRID_DEFAULTS
+    parser = kinds.add_parser(
+        "hybrid", parents=[common],
+        help="supernodes and NAT-bound clients in the simulator: relay latency, failover, "
+             "capacity",
+        description=(
+            "Run a directory, supernodes and edge clients (which cannot be dialled: NAT) on "
+            "an emulated network whose link latencies are distances on a seeded random map, "
+            "in virtual time.  Reports the relayed client-to-client latency as a ratio to "
+            "the direct path on the map, the time failed-over clients take to be attached "
+            "and reachable again after their supernode is powered off mid-conversation "
+            "(and any message lost on reliable channels), and memory per client attached "
+            "to one supernode, each beside the issue's target.  Reproducible from --seed "
+            "(up to trio's shuffling of tasks that wake at the same instant).  Progress "
+            "on stderr."),
+    )
+    parser.add_argument("--supernodes", type=positive_int, default=defaults.supernodes,
+                        metavar="N", help=f"supernodes (default {defaults.supernodes})")
+    parser.add_argument("--clients", type=positive_int, default=defaults.clients, metavar="N",
+                        help=f"edge clients for relay and failover (default {defaults.clients})")
+    parser.add_argument("--capacity-clients", type=positive_int,
+                        default=defaults.capacity_clients, metavar="N",
+                        help="clients attached to the single supernode of the capacity "
+                             f"scenario (default {defaults.capacity_clients})")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help=f"random seed (default {defaults.seed})")
+    parser.add_argument("--scenarios", type=_scenarios, default=frozenset(HYBRID_SCENARIOS),
+                        metavar="NAME,...",
+                        help="which to run, of relay,failover,capacity (default all)")
+    parser.add_argument("--width", type=positive_float, default=defaults.width * 1000,
+                        metavar="MS", help="side of the square latency map in ms "
+                                           f"(default {defaults.width * 1000:g})")
+    parser.add_argument("--clusters", type=non_negative_int, default=defaults.clusters,
+                        metavar="K",
+                        help="place hosts around K random centres (cities) instead of "
+                             "uniformly (default 0: uniform)")
+    parser.add_argument("--candidates", type=positive_int, default=defaults.candidates,
+                        metavar="N", help="supernodes a client probes to choose its home "
+                                          f"(default {defaults.candidates}, the role's)")
+    parser.add_argument("--hello-interval", type=positive_float,
+                        default=defaults.hello_interval, metavar="S",
+                        help=f"link keepalive interval (default {defaults.hello_interval:g})")
+    parser.add_argument("--dead-after", type=positive_int, default=defaults.dead_after,
+                        metavar="N", help="missed keepalives before a link is dead "
+                                          f"(default {defaults.dead_after})")
+    parser.add_argument("--settle", type=positive_float, default=defaults.settle, metavar="S",
+                        help="virtual seconds between the last attachment and the "
+                             f"measurements (default {defaults.settle:g})")
+    parser.add_argument("--rate", type=positive_float, default=defaults.rate, metavar="MSGS",
+                        help="messages per second each way in each failover conversation "
+                             f"(default {defaults.rate:g})")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.set_defaults(run=run_hybrid, verbose_default=-2)
+
+
+def _scenarios(text: str) -> frozenset[str]:
+    chosen = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = chosen - set(HYBRID_SCENARIOS)
+    if not chosen or unknown:
+        raise argparse.ArgumentTypeError(
+            f"choose among {', '.join(HYBRID_SCENARIOS)}; got {text!r}")
+    return chosen
 
 
 def _hops_arg(text: str) -> list[int]:
@@ -176,207 +303,3 @@ def _hops_arg(text: str) -> list[int]:
     if not hops or any(h < 0 or h > 8 for h in hops):
         raise argparse.ArgumentTypeError("relay counts must be between 0 and 8")
     return hops
-
-
-def run_transport(args: argparse.Namespace) -> int:
-    from overlay.bench import plots, transport_inprocess, transport_processes
-    from overlay.bench import transport as bench_transport
-
-    if args.plot is not None:
-        plots.check_available()  # before the run, not after it
-    run_bench = transport_processes.run if args.processes else transport_inprocess.run
-    bar = ProgressBar()
-    try:
-        config = bench_transport.TransportConfig(
-            hops=tuple(args.hops), size=args.size, count=args.count, pings=args.pings,
-            handshakes=args.handshakes, time_limit=args.time_limit)
-        report = run_interruptibly(run_bench, config, bar)
-    finally:
-        bar.done()
-    if args.plot is not None:
-        for path in plots.transport(report.to_json(), args.plot):
-            print(f"wrote {path}", file=sys.stderr)
-    if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        print()
-        return 0
-    where = ("every node and forwarder in its own process" if args.processes
-             else "all in this process")
-    print(f"{args.count} messages of {args.size} bytes; {args.pings} round trips; {where}")
-    print(f"{'relays':>6}  {'':8} {'msgs/s':>9} {'MB/s':>8} {'rtt p50':>9} {'rtt p99':>9} "
-          f"{'p50/hop':>9}")
-    for r in report.hops:
-        for label, f, per_hop in (("overlay", r.overlay, r.rtt_p50_per_hop_us),
-                                  ("plain", r.baseline, r.baseline_rtt_p50_per_hop_us)):
-            print(f"{r.relays if label == 'overlay' else '':>6}  {label:8} "
-                  f"{f.goodput_msgs_s:>9.0f} {f.goodput_mb_s:>8.2f} "
-                  f"{f.rtt_p50_ms:>7.3f}ms {f.rtt_p99_ms:>7.3f}ms {per_hop:>7.0f}us")
-        extra = ""
-        if r.rtt_p50_added_per_relay_us is not None:
-            extra = f"; {r.rtt_p50_added_per_relay_us:.0f} us more round trip per relay"
-        print(f"{'':6}  goodput {r.goodput_ratio:.1%} of plain trio{extra}")
-        if r.relay_cpu_us_per_msg is not None and r.baseline_relay_cpu_us_per_msg is not None:
-            print(f"{'':6}  CPU per message in each relay: overlay node "
-                  f"{r.relay_cpu_us_per_msg:.0f} us, plain forwarder "
-                  f"{r.baseline_relay_cpu_us_per_msg:.0f} us")
-    h = report.handshake
-    print(f"handshake ({h.count}, TCP connect to established): p50 {h.p50_ms:.3f} ms, "
-          f"p95 {h.p95_ms:.3f} ms; bare TCP connect p50 {h.tcp_connect_p50_ms:.3f} ms, "
-          f"p95 {h.tcp_connect_p95_ms:.3f} ms")
-    return 0
-
-
-def run_storm(args: argparse.Namespace) -> int:
-    from overlay.bench import storm as storm_bench
-
-    config = storm_bench.StormConfig(clients=args.clients, timeout=args.timeout,
-                                     max_login_queue=args.max_login_queue, db=args.db)
-    report = run_interruptibly(storm_bench.run, config)
-    if args.json:
-        print(json.dumps(report.to_json()))
-    else:
-        for name, value in report.to_json().items():
-            print(f"{name:18} {value}")
-    return 0 if report.gave_up == 0 else 1
-
-
-def run_directory(args: argparse.Namespace) -> int:
-    from overlay.bench import directory as bench_directory
-
-    config = bench_directory.BenchConfig(
-        clients=args.clients, duration=args.duration,
-        client_procs=args.client_procs or bench_directory.default_client_procs(),
-        contacts_each=args.contacts, hash_seconds=args.hash_seconds, max_ops=args.max_ops,
-        rate=args.rate)
-    bar = ProgressBar()
-    try:
-        report = run_interruptibly(bench_directory.run, config, bar)
-    finally:
-        bar.done()
-    if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        print()
-    else:
-        print(render_directory(report))
-    return 0
-
-
-def render_directory(r: DirectoryReport) -> str:
-    """The report as a table: figures first, then who used the CPU, errors, the targets."""
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}ms"
-
-    h = r.hash
-    phases = (r.logins, r.lookups, r.presence)
-    lines = [
-        f"{r.clients} clients in {r.client_procs} process(es), {r.contacts_per_user} contacts "
-        f"each, {r.duration_s:g} s per phase; server on {r.server}; {r.cores} cores",
-        f"setup: {r.setup.users} users registered and logged in, {r.setup.contact_pairs} "
-        f"contact pairs, in {r.setup.seconds:.1f} s",
-        "",
-        f"{'phase':<10} {'load':>10} {'ops':>8} {'ops/s':>9} {'p50':>10} {'p99':>10} "
-        f"{'errors':>7}",
-    ]
-    lines += [f"{p.name:<10} {'closed' if p.offered_s is None else f'{p.offered_s:g}/s':>10} "
-              f"{p.ops:>8} {p.ops_s:>9.1f} {ms(p.p50_ms):>10} {ms(p.p99_ms):>10} "
-              f"{p.errors:>7}" for p in phases]
-    lines += [
-        "",
-        f"password hash (argon2id, {h.threads} threads, server idle): {h.hashes_s:.1f}/s, "
-        f"the faster of: before logins {h.before.hashes_s:.1f}/s "
-        f"({h.before.ms_per_hash:.1f} ms each), after {h.after.hashes_s:.1f}/s "
-        f"({h.after.ms_per_hash:.1f} ms each)",
-        f"logins/s = {r.login_hash_ratio:.1%} of the bare hash rate",
-    ]
-    if r.presence.notices:
-        lines.append(f"presence notices delivered to contacts: {r.presence.notices_s:.0f}/s")
-    windows = [(p.name, p.cpu) for p in phases] + [("hash", h.before.cpu),
-                                                    ("hash again", h.after.cpu)]
-    if all(cpu is not None for _, cpu in windows):
-        lines.append("cores busy     server clients  bench  other   idle   server/op clients/op")
-        per_op = {p.name: (p.server_us_per_op, p.clients_us_per_op) for p in phases}
-        for name, cpu in windows:
-            assert cpu is not None
-            server_op, clients_op = per_op.get(name, (None, None))
-            cost = "" if server_op is None or clients_op is None \
-                else f" {server_op:>9.0f}us {clients_op:>8.0f}us"
-            lines.append(f"  {name:<12} {cpu.server:>6.2f} {cpu.clients:>7.2f} "
-                         f"{cpu.bench:>6.2f} {cpu.other:>6.2f} {cpu.idle:>6.2f}{cost}")
-    for p in phases:
-        if p.errors:
-            kinds = ", ".join(f"{k}: {n}" for k, n in p.errors_by_kind.items())
-            lines.append(f"errors in {p.name}: {kinds}; first: {p.first_error}")
-    comparable = r.clients == TARGET_CLIENTS
-    lines.append(f"targets (stated for {TARGET_CLIENTS} clients on 2 cores"
-                 f"{'' if comparable else f'; this run had {r.clients}, so no verdict'}):")
-    for t in r.targets:
-        sign = ">=" if t.kind == "min" else "<"
-        shown = "-" if t.measured is None else f"{t.measured:g}"
-        verdict = ("met" if t.met else "MISSED") if comparable else "-"
-        lines.append(f"  {t.figure:<18} {shown:>10} (target {sign} {t.limit:g}): {verdict}")
-    lines += [f"note: {note}" for note in r.notes]
-    return "\n".join(lines)
-
-
-def _load_graph(args: argparse.Namespace) -> tuple[Any, str]:
-    if args.topology in topology.KINDS:
-        return topology.generate(args.topology, args.nodes, args.seed), args.topology
-    path = Path(args.topology)
-    if not path.suffix and not path.exists():
-        raise ConfigError(f"unknown topology {args.topology!r}: not one of "
-                          f"{', '.join(topology.KINDS)}, and no such file")
-    graph = topology.load(path, latency_attr=args.latency_attr, latency_unit=args.latency_unit)
-    return graph, path.name
-
-
-def run_routing(args: argparse.Namespace) -> int:
-    graph, name = _load_graph(args)
-    if args.fail_links < 0 or args.crash_nodes < 0:
-        raise ConfigError("--fail-links and --crash-nodes cannot be negative")
-    config = BenchConfig(seed=args.seed, fail_links=args.fail_links, crash_nodes=args.crash_nodes,
-                         jitter=args.jitter,
-                         hello_interval=args.hello_interval,
-                         update_interval=args.update_interval)
-    bar = ProgressBar()
-    report = run_interruptibly(run, graph, name, config, bar,
-                              clock=trio.testing.MockClock(autojump_threshold=0))
-    bar.done()
-    if args.json:
-        json.dump(report.to_json(), sys.stdout, indent=2)
-        print()
-    else:
-        print(render(report))
-    return 0 if report.converged else 1
-
-
-def render(r: RoutingReport) -> str:
-    lines = [
-        f"topology        {r.topology}: {r.nodes} nodes, {r.links} links, "
-        f"mean degree {r.mean_degree}, seed {r.seed}",
-        f"convergence     {r.convergence_s} s virtual, reached after {r.convergence_wall_s} s "
-        "of wall time (node start-up included)" if r.converged
-        else "convergence     NOT converged",
-        f"optimal routes  {r.optimal_share:.2%} of {r.pairs} pairs "
-        f"({r.unreachable_pairs} unreachable)",
-        f"stretch         mean {r.mean_stretch:.4f}, p99 {r.p99_stretch:.4f}, "
-        f"max {r.max_stretch:.4f}",
-        f"loops           {r.loops_in_tables} in tables",
-        f"control traffic {r.control_bytes_per_node_s:.0f} bytes/node/s (steady state)",
-        f"route flaps     {r.steady_next_hop_changes} next-hop changes in steady state",
-    ]
-    if r.failed_links or r.crashed_nodes:
-        lines += [
-            f"failures        {r.failed_links} links failed, {r.crashed_nodes} nodes crashed: "
-            f"detected after {r.failure_detection_s} s, "
-            f"reconverged after {r.reconvergence_s} s "
-            f"({r.reconvergence_ratio} x the detection time)",
-            f"traffic         {r.packets_delivered}/{r.packets_sent} delivered "
-            f"({r.delivery_ratio:.4%}); lost in failed links {r.lost_on_failed_links}, "
-            f"lost elsewhere {r.lost_elsewhere}, dropped {r.dropped_elsewhere}, "
-            f"looping packets {r.looping_packets}",
-            f"after failure   {r.optimal_share_after:.2%} of pairs on an optimal route",
-        ]
-    lines += [f"cost            {r.wall_s} s wall for {r.virtual_s} s virtual, "
-              f"peak RSS {r.peak_rss_mb} MB"]
-    lines += [f"note            {note}" for note in r.notes]
-    return "\n".join(lines)

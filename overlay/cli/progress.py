@@ -1,4 +1,8 @@
-"""Progress of long work on stderr, shared by the benchmarks: ``bar(phase, fraction)``.
+"""Progress of long work on stderr, shown for the benchmarks: ``bar(phase, fraction)``.
+
+A :class:`ProgressBar` is what ``overlay bench`` passes as the
+:data:`~overlay.bench.progress.Progress` of a bench's ``run(config, progress)``;
+the benches themselves only call it and never print.
 
 On a terminal, one line rewritten in place with a bar, the percentage and the
 time so far; elsewhere (a log, CI) a plain line at each new phase and every
@@ -9,10 +13,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-
-Progress = Callable[[str, float], None]
-"""What long work reports to: a phase name and how far it is, 0.0 to 1.0."""
 
 
 class ProgressBar:

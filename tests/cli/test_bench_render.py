@@ -10,7 +10,7 @@ from overlay.bench.directory import (
     Setup,
     Target,
 )
-from overlay.cli.bench import TARGET_CLIENTS, render_directory
+from overlay.cli.bench_render import TARGET_CLIENTS, render_directory
 
 
 def report(clients: int) -> DirectoryReport:
@@ -39,7 +39,7 @@ def test_verdicts_only_at_the_stated_size() -> None:
 
 
 def test_a_rounded_negative_zero_is_shown_as_zero() -> None:
-    from overlay.bench.hybrid import _num
+    from overlay.cli.bench_render import _num
 
     assert _num(round(-0.0001, 2)) == "0" and _num(-0.0) == "0"
     assert _num(-1.5) == "-1.5" and _num(None) == "-" and _num(3) == "3"

@@ -22,6 +22,9 @@ Phases
    every packet's path is traced; K links (never a bridge) fail at once; the
    run reports reconvergence time, delivery ratio, where the lost packets died,
    and any packet that visited a node twice (a loop).
+
+The graph is generated or loaded from the config (:func:`load_graph`), or given
+directly to :func:`run_on_graph` (tests that build their own).
 """
 
 from __future__ import annotations
@@ -29,30 +32,39 @@ from __future__ import annotations
 import random
 import resource
 import time
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import trio
 
+from overlay.bench.progress import Progress, no_progress
+from overlay.errors import ConfigError
 from overlay.ids import Identity, NodeId
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
 from overlay.proto.messages import MessageType, RoutedPacket
 from overlay.proto.routing import RoutingConfig
+from overlay.sim import topology as topologies
 from overlay.sim.determinism import deterministic_scheduling
 from overlay.sim.network import EmulatedNetwork
 
 METRIC_RESOLUTION = 1e-6  # seconds: link costs are whole microseconds
 
-Progress = Callable[[str, float], None]
-"""``progress(phase, fraction)`` is called as a run advances (fraction in 0..1)."""
 
 
 @dataclass(frozen=True)
 class BenchConfig:
+    topology: str = "waxman"
+    """A generator of :mod:`overlay.sim.topology` (see ``KINDS``) or a topology file."""
+    nodes: int = 100
+    """Nodes of a generated topology (a file says its own)."""
+    latency_attr: str = "latency"
+    """For topology files: the edge attribute holding latency..."""
+    latency_unit: str = "s"
+    """...and its unit (a key of ``topology.LATENCY_UNITS``)."""
     seed: int = 1
     fail_links: int = 0
     crash_nodes: int = 0
@@ -147,9 +159,30 @@ class _Tracer:
             self.dropped[key] = here
 
 
-async def run(graph: nx.Graph[int], topology: str, config: BenchConfig,
-              progress: Progress | None = None) -> RoutingReport:
-    """Build the network, run every phase, and report (call under a MockClock).
+def load_graph(config: BenchConfig) -> tuple[nx.Graph[int], str]:
+    """The graph ``config`` names, and the name the report gives it."""
+    if config.topology in topologies.KINDS:
+        return topologies.generate(config.topology, config.nodes, config.seed), config.topology
+    path = Path(config.topology)
+    if not path.suffix and not path.exists():
+        raise ConfigError(f"unknown topology {config.topology!r}: not one of "
+                          f"{', '.join(topologies.KINDS)}, and no such file")
+    graph = topologies.load(path, latency_attr=config.latency_attr,
+                            latency_unit=config.latency_unit)
+    return graph, path.name
+
+
+async def run(config: BenchConfig, progress: Progress = no_progress) -> RoutingReport:
+    """The topology of ``config``, every phase on it, the report (call under a MockClock)."""
+    graph, name = load_graph(config)
+    if config.fail_links < 0 or config.crash_nodes < 0:
+        raise ConfigError("--fail-links and --crash-nodes cannot be negative")
+    return await run_on_graph(graph, name, config, progress)
+
+
+async def run_on_graph(graph: nx.Graph[int], topology: str, config: BenchConfig,
+                       progress: Progress | None = None) -> RoutingReport:
+    """Build the network on ``graph``, run every phase, and report (under a MockClock).
 
     The run replays exactly from ``config.seed``: every random choice is seeded,
     and so is trio's order among tasks ready at the same instant.

@@ -9,14 +9,14 @@ import pytest
 import trio
 import trio.testing
 
+from overlay.bench.routing import BenchConfig, RoutingReport, run_on_graph
 from overlay.sim import topology
-from overlay.sim.routing_bench import BenchConfig, RoutingReport, run
 
 
 def simulate(kind: str, nodes: int, config: BenchConfig) -> RoutingReport:
     print(f"topology={kind} nodes={nodes} seed={config.seed}")
     graph = topology.generate(kind, nodes, config.seed)
-    return trio.run(run, graph, kind, config,
+    return trio.run(run_on_graph, graph, kind, config,
                     clock=trio.testing.MockClock(autojump_threshold=0))
 
 

@@ -1,0 +1,137 @@
+"""``overlay bench ...``: each bench run from its arguments, and its report printed.
+
+The bench modules are imported inside these functions, only when that bench
+runs (see :mod:`overlay.cli.bench`).  Every run goes through
+:func:`~overlay.cli.common.run_interruptibly`: Ctrl-C cancels it, its child
+processes are stopped, and ``overlay`` exits with status 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from overlay.cli.common import run_interruptibly
+from overlay.cli.progress import ProgressBar
+
+if TYPE_CHECKING:
+    from overlay.bench.progress import Progress
+
+
+class _Report(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+ConfigT = TypeVar("ConfigT")
+ReportT = TypeVar("ReportT", bound=_Report)
+
+
+def _run(run: Callable[[ConfigT, Progress], Awaitable[ReportT]], config: ConfigT, *,
+         virtual_time: bool = False) -> ReportT:
+    """``run(config, progress)`` with a progress bar on stderr, interruptible by Ctrl-C;
+    under trio's autojumping MockClock for the simulated benches."""
+    clock = None
+    if virtual_time:
+        import trio.testing
+
+        clock = trio.testing.MockClock(autojump_threshold=0)
+    bar = ProgressBar()
+    try:
+        return run_interruptibly(run, config, bar, clock=clock)
+    finally:
+        bar.done()
+
+
+def _show(report: ReportT, args: argparse.Namespace, render: Callable[[ReportT], str]) -> None:
+    """The report on stdout: its JSON with --json, else its table."""
+    if args.json:
+        json.dump(report.to_json(), sys.stdout, indent=2)
+        print()
+    else:
+        print(render(report))
+
+
+def run_routing(args: argparse.Namespace) -> int:
+    from overlay.bench import routing
+    from overlay.cli.bench_render import render_routing
+
+    config = routing.BenchConfig(
+        topology=args.topology, nodes=args.nodes, latency_attr=args.latency_attr,
+        latency_unit=args.latency_unit, seed=args.seed, fail_links=args.fail_links,
+        crash_nodes=args.crash_nodes, jitter=args.jitter, hello_interval=args.hello_interval,
+        update_interval=args.update_interval)
+    report = _run(routing.run, config, virtual_time=True)
+    _show(report, args, render_routing)
+    return 0 if report.converged else 1
+
+
+def run_transport(args: argparse.Namespace) -> int:
+    from overlay.bench import plots, transport
+    from overlay.cli.bench_render import render_transport
+
+    if args.plot is not None:
+        plots.check_available()  # before the run, not after it
+    config = transport.TransportConfig(
+        hops=tuple(args.hops), size=args.size, count=args.count, pings=args.pings,
+        handshakes=args.handshakes, time_limit=args.time_limit, processes=args.processes)
+    report = _run(transport.run, config)
+    if args.plot is not None:
+        for path in plots.transport(report.to_json(), args.plot):
+            print(f"wrote {path}", file=sys.stderr)
+    _show(report, args, render_transport)
+    return 0
+
+
+def run_directory(args: argparse.Namespace) -> int:
+    from overlay.bench import directory
+    from overlay.cli.bench_render import render_directory
+
+    config = directory.BenchConfig(
+        clients=args.clients, duration=args.duration,
+        client_procs=args.client_procs or directory.default_client_procs(),
+        contacts_each=args.contacts, hash_seconds=args.hash_seconds, max_ops=args.max_ops,
+        rate=args.rate)
+    _show(_run(directory.run, config), args, render_directory)
+    return 0
+
+
+def run_storm(args: argparse.Namespace) -> int:
+    from overlay.bench import storm
+    from overlay.bench.progress import no_progress
+    from overlay.cli.bench_render import render_storm
+
+    config = storm.StormConfig(clients=args.clients, timeout=args.timeout,
+                               max_login_queue=args.max_login_queue, db=args.db)
+    report = run_interruptibly(storm.run, config, no_progress)  # no bar: as it always was
+    if args.json:
+        print(json.dumps(report.to_json()))  # one line, as it always was
+    else:
+        print(render_storm(report))
+    return 0 if report.gave_up == 0 else 1
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    from overlay.bench import chat
+    from overlay.cli.bench_render import render_chat
+
+    _show(_run(chat.run, chat.ChatConfig(messages=args.messages)), args, render_chat)
+    return 0
+
+
+def run_hybrid(args: argparse.Namespace) -> int:
+    """Run the chosen scenarios under a virtual clock and print the report."""
+    from overlay.bench import hybrid
+    from overlay.cli.bench_render import render_hybrid
+
+    world = hybrid.HybridConfig(
+        supernodes=args.supernodes, clients=args.clients,
+        capacity_clients=args.capacity_clients, seed=args.seed, width=args.width / 1000,
+        clusters=args.clusters,
+        candidates=args.candidates, hello_interval=args.hello_interval,
+        dead_after=args.dead_after, settle=args.settle, rate=args.rate)
+    config = hybrid.HybridBenchConfig(world=world, scenarios=args.scenarios)
+    _show(_run(hybrid.run, config, virtual_time=True), args, render_hybrid)
+    return 0
