@@ -18,7 +18,7 @@ task waiting on a thread counts as blocked, so the clock would jump past every
 timeout while the thread works in real time.
 
 Used by the chat engine for its history (:mod:`overlay.chat.service`).  The
-directory service (:mod:`overlay.directory.service`) does the same with a
+directory service (:mod:`overlay.directory.server.service`) does the same with a
 private ``_offload``; this helper is the one to share.
 """
 

@@ -32,7 +32,7 @@ import trio
 from overlay.addresses import Address
 from overlay.chat.history import History
 from overlay.chat.service import Chat
-from overlay.directory.servers import ServerList
+from overlay.directory.client.servers import ServerList
 from overlay.errors import ConfigError
 from overlay.ids import Identity
 from overlay.net.node import Node, NodeConfig

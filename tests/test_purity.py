@@ -8,7 +8,7 @@ core cannot reach I/O through a helper either.
 
 Not guarded, on purpose: ``sim/topology.py`` (reads topology files),
 ``net/node_status.py`` (its records come from the trio link driver),
-``directory/peers.py`` (drives the service), and every trio driver.
+``directory/server/peers.py`` (drives the service), and every trio driver.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ PURE_MODULES = [
     # shared vocabulary
     "errors.py", "ids.py", "addresses.py", "stats.py",
     # the pure cores of the upper layers
-    "directory/protocol.py", "directory/certificates.py", "directory/limits.py",
-    "directory/passwords.py",
+    "directory/protocol.py", "directory/certificates.py", "directory/server/limits.py",
+    "directory/server/passwords.py",
     "roles/selection.py", "roles/status.py",
     "chat/envelope.py",
     "lab/errors.py", "lab/topology.py",

@@ -65,7 +65,7 @@ from overlay.bench.directory_report import (
     targets,
 )
 from overlay.bench.progress import Progress
-from overlay.directory.service import DirectoryConfig
+from overlay.directory.server.service import DirectoryConfig
 
 __all__ = ["BenchConfig", "CpuUse", "DirectoryBenchError", "DirectoryReport", "HashRate",
            "HashSample", "Phase", "Setup", "Target", "default_client_procs", "run"]

@@ -36,7 +36,7 @@ from overlay.bench.directory_report import (
 )
 from overlay.bench.directory_worker import LineReader, encode_line
 from overlay.bench.progress import Progress
-from overlay.directory.passwords import HashCost, hash_password, password_matches
+from overlay.directory.server.passwords import HashCost, hash_password, password_matches
 from overlay.stats import quantile
 
 T = TypeVar("T")

@@ -38,7 +38,7 @@ from typing import Any
 import trio
 
 from overlay.addresses import parse_address
-from overlay.directory.client import DirectoryClient
+from overlay.directory.client.connection import DirectoryClient
 from overlay.errors import DirectoryError, DirectoryUnavailable, OverlayError
 from overlay.ids import SEED_LEN, Identity
 

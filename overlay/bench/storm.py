@@ -5,7 +5,7 @@ reproduces its shape on 127.0.0.1: a real ``overlay server`` process, N
 accounts registered, the server killed (SIGKILL) and started again on the same
 port and database while all N clients are already trying to log in with their
 passwords (Argon2id, the expensive part).  The clients do what roles do
-(:class:`~overlay.directory.servers.Retry`): refused connections back off
+(:class:`~overlay.directory.client.servers.Retry`): refused connections back off
 exponentially with jitter, a 429 waits its ``retry_after`` stretched by up to
 half.  A prober asks for the supernode list (no session, no hash) every 0.2 s
 throughout, to show whether the server keeps answering.
@@ -39,8 +39,8 @@ from overlay.addresses import Address, parse_address
 from overlay.bench.children import Children, stop_child
 from overlay.bench.directory_worker import LineReader
 from overlay.bench.progress import Progress
-from overlay.directory.client import DirectoryClient
-from overlay.directory.servers import Retry, is_busy
+from overlay.directory.client.connection import DirectoryClient
+from overlay.directory.client.servers import Retry, is_busy
 from overlay.errors import DirectoryError, OverlayError
 from overlay.ids import SEED_LEN, Identity
 

@@ -56,7 +56,7 @@ from overlay.chat.envelope import (
 )
 from overlay.chat.events import ChatEvent
 from overlay.chat.history import Entry, History
-from overlay.directory.client import Notice, Presence
+from overlay.directory.client.connection import Notice, Presence
 from overlay.errors import (
     ChatError,
     DirectoryError,

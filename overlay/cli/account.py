@@ -37,14 +37,14 @@ from overlay.cli.session_file import (
     save_session,
     server_key_verdict,
 )
-from overlay.directory.client import DirectoryClient, LoginResult, Response
+from overlay.directory.client.connection import DirectoryClient, LoginResult, Response
+from overlay.directory.client.servers import connect_first
 from overlay.directory.protocol import (
     MIN_PASSWORD_DISTINCT,
     MIN_PASSWORD_LEN,
     USERNAME_HELP,
     USERNAME_RULE,
 )
-from overlay.directory.servers import connect_first
 from overlay.errors import ConfigError, DirectoryError
 from overlay.ids import PUBLIC_KEY_LEN, Identity
 from overlay.state import default_state_dir, load_identity

@@ -32,7 +32,7 @@ from overlay.cli.account import (
     username_arg,
 )
 from overlay.cli.session_file import SavedSession, load_session, remove_session, save_session
-from overlay.directory.client import Contact, DirectoryClient, Presence, Response
+from overlay.directory.client.connection import Contact, DirectoryClient, Presence, Response
 from overlay.errors import DirectoryError
 
 Change = Callable[[DirectoryClient, str], Coroutine[Any, Any, Response]]

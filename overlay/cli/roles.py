@@ -22,7 +22,7 @@ from overlay.cli.account import (
 )
 from overlay.cli.common import address_arg, positive_int, stop_signals
 from overlay.cli.session_file import load_session, pinned_key, saved_token
-from overlay.directory.servers import ServerList
+from overlay.directory.client.servers import ServerList
 from overlay.net.node import NodeConfig
 from overlay.roles.edge import Credentials, EdgeConfig
 from overlay.roles.supernode import SupernodeConfig

@@ -12,10 +12,10 @@ import trio
 
 from overlay.addresses import format_address
 from overlay.cli.common import address_arg, stop_signals
-from overlay.directory.limits import RegistrationLimits
-from overlay.directory.server import DirectoryServer
-from overlay.directory.service import DirectoryConfig
-from overlay.directory.store import open_store
+from overlay.directory.server.limits import RegistrationLimits
+from overlay.directory.server.listener import DirectoryServer
+from overlay.directory.server.service import DirectoryConfig
+from overlay.directory.server.store import open_store
 from overlay.errors import ConfigError
 from overlay.state import StateDir, default_state_dir, load_identity
 
@@ -110,8 +110,8 @@ async def _run(args: argparse.Namespace) -> int:
                 config = replace(config, max_queued_hashes=args.max_login_queue)
             cluster = None
             if store.engine == "postgresql":  # other server processes may share it: hear them
-                from overlay.directory.cluster import PostgresCluster
-                from overlay.directory.store_pg import PostgresStore
+                from overlay.directory.server.cluster import PostgresCluster
+                from overlay.directory.server.store_pg import PostgresStore
                 assert isinstance(store, PostgresStore)
                 cluster = PostgresCluster(store.url)
             server = DirectoryServer(identity, store, directory_config=config, cluster=cluster)

@@ -5,7 +5,7 @@ on an authenticated link to the server (the link handshake has already proved
 which node key the client holds, and which key the server holds).  Every
 request gets exactly one DIRECTORY_RESPONSE ``[request_id, status, reason,
 body]`` with an HTTP-like status.  This module is pure: it checks arguments and
-builds responses; :mod:`overlay.directory.service` carries the operations out.
+builds responses; :mod:`overlay.directory.server.service` carries the operations out.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ import trio
 
 from overlay.addresses import Address
 from overlay.chat.service import Chat
-from overlay.directory.client import DirectoryClient
-from overlay.directory.server import DirectoryServer
-from overlay.directory.store import Store
+from overlay.directory.client.connection import DirectoryClient
+from overlay.directory.server.listener import DirectoryServer
+from overlay.directory.server.store import Store
 from overlay.ids import SEED_LEN, Identity, NodeId
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig

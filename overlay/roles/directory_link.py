@@ -5,7 +5,7 @@ routing, attached clients keep talking, and this connection is retried.  With
 several servers (``--server A --server B``, one database behind them) a dead
 one is left for the next at once, and the session resumes there without a
 password; only when every server has failed in turn does the link wait, with
-exponential backoff and jitter (:mod:`overlay.directory.servers`).  A server
+exponential backoff and jitter (:mod:`overlay.directory.client.servers`).  A server
 that sheds load (429) is asked again after its ``retry_after``.  After each
 (re)connection ``on_connect`` runs again (log in or resume, announce, publish
 presence), and notices are handed to ``on_notice`` as they arrive.
@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.directory.client import DirectoryClient, Notice
-from overlay.directory.servers import Retry, ServerList, is_busy
+from overlay.directory.client.connection import DirectoryClient, Notice
+from overlay.directory.client.servers import Retry, ServerList, is_busy
 from overlay.errors import DirectoryError, DirectoryUnavailable
 from overlay.ids import Identity
 from overlay.net.transport import Transport

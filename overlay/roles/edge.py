@@ -37,8 +37,8 @@ import trio
 
 from overlay.addresses import Address, format_address
 from overlay.directory.certificates import Certificate
-from overlay.directory.client import DirectoryClient, Notice, Presence
-from overlay.directory.servers import ServerList
+from overlay.directory.client.connection import DirectoryClient, Notice, Presence
+from overlay.directory.client.servers import ServerList
 from overlay.errors import DirectoryError
 from overlay.ids import NodeId
 from overlay.net.node import Node

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.directory.client import DirectoryClient, Notice
-from overlay.directory.servers import ServerList
+from overlay.directory.client.connection import DirectoryClient, Notice
+from overlay.directory.client.servers import ServerList
 from overlay.errors import OverlayError, RoleError
 from overlay.ids import NodeId
 from overlay.net.node import Node

@@ -48,10 +48,10 @@ from dataclasses import dataclass
 import trio
 
 from overlay.addresses import Address
-from overlay.directory.passwords import HashCost, hash_password
-from overlay.directory.server import DirectoryServer
-from overlay.directory.service import DirectoryConfig
-from overlay.directory.store import Store
+from overlay.directory.server.listener import DirectoryServer
+from overlay.directory.server.passwords import HashCost, hash_password
+from overlay.directory.server.service import DirectoryConfig
+from overlay.directory.server.store import Store
 from overlay.errors import OverlayError
 from overlay.ids import Identity, NodeId
 from overlay.net.node import Node, NodeConfig

@@ -35,7 +35,7 @@ try:
 except SystemExit:
     pass
 heavy = sorted(m for m in ("networkx", "overlay.bench", "overlay.sim", "overlay.chat",
-                           "overlay.directory.server", "trio.testing") if m in sys.modules)
+                           "overlay.directory.server.listener", "trio.testing") if m in sys.modules)
 print(" ".join(heavy) or "none")
 """
 

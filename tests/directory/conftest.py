@@ -16,10 +16,10 @@ import pytest
 import trio
 
 from overlay.addresses import Address
-from overlay.directory.client import DirectoryClient
-from overlay.directory.server import DirectoryServer, ServerConfig
-from overlay.directory.service import DirectoryConfig
-from overlay.directory.store import SqlStore, open_store
+from overlay.directory.client.connection import DirectoryClient
+from overlay.directory.server.listener import DirectoryServer, ServerConfig
+from overlay.directory.server.service import DirectoryConfig
+from overlay.directory.server.store import SqlStore, open_store
 from overlay.ids import Identity
 from tests.conftest import make_identity
 from tests.directory.postgres import Cluster, running_cluster

@@ -134,7 +134,7 @@ async def test_resume_is_bound_to_the_node_key(directory: RunningServer) -> None
 
 
 async def test_wrong_server_key_is_refused(directory: RunningServer) -> None:
-    from overlay.directory.client import DirectoryClient
+    from overlay.directory.client.connection import DirectoryClient
 
     with pytest.raises(DirectoryUnavailable, match="pinned server key"):
         async with DirectoryClient.connect(directory.address, make_identity("alice"),
@@ -143,7 +143,7 @@ async def test_wrong_server_key_is_refused(directory: RunningServer) -> None:
 
 
 async def test_unreachable_server_is_one_clear_error() -> None:
-    from overlay.directory.client import DirectoryClient
+    from overlay.directory.client.connection import DirectoryClient
 
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))

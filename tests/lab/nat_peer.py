@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from overlay.addresses import parse_address
-from overlay.directory.client import DirectoryClient
+from overlay.directory.client.connection import DirectoryClient
 from overlay.errors import DirectoryError
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig

@@ -10,10 +10,10 @@ import pytest
 import trio
 
 from overlay.addresses import Address
-from overlay.directory.client import DirectoryClient
-from overlay.directory.server import DirectoryServer
-from overlay.directory.service import DirectoryConfig
-from overlay.directory.store import Store
+from overlay.directory.client.connection import DirectoryClient
+from overlay.directory.server.listener import DirectoryServer
+from overlay.directory.server.service import DirectoryConfig
+from overlay.directory.server.store import Store
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import trio
 
-from overlay.directory.client import DirectoryClient
-from overlay.directory.service import DirectoryConfig
+from overlay.directory.client.connection import DirectoryClient
+from overlay.directory.server.service import DirectoryConfig
 from overlay.net.node import Node
 from tests.conftest import make_identity
 from tests.roles.conftest import Network, hybrid_network

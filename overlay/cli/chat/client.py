@@ -12,7 +12,7 @@ from overlay.addresses import Address
 from overlay.chat.envelope import check_text_length
 from overlay.chat.service import Chat
 from overlay.cli.account import span
-from overlay.directory.client import Contact, DirectoryClient
+from overlay.directory.client.connection import Contact, DirectoryClient
 from overlay.errors import ChatError, ConfigError
 from overlay.net.node import Node
 from overlay.roles.edge import EdgeClient

@@ -28,7 +28,7 @@ from overlay.cli.chat.one_shot import run_one_shot
 from overlay.cli.common import address_arg, positive_float, stop_signals
 from overlay.cli.roles import directory_target
 from overlay.cli.session_file import saved_token
-from overlay.directory.servers import ServerList
+from overlay.directory.client.servers import ServerList
 from overlay.errors import ConfigError
 from overlay.net.node import NodeConfig
 from overlay.roles.edge import Credentials, EdgeConfig

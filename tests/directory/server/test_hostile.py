@@ -12,17 +12,17 @@ from typing import Any
 import pytest
 import trio
 
-from overlay.directory import service
-from overlay.directory.limits import RegistrationLimits
-from overlay.directory.passwords import HashCost
-from overlay.directory.server import DirectoryServer, ServerConfig
-from overlay.directory.service import (
+from overlay.directory.server import service
+from overlay.directory.server.limits import RegistrationLimits
+from overlay.directory.server.listener import DirectoryServer, ServerConfig
+from overlay.directory.server.passwords import HashCost
+from overlay.directory.server.service import (
     STORAGE_FULL,
     WRONG_LOGIN,
     DirectoryConfig,
     accounts,  # where the password is checked
 )
-from overlay.directory.store import Store
+from overlay.directory.server.store import Store
 from overlay.errors import DirectoryError
 from tests.conftest import make_identity
 from tests.directory.conftest import PASSWORD, RunningServer, WallClock, registered

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
-from overlay.directory.client import DirectoryClient
+from overlay.directory.client.connection import DirectoryClient
 from overlay.ids import Identity, NodeId
 from tests.conftest import make_identity
 from tests.fuzzing import (

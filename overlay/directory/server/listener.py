@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.directory.limits import TokenBucket, idle_check
 from overlay.directory.protocol import Status
-from overlay.directory.service import Directory, DirectoryConfig, Session
-from overlay.directory.store import SqlStore
+from overlay.directory.server.limits import TokenBucket, idle_check
+from overlay.directory.server.service import Directory, DirectoryConfig, Session
+from overlay.directory.server.store import SqlStore
 from overlay.errors import LocalProtocolError
 from overlay.ids import Identity, NodeId
 from overlay.net.link import HandshakeSlots, Link
@@ -48,7 +48,7 @@ from overlay.proto.messages import (
 )
 
 if TYPE_CHECKING:  # psycopg is imported only by servers that use PostgreSQL
-    from overlay.directory.cluster import PostgresCluster
+    from overlay.directory.server.cluster import PostgresCluster
 
 log = logging.getLogger(__name__)
 

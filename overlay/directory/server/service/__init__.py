@@ -1,7 +1,7 @@
 """The directory's operations: what each request does to the store and to presence.
 
 Glue between the pure parts (:mod:`~overlay.directory.protocol` checks requests,
-:mod:`~overlay.directory.limits` counts abuse, :mod:`~overlay.directory.certificates`
+:mod:`~overlay.directory.server.limits` counts abuse, :mod:`~overlay.directory.certificates`
 signs) and the slow parts, which run in worker threads so that the event loop
 never waits: the store (SQLite one thread at a time, PostgreSQL one per pooled
 connection) and password hashing (one thread per core).  What changes often and
@@ -11,10 +11,10 @@ list.  So lookups and presence updates never touch the disk, and every
 acknowledged account or contact change does, durably.
 
 The operations are split by job, one module each, all subclasses of
-:class:`~overlay.directory.service.state.DirectoryState` (the shared state and
-helpers): :mod:`~overlay.directory.service.accounts`,
-:mod:`~overlay.directory.service.contacts` and
-:mod:`~overlay.directory.service.presence`.  :class:`Directory` composes them
+:class:`~overlay.directory.server.service.state.DirectoryState` (the shared state and
+helpers): :mod:`~overlay.directory.server.service.accounts`,
+:mod:`~overlay.directory.server.service.contacts` and
+:mod:`~overlay.directory.server.service.presence`.  :class:`Directory` composes them
 and is the one entry point (:meth:`Directory.handle`).
 """
 
@@ -25,10 +25,10 @@ from typing import Any
 
 from overlay.addresses import format_address
 from overlay.directory.protocol import Rejected, Status, parse_request
-from overlay.directory.service.accounts import AccountOperations
-from overlay.directory.service.contacts import ContactOperations
-from overlay.directory.service.presence import PresenceOperations
-from overlay.directory.service.state import (
+from overlay.directory.server.service.accounts import AccountOperations
+from overlay.directory.server.service.contacts import ContactOperations
+from overlay.directory.server.service.presence import PresenceOperations
+from overlay.directory.server.service.state import (
     MAX_OUTGOING_REQUESTS,
     STORAGE_FULL,
     WRONG_LOGIN,
@@ -40,7 +40,7 @@ from overlay.directory.service.state import (
     Session,
     offline_presence,
 )
-from overlay.directory.store import is_storage_full
+from overlay.directory.server.store import is_storage_full
 
 log = logging.getLogger(__name__)
 

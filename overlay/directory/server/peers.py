@@ -1,5 +1,5 @@
 """What a directory process knows of the other processes on its database, and how it
-answers their events (sent over :mod:`overlay.directory.cluster`).
+answers their events (sent over :mod:`overlay.directory.server.cluster`).
 
 The rule that keeps it simple: every process is the authority for its own
 connections, and only for them.  A user's presence is the one set on the
@@ -19,13 +19,14 @@ from overlay.addresses import Address, format_address, parse_address
 from overlay.ids import NodeId
 
 if TYPE_CHECKING:
-    from overlay.directory.service.state import DirectoryState
+    from overlay.directory.server.service.state import DirectoryState
 
 log = logging.getLogger(__name__)
 
 
 class Publisher(Protocol):
-    """Where a directory sends its events (:class:`~overlay.directory.cluster.PostgresCluster`)."""
+    """Where a directory sends its events
+    (:class:`~overlay.directory.server.cluster.PostgresCluster`)."""
 
     def publish(self, event: dict[str, Any]) -> None: ...
 

@@ -7,7 +7,7 @@ import itertools
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from overlay.directory.limits import (
+from overlay.directory.server.limits import (
     Backoff,
     BackoffPolicy,
     KeyedBuckets,

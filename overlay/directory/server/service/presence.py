@@ -13,7 +13,7 @@ from overlay.directory.protocol import (
     Rejected,
     Status,
 )
-from overlay.directory.service.state import (
+from overlay.directory.server.service.state import (
     WILDCARD_HOSTS,
     Connection,
     DirectoryState,

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from overlay.addresses import Address, parse_address
-from overlay.directory.client import DirectoryClient
+from overlay.directory.client.connection import DirectoryClient
 from tests.conftest import make_identity
 from tests.directory.conftest import PASSWORD
 from tests.procs import overlay_command, short_tempdir

@@ -5,7 +5,7 @@ sets, the issued certificates and the supernode list, and the helpers every
 operation uses: the store and the password hashes off the event loop, the user
 cache, and the notifications to contacts here and on the other processes.
 The operations themselves (accounts, contacts, presence) are its subclasses,
-composed into :class:`~overlay.directory.service.Directory`.
+composed into :class:`~overlay.directory.server.service.Directory`.
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ import trio
 
 from overlay.addresses import Address, format_address
 from overlay.directory.certificates import Certificate, issue_certificate
-from overlay.directory.limits import (
+from overlay.directory.protocol import (
+    Rejected,
+    Status,
+)
+from overlay.directory.server.limits import (
     LoginLimits,
     LoginThrottle,
     RegistrationLimiter,
     RegistrationLimits,
 )
-from overlay.directory.passwords import HashCost, hash_password
-from overlay.directory.peers import Peers, Publisher
-from overlay.directory.protocol import (
-    Rejected,
-    Status,
-)
-from overlay.directory.store import (
+from overlay.directory.server.passwords import HashCost, hash_password
+from overlay.directory.server.peers import Peers, Publisher
+from overlay.directory.server.store import (
     SqlStore,
     StorageFull,
     UserRecord,

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from overlay.directory.store import (
+from overlay.directory.server.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
     SqlStore,
@@ -16,7 +16,7 @@ from overlay.directory.store import (
     UsernameTaken,
     open_store,
 )
-from overlay.directory.store_pg import MIGRATIONS_PG, PostgresStore, redact
+from overlay.directory.server.store_pg import MIGRATIONS_PG, PostgresStore, redact
 from overlay.errors import ConfigError
 from tests.conftest import make_identity
 from tests.directory.postgres import Cluster

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from overlay.directory.server import DirectoryServer, ServerConfig
-from overlay.directory.store import Store
+from overlay.directory.server.listener import DirectoryServer, ServerConfig
+from overlay.directory.server.store import Store
 from overlay.errors import DirectoryError
 from overlay.net.node import Node, NodeConfig
 from tests.conftest import make_identity
@@ -87,7 +87,7 @@ async def test_a_connection_without_a_session_is_closed_when_idle(tmp_path: Path
                              config=ServerConfig(idle_timeout=0.3))
     async with trio.open_nursery() as nursery:
         address = await nursery.start(server.serve, ("127.0.0.1", 0))
-        from overlay.directory.client import DirectoryClient
+        from overlay.directory.client.connection import DirectoryClient
 
         async with DirectoryClient.connect(address, make_identity("idle"),
                                            server_key=server.identity.public_key) as idle:

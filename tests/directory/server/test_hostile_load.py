@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from overlay.directory.client import DirectoryClient
+from overlay.directory.client.connection import DirectoryClient
 from overlay.proto.messages import CloseCode, DirectoryRequest, Message
 from tests.conftest import make_identity
 from tests.directory.conftest import PASSWORD

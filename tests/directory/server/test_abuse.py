@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import trio
 
-from overlay.directory.client import DirectoryClient
+from overlay.directory.client.connection import DirectoryClient
 from overlay.errors import DirectoryError
 from overlay.net.link import Link
 from overlay.proto.messages import DirectoryResponse

@@ -15,12 +15,12 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import pytest
 import trio
 
-from overlay.directory.client import DirectoryClient, Notice
-from overlay.directory.cluster import PostgresCluster
-from overlay.directory.limits import BackoffPolicy, LoginLimits
-from overlay.directory.server import DirectoryServer, ServerConfig
-from overlay.directory.service import DirectoryConfig
-from overlay.directory.store_pg import PostgresStore
+from overlay.directory.client.connection import DirectoryClient, Notice
+from overlay.directory.server.cluster import PostgresCluster
+from overlay.directory.server.limits import BackoffPolicy, LoginLimits
+from overlay.directory.server.listener import DirectoryServer, ServerConfig
+from overlay.directory.server.service import DirectoryConfig
+from overlay.directory.server.store_pg import PostgresStore
 from overlay.errors import DirectoryError
 from overlay.ids import Identity
 from tests.conftest import make_identity

@@ -1,6 +1,6 @@
 """The directory's durable state on PostgreSQL: what several server processes share.
 
-The queries are :class:`~overlay.directory.store.SqlStore`'s; this module adds
+The queries are :class:`~overlay.directory.server.store.SqlStore`'s; this module adds
 the schema in PostgreSQL's types, the migrations, and the connections:
 
 - a **pool** (psycopg_pool) of autocommit connections, so that several worker
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import psycopg_pool
 
-from overlay.directory.store import Execute, SqlStore, StorageFull, is_storage_full
+from overlay.directory.server.store import Execute, SqlStore, StorageFull, is_storage_full
 from overlay.errors import ConfigError
 
 MIGRATIONS_PG: tuple[str, ...] = (

@@ -13,14 +13,14 @@ from overlay.directory.protocol import (
     Rejected,
     Status,
 )
-from overlay.directory.service.state import (
+from overlay.directory.server.service.state import (
     MAX_OUTGOING_REQUESTS,
     Connection,
     DirectoryState,
     Reply,
     Session,
 )
-from overlay.directory.store import (
+from overlay.directory.server.store import (
     UserRecord,
 )
 

@@ -1,7 +1,7 @@
 """The directory's durable state: accounts, sessions, contacts.
 
 :class:`SqlStore` holds every query once; :class:`Store` runs them on SQLite
-(the embedded default) and :class:`overlay.directory.store_pg.PostgresStore` on
+(the embedded default) and :class:`overlay.directory.server.store_pg.PostgresStore` on
 PostgreSQL (several server processes on one database).  :func:`open_store`
 picks one from ``--db``.
 
@@ -15,7 +15,7 @@ SQLite settings and why:
   any older file up to date, each step in its own transaction.
 
 Every query is parameterised.  The store is synchronous:
-:class:`overlay.directory.service.Directory` calls it from worker threads, off
+:class:`overlay.directory.server.service.Directory` calls it from worker threads, off
 the event loop, at most :attr:`SqlStore.concurrency` at a time (one for SQLite,
 whose single connection is not thread-safe by itself).  Presence is not stored
 here: it lives as long as the client's connection, in memory.
@@ -27,7 +27,7 @@ the next write that fits succeeds.
 One module for one job, the schema and its queries (:class:`SqlStore`); the
 SQLite engine around them (:class:`Store`: the connection, its settings, the
 transactions) is small enough to sit beside them, and PostgreSQL's is in
-:mod:`~overlay.directory.store_pg`.
+:mod:`~overlay.directory.server.store_pg`.
 """
 
 from __future__ import annotations
@@ -432,6 +432,6 @@ def open_store(where: Path | str) -> SqlStore:
     """The store ``--db`` names: a ``postgresql://`` URL, or else a SQLite file path."""
     text = str(where)
     if text.startswith(POSTGRES_SCHEMES):
-        from overlay.directory.store_pg import PostgresStore  # psycopg only when used
+        from overlay.directory.server.store_pg import PostgresStore  # psycopg only when used
         return PostgresStore(text)
     return Store(where)

@@ -42,7 +42,7 @@ import msgpack
 import psycopg
 import trio
 
-from overlay.directory.store_pg import redact
+from overlay.directory.server.store_pg import redact
 
 log = logging.getLogger(__name__)
 

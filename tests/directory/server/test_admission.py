@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import trio
 
-from overlay.directory.client import DirectoryClient
-from overlay.directory.server import DirectoryServer
-from overlay.directory.service import (
+from overlay.directory.client.connection import DirectoryClient
+from overlay.directory.server.listener import DirectoryServer
+from overlay.directory.server.service import (
     DirectoryConfig,
     accounts,  # where the password is checked
 )
-from overlay.directory.store import Store
+from overlay.directory.server.store import Store
 from overlay.errors import DirectoryError
 from tests.conftest import make_identity
 from tests.directory.conftest import PASSWORD

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from overlay.addresses import Address
-from overlay.directory.client import DirectoryClient
+from overlay.directory.client.connection import DirectoryClient
 from overlay.errors import DirectoryError
 from tests.conftest import make_identity
 from tests.directory.conftest import PASSWORD
-from tests.directory.test_crash import server_process
+from tests.directory.server.test_crash import server_process
 from tests.procs import short_tempdir
 
 

@@ -13,14 +13,14 @@ import secrets
 import time
 from collections.abc import Callable
 
-from overlay.directory.passwords import hash_password, password_matches
 from overlay.directory.protocol import (
     Rejected,
     Status,
     password_weakness,
     unseal_password,
 )
-from overlay.directory.service.state import (
+from overlay.directory.server.passwords import hash_password, password_matches
+from overlay.directory.server.service.state import (
     MIN_BUSY_RETRY,
     WRONG_LOGIN,
     Connection,
@@ -30,7 +30,7 @@ from overlay.directory.service.state import (
     Session,
     T,
 )
-from overlay.directory.store import (
+from overlay.directory.server.store import (
     UsernameTaken,
     UserRecord,
 )

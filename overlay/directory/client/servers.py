@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.directory.client import DirectoryClient
+from overlay.directory.client.connection import DirectoryClient
 from overlay.errors import DirectoryError, DirectoryUnavailable
 
 log = logging.getLogger(__name__)
