@@ -9,6 +9,9 @@ the node resume without the password.
 Passwords never appear on the command line, where ``ps`` and shell history
 would show them: they come from the terminal, from one line of standard input
 (``--password-stdin``) or from ``$OVERLAY_PASSWORD``.
+
+Four subcommands with their help texts make it a little over 400 lines; they
+share the password and server-target helpers, so they stay together.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ deletes them; it works on whatever exists, so it also cleans up after an
 
 Only ``ip``, ``iptables`` and ``sysctl`` are run (as subprocesses, each with a
 timeout); the standard library does the rest.
+
+The module is long for one job: a lab's namespaces, links, addresses and NAT
+rules are built and torn down together, in an order each step depends on.
 """
 
 from __future__ import annotations

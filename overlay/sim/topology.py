@@ -29,6 +29,10 @@ joining edges added on average)::
     waxman, alpha 0.1 (target 4)  n=100: 4.04 (3.58-4.48), 2.6    n=1000: 4.06 (3.93-4.16), 30
 
 Both take about 0.35 s at n=1000 (pure Python, O(n^2) pair loops).
+
+One job, graphs with latencies on their edges: generated or read from a file,
+they end as the same ``nx.Graph[int]`` through the same checks; that is why the
+loaders live beside the generators.
 """
 
 from __future__ import annotations
