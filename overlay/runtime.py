@@ -21,7 +21,9 @@ with its timeout).
 
 from __future__ import annotations
 
+import logging
 import random
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import trio
 
-from overlay.addresses import Address
+from overlay.addresses import Address, format_address
 from overlay.chat.history import History
 from overlay.chat.service import Chat
 from overlay.directory.client.servers import ServerList
@@ -39,6 +41,8 @@ from overlay.net.node import Node, NodeConfig
 from overlay.net.transport import Transport
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
 from overlay.roles.supernode import Supernode, SupernodeConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,32 @@ class Peer:
             await self._nursery.start(self.chat.run)
 
 
+def advertised_address(listen: Address, server: Address) -> Address:
+    """The address others should dial for a node listening on ``listen``.
+
+    A wildcard (``0.0.0.0``, ``::``) is no address to give anyone: then the local
+    address this host uses towards the directory server stands in, with the
+    listening port (what the kernel would choose; a UDP ``connect`` sends
+    nothing).  ``--advertise`` overrides this, e.g. behind port forwarding.
+    """
+    host, port = listen
+    if host not in ("0.0.0.0", "::", ""):
+        return listen
+    family = socket.AF_INET6 if ":" in host or ":" in server[0] else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(server)
+            chosen: str = probe.getsockname()[0]
+    except OSError as exc:
+        raise ConfigError(f"listening on {format_address(listen)}, and no local address "
+                          f"reaches the directory server {format_address(server)} "
+                          f"({exc.strerror or exc}): give --advertise HOST:PORT") from None
+    log.info("listening on %s: advertising %s, the address that reaches the directory "
+             "server (--advertise to choose another)", format_address(listen),
+             format_address((chosen, port)))
+    return (chosen, port)
+
+
 @asynccontextmanager
 async def run_peer(spec: PeerSpec, *, start: bool = True) -> AsyncIterator[Peer]:
     """Run the peer ``spec`` describes until the block exits (see the module docstring)."""
@@ -115,6 +145,8 @@ async def run_peer(spec: PeerSpec, *, start: bool = True) -> AsyncIterator[Peer]
                 advertise = role.advertise or node.listen_address
                 if advertise is None:
                     raise ConfigError("a supernode must listen (or be told what to advertise)")
+                if role.advertise is None:
+                    advertise = advertised_address(advertise, ServerList.of(role.server).primary)
                 supernode = Supernode(node, advertise, server=role.server,
                                       server_key=role.server_key, config=role.config,
                                       transport=spec.transport, rng=spec.rng)
