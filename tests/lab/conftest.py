@@ -8,6 +8,17 @@ import pytest
 
 from overlay.lab import available
 
+RUN_TAG = "".join(chr(ord("a") + os.getpid() // 26**i % 26) for i in range(3))
+"""Three letters from this test process's id."""
+
+
+def lab_prefix(base: str) -> str:
+    """``base`` (at most 5 letters) tagged with this test process, so that two test
+    runs on one machine (CI beside a developer's run) never build, start or tear
+    down each other's labs: every namespace and interface name starts with it."""
+    assert len(base) <= 5
+    return base + RUN_TAG
+
 
 @pytest.fixture(scope="session")
 def netns_required() -> None:

@@ -25,9 +25,11 @@ from typing import Any
 import pytest
 
 from overlay.lab import Lab, LabConfig
+from tests.lab.conftest import lab_prefix
 from tests.procs import short_tempdir
 
-PREFIX = "ovh"
+PREFIX = lab_prefix("ovh")
+SCRATCH = lab_prefix("ovs")  # the lab `bin/nat-lab` builds in one test
 WAIT = 60.0
 SERVER_PORT = 7000
 SUPERNODE_PORT = 7100
@@ -190,16 +192,16 @@ def test_nat_lab_start_runs_the_whole_system(netns_required: None) -> None:
                               timeout=WAIT * 2, check=False, env=env)
 
     try:
-        assert run("up", "--prefix", "ovs").returncode == 0
-        started = run("start", "--prefix", "ovs")
+        assert run("up", "--prefix", SCRATCH).returncode == 0
+        started = run("start", "--prefix", SCRATCH)
         assert started.returncode == 0, started.stderr
         assert "nat1-c1" in started.stdout and "not reachable (relayed)" in started.stdout
-        state = "/tmp/overlay-lab-ovs/nat2-c1"
-        sent = run("exec", "--prefix", "ovs", "nat2-c1", "--", sys.executable, "-m", "overlay",
+        state = f"/tmp/overlay-lab-{SCRATCH}/nat2-c1"
+        sent = run("exec", "--prefix", SCRATCH, "nat2-c1", "--", sys.executable, "-m", "overlay",
                    "send", "--state", state, "nat1-c1", "hello across two NATs")
         assert sent.returncode == 0, sent.stderr
         assert "acknowledged" in sent.stdout
     finally:
-        down = run("down", "--prefix", "ovs")
+        down = run("down", "--prefix", SCRATCH)
         assert down.returncode == 0, down.stderr
         assert "nothing is left" in down.stdout

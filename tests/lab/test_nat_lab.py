@@ -22,10 +22,11 @@ import pytest
 from overlay.lab import Host, Lab, LabConfig, LabError
 from overlay.lab.netns import processes_in
 from overlay.lab.topology import IFNAMSIZ, core_port, lan_bridge, lan_port, plan
+from tests.lab.conftest import lab_prefix
 from tests.procs import wait_until
 
-PREFIX = "ovt"  # the module's lab; a developer's own lab ("ovl") is left alone
-SCRATCH = "ovtx"  # labs that single tests build and tear down
+PREFIX = lab_prefix("ovt")  # the module's lab; a developer's own lab ("ovl") is left alone
+SCRATCH = lab_prefix("ovtx")  # labs that single tests build and tear down
 PORT = 7400
 WAIT = 20.0  # bound on waits that should succeed at once
 REFUSED_AFTER = 1.5  # how long a dial that must fail is given
@@ -321,7 +322,7 @@ def test_nat_lab_bad_arguments_exit_2() -> None:
 
 @pytest.mark.netns
 def test_nat_lab_up_exec_status_down(netns_required: None) -> None:
-    prefix = "ovtc"
+    prefix = lab_prefix("ovtc")
     try:
         up = nat_lab("up", "--prefix", prefix, "--nat-networks", "1", "--supernodes", "1",
                      "--public-clients", "0")

@@ -22,8 +22,9 @@ import pytest
 from overlay.lab import Lab, LabConfig, LabError
 from overlay.lab.nat_types import NatBehaviour, nat_behaviour, set_nat_behaviour
 from overlay.proto.punch import NatMapping, classify_mapping, direct_expected
+from tests.lab.conftest import lab_prefix
 
-PREFIX = "ovp"
+PREFIX = lab_prefix("ovp")
 OBSERVER_PORT = 7500
 PROBE = str(Path(__file__).with_name("punch_probe.py"))
 LIMIT = 30.0  # bound on any one probe process
