@@ -21,15 +21,18 @@ sit in the handshake, so that idle connections cannot lock honest peers out.
 from __future__ import annotations
 
 import math
+import secrets
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
 import trio
 
 from overlay.addresses import Address, format_address
-from overlay.ids import NodeId
+from overlay.ids import Identity, NodeId
 from overlay.proto.link import (
+    LinkConfig,
     LinkCore,
     LinkDown,
     LinkEstablished,
@@ -37,7 +40,7 @@ from overlay.proto.link import (
     MessageReceived,
     RttMeasured,
 )
-from overlay.proto.messages import CloseCode, Message
+from overlay.proto.messages import NONCE_LEN, CloseCode, Message
 
 RECEIVE_SIZE = 65_536
 WRITE_CHUNK = 65_536
@@ -100,6 +103,17 @@ class Link:
         self._timer_scope: trio.CancelScope | None = None
         self._dispatching = False
         self.finished = trio.Event()
+
+    @classmethod
+    def over(cls, stream: trio.abc.Stream, address: Address, handler: LinkHandler,
+             identity: Identity, *, initiator: bool, config: LinkConfig,
+             expected_peer: NodeId | None = None, linger: float = 1.0,
+             nonce_source: Callable[[int], bytes] = secrets.token_bytes) -> Link:
+        """A new link over ``stream``: a fresh core (its own handshake nonce, started
+        now) and this driver; the one place links are made, whoever makes them."""
+        core = LinkCore(identity, initiator=initiator, nonce=nonce_source(NONCE_LEN),
+                        now=trio.current_time(), config=config, expected_peer=expected_peer)
+        return cls(core, stream, address, handler, linger=linger)
 
     def __repr__(self) -> str:
         peer = self.core.peer_id.short if self.core.peer_id else "?"

@@ -25,8 +25,8 @@ from overlay.errors import LocalProtocolError
 from overlay.ids import Identity, NodeId
 from overlay.net.link import HandshakeSlots, Link
 from overlay.proto.echo import EchoResult
-from overlay.proto.link import LinkCore, LinkDown, RttMeasured
-from overlay.proto.messages import NONCE_LEN, AttachPurpose, CloseCode, Message, RoutedPacket
+from overlay.proto.link import LinkDown, RttMeasured
+from overlay.proto.messages import AttachPurpose, CloseCode, Message, RoutedPacket
 from overlay.proto.node import (
     CloseLink,
     DeliverLocal,
@@ -221,10 +221,9 @@ class NodeLinks:
                  expected_peer: NodeId | None = None,
                  purpose: AttachPurpose | None = None) -> Link:
         """A link of this node over ``stream``; ``purpose``: why we dialled it, if to attach."""
-        core = LinkCore(self.identity, initiator=initiator, nonce=self._nonce_source(NONCE_LEN),
-                        now=trio.current_time(), config=self._config.link,
-                        expected_peer=expected_peer)
-        link = Link(core, stream, address, self)
+        link = Link.over(stream, address, self, self.identity, initiator=initiator,
+                         config=self._config.link, expected_peer=expected_peer,
+                         nonce_source=self._nonce_source)
         self.links.add(link)
         if purpose is not None:
             self._purposes[link] = purpose

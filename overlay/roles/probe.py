@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import secrets
 from collections.abc import Mapping
 
 import trio
@@ -21,8 +20,8 @@ from overlay.ids import Identity, NodeId
 from overlay.net.link import Link
 from overlay.net.node import Node
 from overlay.net.transport import Transport
-from overlay.proto.link import LinkConfig, LinkCore, LinkDown, RttMeasured
-from overlay.proto.messages import NONCE_LEN, Attach, AttachPurpose, CloseCode, Message
+from overlay.proto.link import LinkConfig, LinkDown, RttMeasured
+from overlay.proto.messages import Attach, AttachPurpose, CloseCode, Message
 
 
 class _Prober:
@@ -55,11 +54,9 @@ async def measure_rtt(identity: Identity, transport: Transport, address: Address
             stream = await transport.connect(address)
         except OSError:
             return None
-        core = LinkCore(identity, initiator=True, nonce=secrets.token_bytes(NONCE_LEN),
-                        now=trio.current_time(), expected_peer=expected,
-                        config=LinkConfig(handshake_timeout=patience, hello_interval=0.02,
-                                          dead_after=50))
-        await Link(core, stream, address, prober, linger=0.2).run()
+        config = LinkConfig(handshake_timeout=patience, hello_interval=0.02, dead_after=50)
+        await Link.over(stream, address, prober, identity, initiator=True, config=config,
+                        expected_peer=expected, linger=0.2).run()
     return None if math.isinf(prober.best) else prober.best
 
 

@@ -33,9 +33,8 @@ from overlay.errors import DirectoryError, DirectoryUnavailable
 from overlay.ids import Identity, NodeId
 from overlay.net.link import Link
 from overlay.net.transport import TcpTransport, Transport, describe_connect_error
-from overlay.proto.link import LinkConfig, LinkCore, LinkDown, RttMeasured
+from overlay.proto.link import LinkConfig, LinkDown, RttMeasured
 from overlay.proto.messages import (
-    NONCE_LEN,
     U32_MAX,
     CloseCode,
     DirectoryNotice,
@@ -164,10 +163,9 @@ class DirectoryClient:
             raise DirectoryUnavailable(
                 f"cannot reach the directory server at {where}: {why}") from None
         expected = None if server_key is None else NodeId.from_public_key(server_key)
-        core = LinkCore(identity, initiator=True, nonce=secrets.token_bytes(NONCE_LEN),
-                        now=trio.current_time(), config=CLIENT_LINK, expected_peer=expected)
         handler = _ClientHandler()
-        client = cls(Link(core, stream, address, handler), address)
+        client = cls(Link.over(stream, address, handler, identity, initiator=True,
+                               config=CLIENT_LINK, expected_peer=expected), address)
         handler.client = client
         try:
             async with trio.open_nursery() as nursery:

@@ -20,7 +20,6 @@ on a node.
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,9 +36,8 @@ from overlay.errors import LocalProtocolError
 from overlay.ids import Identity, NodeId
 from overlay.net.link import HandshakeSlots, Link
 from overlay.net.transport import TcpTransport, Transport, describe_connect_error
-from overlay.proto.link import LinkConfig, LinkCore, LinkDown, RttMeasured
+from overlay.proto.link import LinkConfig, LinkDown, RttMeasured
 from overlay.proto.messages import (
-    NONCE_LEN,
     CloseCode,
     DirectoryNotice,
     DirectoryRequest,
@@ -215,9 +213,8 @@ class DirectoryServer:
 
     async def _serve_connection(self, stream: trio.abc.Stream, address: Address) -> None:
         conn = ClientConnection(self, address)
-        core = LinkCore(self.identity, initiator=False, nonce=secrets.token_bytes(NONCE_LEN),
-                        now=trio.current_time(), config=self.config.link)
-        conn.link = link = Link(core, stream, address, conn)
+        conn.link = link = Link.over(stream, address, conn, self.identity, initiator=False,
+                                     config=self.config.link)
         self._handshake_slots.admit(link)
         self.connections.add(conn)
         try:
@@ -241,12 +238,10 @@ class DirectoryServer:
             except OSError as exc:
                 return (f"cannot connect to {format_address(address)}: "
                         f"{describe_connect_error(exc)}")
-            core = LinkCore(self.identity, initiator=True, nonce=secrets.token_bytes(NONCE_LEN),
-                            now=trio.current_time(),
-                            config=LinkConfig(handshake_timeout=timeout),
-                            expected_peer=expected)
             probe = _DialBackProbe()
-            down = await Link(core, stream, address, probe, linger=0.5).run()
+            down = await Link.over(stream, address, probe, self.identity, initiator=True,
+                                   config=LinkConfig(handshake_timeout=timeout),
+                                   expected_peer=expected, linger=0.5).run()
             if probe.established:
                 return None
             return f"handshake with {format_address(address)} failed: {down.describe()}"
