@@ -7,6 +7,7 @@ import logging
 import signal
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -16,7 +17,8 @@ from overlay.directory.server.limits import RegistrationLimits
 from overlay.directory.server.listener import DirectoryServer
 from overlay.directory.server.service import DirectoryConfig
 from overlay.directory.server.store import open_store
-from overlay.errors import ConfigError
+from overlay.errors import ConfigError, ControlError
+from overlay.net.control import ControlConnection, serve_control
 from overlay.state import StateDir, default_state_dir, load_identity
 
 log = logging.getLogger("overlay.cli")
@@ -121,6 +123,17 @@ async def _run(args: argparse.Namespace) -> int:
                 except OSError as exc:
                     raise ConfigError(f"cannot listen on {format_address(args.listen)}: "
                                       f"{exc.strerror or exc}") from None
+                started = trio.current_time()
+
+                async def control(op: str, request: dict[str, Any],
+                                  connection: ControlConnection) -> Any:
+                    if op != "status":
+                        raise ControlError(f"a directory server answers only 'status', "
+                                           f"not {op!r}")
+                    return {**server.status(address, store.description),
+                            "uptime_s": round(trio.current_time() - started, 3)}
+
+                await nursery.start(serve_control, state.control_socket, control)
                 # One line for people and scripts: where, and which key to pin.
                 print(f"directory server listening on {format_address(address)} "
                       f"key {identity.public_key.hex()}", flush=True)

@@ -56,6 +56,8 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def render(status: dict[str, Any]) -> str:
+    if status.get("kind") == "directory-server":
+        return render_server(status)
     lines = [
         f"node        {status['node_id']}",
         f"listen      {status['listen'] or '-'}",
@@ -76,7 +78,14 @@ def render(status: dict[str, Any]) -> str:
     if role:
         lines += ["", *_render_role(role)]
     attached = status.get("attached_clients") or []
-    if attached:
+    if role and role.get("role") == "supernode":
+        forwarding = status.get("forwarding") or {}
+        lines += [f"advertise   {role['advertise']}",
+                  f"mesh        {len(role['mesh_dialled'])} supernodes dialled, "
+                  f"{len(role['candidates'])} measured",
+                  f"load        {len(attached)} edge clients attached, "
+                  f"{forwarding.get('forwarded', 0)} packets relayed"]
+    elif attached:
         lines += ["", f"edge clients attached  {len(attached)}"]
     routes = status.get("routes", [])
     lines += ["", f"routes      {sum(1 for r in routes if r['next_hop'])}"]
@@ -89,6 +98,24 @@ def render(status: dict[str, Any]) -> str:
               str(r["seqno"])) for r in routes],
         )
     return "\n".join(lines)
+
+
+def render_server(status: dict[str, Any]) -> str:
+    """A directory server: what it is, where, and how loaded it is."""
+    cluster = " (one of several processes on it)" if status["cluster"] else ""
+    return "\n".join([
+        f"directory server  {status['node_id']}",
+        f"listen            {status['listen']}",
+        f"key               {status['key']}",
+        f"database          {status['database']}{cluster}",
+        f"uptime            {status['uptime_s']:.1f} s",
+        "",
+        f"connections       {status['connections']} ({status['sessions']} logged in)",
+        f"users online      {status['users_online']}",
+        f"supernodes        {status['supernodes']}",
+        f"login queue       {status['login_queue']} now, peak {status['login_queue_peak']}, "
+        f"{status['logins_shed']} shed with 429",
+    ])
 
 
 def _seconds(value: float) -> str:

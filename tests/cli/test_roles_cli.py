@@ -128,3 +128,34 @@ def _first_line(proc: subprocess.Popen[str]) -> str:
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], WAIT)
     return proc.stdout.readline() if ready else ""
+
+
+def test_status_on_a_server_and_a_supernode_says_what_each_is_and_its_load(
+        procs: Processes) -> None:
+    root = procs.root
+    directory = start_system(procs)
+    _proc, line = procs.start("client", "--user", "alice", "--state", str(root / "alice"), "-q")
+    assert line.startswith("client alice")
+    server = json.loads(run_overlay("status", "--json", "--state", str(root / "dir")).stdout)
+    assert server["kind"] == "directory-server" and server["key"] == directory[3]
+    assert server["supernodes"] == 2 and server["sessions"] == 1
+    assert server["users_online"] == 1 and server["database"].startswith("SQLite ")
+    text = run_overlay("status", "--state", str(root / "dir")).stdout
+    assert text.startswith("directory server  ") and "supernodes        2" in text
+    refused = run_overlay("ping", "abcd", "--state", str(root / "dir"))
+    assert refused.returncode == 1 and "answers only 'status'" in refused.stderr
+    home = json.loads(run_overlay("status", "--json", "--state",
+                                  str(root / "alice")).stdout)["role"]["home"]
+    for name in ("sn1", "sn2"):
+        status = json.loads(run_overlay("status", "--json", "--state", str(root / name)).stdout)
+        if status["node_id"] == home:
+            load = [ln for ln in run_overlay("status", "--state", str(root / name))
+                    .stdout.splitlines() if ln.startswith("load")]
+            [line] = load  # the relayed count may have grown since the JSON status
+            words = line.split()
+            assert words[:5] == ["load", "1", "edge", "clients", "attached,"]
+            assert int(words[5]) >= status["forwarding"]["forwarded"]
+            assert words[6:] == ["packets", "relayed"]
+            break
+    else:
+        raise AssertionError(f"alice's home {home} is neither supernode")

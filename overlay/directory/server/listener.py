@@ -192,6 +192,14 @@ class DirectoryServer:
         self._handshake_slots = HandshakeSlots(per_address=self.config.max_pending_per_address,
                                                total=self.config.max_pending_handshakes)
 
+    def status(self, listen: Address, database: str) -> dict[str, Any]:
+        """The ``status`` answer of a running server's control socket: what it is, where,
+        and its load (``overlay status --state DIR`` on a server's state directory)."""
+        return {"kind": "directory-server", "node_id": self.identity.node_id.hex(),
+                "key": self.identity.public_key.hex(), "listen": format_address(listen),
+                "database": database, "cluster": self.cluster is not None,
+                "connections": len(self.connections), **self.directory.load()}
+
     async def serve(self, listen: Address, *,
                     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve until cancelled; with a cluster, listen to the other processes first.

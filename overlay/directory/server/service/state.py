@@ -182,6 +182,13 @@ class DirectoryState:
         self.peers = Peers(self, cluster)
         """The other server processes on the same database (none with SQLite)."""
 
+    def load(self) -> dict[str, int]:
+        """How busy this process is, for ``overlay status`` on a server."""
+        return {"sessions": sum(len(c) for c in self._sessions.values()),
+                "users_online": len(self._presence), "supernodes": len(self._supernodes),
+                "login_queue": self.hashes_waiting, "login_queue_peak": self.hashes_peak,
+                "logins_shed": self.hashes_shed}
+
     async def connection_closed(self, conn: Connection, now: int) -> None:
         """The client hung up (or its session ended): it is offline, and no supernode."""
         for node_id, supernode in list(self._supernodes.items()):
