@@ -76,7 +76,9 @@ def non_negative_int(text: str) -> int:
 
 
 def configure_logging(verbosity: int) -> None:
-    """0: INFO, 1+: DEBUG, -1: WARNING, -2 and below: ERROR.  Always to stderr."""
+    """0: INFO, 1: DEBUG (links, routes, dials, sessions), 2+: DEBUG and one line per
+    routed packet this node originates, forwards, delivers or drops (the
+    ``overlay.packets`` logger); -1: WARNING, -2 and below: ERROR.  Always to stderr."""
     level = {-1: logging.WARNING, 0: logging.INFO}.get(verbosity)
     if level is None:
         level = logging.DEBUG if verbosity > 0 else logging.ERROR
@@ -85,6 +87,8 @@ def configure_logging(verbosity: int) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("overlay.packets").setLevel(
+        logging.DEBUG if verbosity >= 2 else max(level, logging.INFO))
 
 
 @contextmanager

@@ -66,7 +66,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (repeat for debug)")
+                        help="more log output: -v debug, -vv also one line per routed packet")
     common.add_argument("-q", "--quiet", action="count", default=0,
                         help="less log output (repeat for errors only)")
     parser = argparse.ArgumentParser(
@@ -81,7 +81,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     # Before the command too (`overlay -v status`); counted apart, because a
     # subcommand's own defaults would overwrite a shared destination.
     parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
-                        help="more log output (repeat for debug); also after the command")
+                        help="more log output: -v debug, -vv also one line per routed "
+                             "packet; also after the command")
     parser.add_argument("-q", "--quiet", dest="top_quiet", action="count", default=0,
                         help="less log output (repeat for errors only)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

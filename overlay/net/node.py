@@ -48,6 +48,7 @@ from overlay.proto.routing import Router
 __all__ = ["EchoResult", "Node", "NodeConfig", "NodeStatistics", "keep_new_link"]
 
 log = logging.getLogger(__name__)
+packet_log = logging.getLogger("overlay.packets")
 
 PacketHandler = Callable[[RoutedPacket], None]
 
@@ -108,6 +109,8 @@ class Node:
     async def _running(self) -> AsyncIterator[None]:
         self._started_at = trio.current_time()
         self.core.start(self._started_at)
+        if self.trace is None and packet_log.isEnabledFor(logging.DEBUG):  # overlay -vv
+            self.trace = _log_packet
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.links.run_timer)
@@ -306,3 +309,10 @@ class Node:
     def resolve_node_id(self, text: str) -> NodeId:
         """A full hex id, or a unique prefix of a known destination or neighbour."""
         return self.core.resolve_node_id(text)
+
+
+def _log_packet(event: str, _node: NodeId, packet: RoutedPacket) -> None:
+    kind = (MessageType(packet.type).name if packet.type in MessageType._value2member_map_
+            else f"0x{packet.type:02x}")
+    packet_log.debug("%-9s %s %s -> %s ttl %d id %d", event, kind, packet.src.short,
+                     packet.dst.short, packet.ttl, packet.packet_id)

@@ -403,3 +403,21 @@ def test_demo_interactive_leaves_you_in_the_chat_as_alice() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_vv_logs_each_packet_and_v_does_not() -> None:
+    with node_processes() as start:
+        target = start("t", "--listen", "127.0.0.1:0", *FAST)
+        target_status = target.ready()
+        loud = start("loud", "-vv", "--listen", "127.0.0.1:0", "--connect",
+                     target_status["listen"], *FAST)
+        quiet = start("quiet", "-v", "--listen", "127.0.0.1:0", "--connect",
+                      target_status["listen"], *FAST)
+        for node in (loud, quiet):
+            node.wait_status(lambda s: bool(s["routes"]), "a route to the target")
+            assert run_overlay("ping", target_status["node_id"], "-c", "1",
+                               "--state", str(node.state)).returncode == 0
+        short = target_status["node_id"][:8]
+        assert node.stop() == 0 and loud.stop() == 0
+        assert f"overlay.packets: deliver   ECHO_REPLY {short} -> " in loud.log
+        assert "overlay.packets" not in quiet.log
