@@ -33,6 +33,7 @@ from overlay.addresses import Address, format_address
 from overlay.cli.common import address_arg
 from overlay.cli.session_file import (
     SavedSession,
+    known_servers,
     load_session,
     pin_key,
     pinned_key,
@@ -172,13 +173,30 @@ def moment(timestamp: float, now: float) -> str:
 
 
 def given_servers(args: argparse.Namespace, session: SavedSession | None,
-                  ) -> tuple[Address, ...]:
-    """--server (every one given), else the saved session's servers."""
+                  state: Path | None = None) -> tuple[Address, ...]:
+    """--server (every one given), else the saved session's servers, else the one server
+    this node has talked to (its key pinned in ``state``, e.g. by ``account register``)."""
     if args.server:
         return tuple(dict.fromkeys(args.server))
     if session is not None:
         return session.servers
+    known = known_servers(state) if state is not None else ()
+    if len(known) == 1:
+        return known
+    if known:
+        raise ConfigError(f"which directory server? this node knows "
+                          f"{', '.join(format_address(s) for s in known)}: "
+                          f"pass --server HOST:PORT")
     raise ConfigError("which directory server? pass --server HOST:PORT")
+
+
+def given_user(args: argparse.Namespace, session: SavedSession | None) -> str:
+    """--user, else the saved session's username."""
+    if args.user is not None:
+        return str(args.user)
+    if session is not None:
+        return session.username
+    raise ConfigError("which account? pass --user NAME")
 
 
 @dataclass(slots=True)
@@ -200,7 +218,8 @@ class Target:
     def from_args(cls, args: argparse.Namespace, session: SavedSession | None) -> Target:
         """--server, else the saved session's servers; the identity of --state."""
         state = state_dir(args)
-        return cls(state, given_servers(args, session), args.server_key, load_identity(state))
+        return cls(state, given_servers(args, session, state), args.server_key,
+                   load_identity(state))
 
     @property
     def where(self) -> str:
@@ -284,8 +303,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         if needs_password:
-            leaf.add_argument("--user", type=username_arg, required=True, metavar="NAME",
-                              help="the account's username")
+            leaf.add_argument("--user", type=username_arg, required=name == "register",
+                              metavar="NAME",
+                              help="the account's username" + (
+                                  "" if name == "register" else
+                                  " (default: the saved session's)"))
         return leaf
 
     action(
@@ -347,8 +369,9 @@ async def _register(target: Target, username: str, password: str) -> Response:
 def run_login(args: argparse.Namespace) -> int:
     old = load_session(state_dir(args))
     target = Target.from_args(args, old)
-    password = read_password(args, args.user, confirm=False)
-    result, server_key = trio.run(_login, target, args.user, password, old)
+    user = given_user(args, old)
+    password = read_password(args, user, confirm=False)
+    result, server_key = trio.run(_login, target, user, password, old)
     save_session(target.state, SavedSession(
         server=target.servers[0], failover=target.servers[1:], server_key=server_key,
         username=result.username,
@@ -419,10 +442,12 @@ def check_session_server(args: argparse.Namespace, session: SavedSession) -> Non
 
 
 def run_change_key(args: argparse.Namespace) -> int:
-    target = Target.from_args(args, load_session(state_dir(args)))
-    password = read_password(args, args.user, confirm=False)
-    response = trio.run(_change_key, target, args.user, password)
-    print(f"{args.user}: {response.reason} (node {target.identity.node_id})")
+    session = load_session(state_dir(args))
+    target = Target.from_args(args, session)
+    user = given_user(args, session)
+    password = read_password(args, user, confirm=False)
+    response = trio.run(_change_key, target, user, password)
+    print(f"{user}: {response.reason} (node {target.identity.node_id})")
     return 0
 
 

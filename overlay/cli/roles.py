@@ -91,7 +91,7 @@ def directory_target(args: argparse.Namespace) -> tuple[Path, ServerList, bytes 
     """The state directory, the servers (--server, else the saved session's) and the key
     to pin (--server-key, else one pinned before; None: trust the first one seen)."""
     state: Path = args.state or default_state_dir()
-    servers = ServerList(given_servers(args, load_session(state)))
+    servers = ServerList(given_servers(args, load_session(state), state))
     pinned = (pinned_key(state, server) for server in servers)
     key = args.server_key or next((key for key in pinned if key is not None), None)
     return state, servers, key

@@ -205,6 +205,17 @@ def _load_pins(state: Path) -> dict[str, str]:
     return {str(where): str(key) for where, key in servers.items()}
 
 
+def known_servers(state: Path) -> tuple[Address, ...]:
+    """The servers whose keys this node has pinned (it talked to them), in pin order."""
+    servers = []
+    for where in _load_pins(state):
+        try:
+            servers.append(parse_address(where))
+        except ValueError:
+            continue  # not ours to judge here: pinned_key reports a damaged entry
+    return tuple(servers)
+
+
 def pinned_key(state: Path, server: Address) -> bytes | None:
     """The key pinned for ``server``, or None if this node never talked to it."""
     text = _load_pins(state).get(format_address(server))

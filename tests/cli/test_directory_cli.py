@@ -139,6 +139,34 @@ def test_register_login_contacts_and_logout(directory: Directory) -> None:
     assert one_line(after) == "overlay contacts: not logged in: run overlay account login"
 
 
+def test_login_after_register_needs_neither_server_nor_later_the_user(
+        directory: Directory) -> None:
+    dora, fresh = directory.state("dora"), directory.state("nobody-yet")
+    assert overlay("account", "register", "--state", str(dora), "--server", directory.address,
+                   "--user", "dora", password=PASSWORD).returncode == 0
+    # The README's own second step: the server is the one this node pinned.
+    login = overlay("account", "login", "--state", str(dora), "--user", "dora",
+                    password=PASSWORD)
+    assert (login.returncode, login.stdout.splitlines()[0]) == \
+        (0, f"logged in as dora on {directory.address}"), login.stderr
+    again = overlay("account", "login", "--state", str(dora), password=PASSWORD)
+    assert again.returncode == 0 and again.stdout.startswith("logged in as dora"), again.stderr
+    lost = overlay("account", "login", "--state", str(fresh), password=PASSWORD)
+    assert (lost.returncode, lost.stderr) == \
+        (1, "overlay account: which directory server? pass --server HOST:PORT\n")
+    pin_key(fresh, parse_address(directory.address), bytes.fromhex(directory.key))
+    pin_key(fresh, parse_address("127.0.0.1:1"), bytes.fromhex(directory.key))
+    two = overlay("account", "login", "--state", str(fresh), "--user", "dora",
+                  password=PASSWORD)
+    assert two.returncode == 1
+    assert two.stderr == (f"overlay account: which directory server? this node knows "
+                          f"{directory.address}, 127.0.0.1:1: pass --server HOST:PORT\n")
+    nameless = overlay("account", "login", "--state", str(fresh), "--server",
+                       directory.address, password=PASSWORD)
+    assert (nameless.returncode, nameless.stderr) == \
+        (1, "overlay account: which account? pass --user NAME\n")
+
+
 def test_login_and_register_errors_are_one_clear_line(directory: Directory) -> None:
     carol = directory.state("carol")
     server = ("--server", directory.address)
@@ -187,7 +215,7 @@ def test_bad_arguments_are_usage_errors(directory: Directory,
     nonsense = overlay("account", "register", "--server", "nonsense", "--user", "alice")
     assert nonsense.returncode == 2
     assert "--server" in nonsense.stderr and "Traceback" not in nonsense.stderr
-    for argv in (["contacts", "add", "Not A Name"], ["account", "login"],
+    for argv in (["contacts", "add", "Not A Name"], ["account", "register"],
                  ["account", "login", "--user", "alice", "--server-key", "abc"], ["contacts"]):
         with pytest.raises(SystemExit) as usage:
             main(argv)
