@@ -102,6 +102,8 @@ class Chat:
         self._again: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._contacts: set[str] = set()
+        self._statuses: dict[str, str] = {}
+        """The presence status last reported per contact (events only on a change)."""
         """Accepted contacts, as the directory last said and notices since have told."""
         self._contacts_at: float | None = None
         self._contacts_asked = -math.inf
@@ -364,7 +366,12 @@ class Chat:
 
     def _presence_changed(self, username: str, presence: Presence) -> None:
         self._contacts.add(username)  # the directory shows presence to accepted contacts only
-        self._emit(ChatEvent("presence", username, detail=presence.status, at=self._clock()))
+        # A notice also comes when only the contact's home supernode changed: the status
+        # is the same, and the user hears of it once.
+        if self._statuses.get(username) != presence.status:
+            self._statuses[username] = presence.status
+            self._emit(ChatEvent("presence", username, detail=presence.status,
+                                 at=self._clock()))
         if presence.status != "offline":
             self._want_flush(username)
 

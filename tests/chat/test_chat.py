@@ -10,8 +10,10 @@ from overlay.chat.envelope import ChatMessage, seal
 from overlay.chat.events import ChatEvent
 from overlay.chat.history import History
 from overlay.chat.service import Chat
+from overlay.directory.client.connection import Presence
 from overlay.proto.codec import pack
 from overlay.proto.messages import RoutedPacket
+from tests.conftest import make_identity
 from tests.roles.conftest import Network
 
 LIMIT = 20
@@ -170,3 +172,29 @@ async def test_a_long_conversation_does_not_hammer_the_directory(network: Networ
                 if delivered == ids:
                     break
     assert len(bob.history.conversation("alice", limit=1000)) == 500
+
+
+async def test_presence_is_an_event_only_when_the_status_changes(network: Network,
+                                                                 tmp_path: Path) -> None:
+    await network.start_supernode("sn1")
+    await network.register("alice")
+    alice = await start_chat(network, "alice", tmp_path)
+    while True:  # what start-up reported (alice's own contacts, if any) is not under test
+        try:
+            alice.events.receive_nowait()
+        except trio.WouldBlock:
+            break
+    home = make_identity("a-home").node_id
+    moved = make_identity("b-home").node_id
+    for status, where in (("online", home), ("online", moved), ("away", moved),
+                          ("away", moved), ("offline", None)):
+        alice.edge.on_presence("zed", Presence(status, where, None, None, None))
+    seen = []
+    while True:
+        try:
+            event = alice.events.receive_nowait()
+        except trio.WouldBlock:
+            break
+        if event.kind == "presence":
+            seen.append((event.peer, event.detail))
+    assert seen == [("zed", "online"), ("zed", "away"), ("zed", "offline")]
