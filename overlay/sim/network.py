@@ -62,6 +62,13 @@ Once the FIN has arrived, ``send_all`` on the peer raises
 data sent before that is discarded on arrival.  When the network's context
 exits, every open end turns broken and every task blocked on one wakes with
 :class:`trio.BrokenResourceError`.
+
+One module for one job, the emulated wire: the scheduler's heap, the flows on
+it, the links whose state stalls them, and the stream ends and transport that
+front them read and write each other's private state on every chunk (a flow is
+queued, parked, revived or killed by the stream, the link and the scheduler
+alike).  Split, that state would become an interface with one user, and the
+invariant above (one heap entry per non-empty, carrying flow) would span files.
 """
 
 from __future__ import annotations
