@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import select
 import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 
 from overlay.lab.errors import LabError
 from overlay.lab.netns import Lab, existing_namespaces, processes_in
+from overlay.lab.running import add_chat, add_prefix, add_start, run_dir
 from overlay.lab.topology import (
     CORE_PUBLIC,
     CORE_WAN,
@@ -61,6 +58,7 @@ examples:
   bin/nat-lab exec nat1-c1 -- ip route   # run a command on a host
   bin/nat-lab status
   bin/nat-lab start                      # the overlay in it: server, supernodes, clients
+  bin/nat-lab chat nat1-c1               # chat as the user nat1-c1, on its host
   bin/nat-lab down
 
 See docs/nat-lab.md for the details and the known limits.
@@ -80,12 +78,6 @@ def _count(most: int) -> Callable[[str], int]:
     return parse
 
 
-def _add_prefix(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prefix", default=LabConfig.prefix, metavar="P",
-                        help="name of the lab: its namespaces are P-HOST "
-                             f"(1-8 lower-case letters and digits; default {LabConfig.prefix})")
-
-
 # --- up ----------------------------------------------------------------------
 
 
@@ -94,7 +86,7 @@ def add_up(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "up", help="build the lab (removing an older one of the same prefix first)",
         description="Build the lab and print its hosts.  An existing lab with the same "
                     "prefix is torn down first.")
-    _add_prefix(parser)
+    add_prefix(parser)
     parser.add_argument("--nat-networks", type=_count(MAX_NAT_NETWORKS),
                         default=LabConfig.nat_networks, metavar="N",
                         help=f"private networks, each behind its own NAT router "
@@ -147,7 +139,7 @@ def add_down(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "down", help="kill everything in the lab and delete it",
         description="Kill every process in the lab's namespaces, delete the namespaces and "
                     "any interface of the lab, and check that nothing is left.")
-    _add_prefix(parser)
+    add_prefix(parser)
     parser.set_defaults(run=cmd_down)
 
 
@@ -167,7 +159,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def add_status(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("status", help="what exists of the lab",
                                    description="List the lab's namespaces and hosts.")
-    _add_prefix(parser)
+    add_prefix(parser)
     parser.set_defaults(run=cmd_status)
 
 
@@ -203,7 +195,7 @@ def add_exec(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "exec", help="run a command on a host of the lab",
         description="Run CMD inside HOST's network namespace; the exit status is CMD's.",
         epilog="example: bin/nat-lab exec nat1-c1 -- python3 -c 'print(1)'")
-    _add_prefix(parser)
+    add_prefix(parser)
     parser.add_argument("host", metavar="HOST",
                         help="server, snK, pubK, natN (a NAT router) or natN-cM")
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ...",
@@ -225,105 +217,8 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise LabError(f"cannot run {command[0]}: {exc.strerror}") from None
 
 
-# --- start -------------------------------------------------------------------
-
-SERVER_PORT = 7000
-SUPERNODE_PORT = 7100
-CLIENT_PORT = 7200
-LAB_PASSWORD = "nat-lab password 1"
-START_WAIT = 30.0
-
-
-def run_dir(prefix: str) -> Path:
-    """Where ``start`` keeps the state directories and logs of what it launched."""
-    return Path(tempfile.gettempdir()) / f"overlay-lab-{prefix}"
-
-
-def add_start(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "start", help="run the overlay in a lab that is up: server, supernodes, clients",
-        description=(
-            "Start the directory server on `server`, a supernode on every snK and an "
-            "edge client on every pubK (listening: reachable) and natN-cM (behind NAT), "
-            "each user named after its host and a contact of every other, all in the "
-            "background.  Logs and state directories go to /tmp/overlay-lab-PREFIX. "
-            "`bin/nat-lab down` stops everything and deletes the lab."),
-        epilog=("example: bin/nat-lab up && bin/nat-lab start\n"
-                "         bin/nat-lab exec nat1-c1 -- bin/overlay status --state "
-                "/tmp/overlay-lab-ovl/nat1-c1"),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_prefix(parser)
-    parser.set_defaults(run=cmd_start)
-
-
-def cmd_start(args: argparse.Namespace) -> int:
-    if os.geteuid() != 0:
-        raise LabError("the NAT lab needs root")
-    lab = Lab.attach(args.prefix)
-    if not lab.is_up():
-        raise LabError(f"lab {args.prefix!r} is not up: run bin/nat-lab up first")
-    if processes_in(set(lab.namespaces())):
-        raise LabError(f"lab {args.prefix!r} is already running something: "
-                       "bin/nat-lab down, up, then start")
-    base = run_dir(args.prefix)
-    shutil.rmtree(base, ignore_errors=True)  # a fresh directory server and fresh users
-    base.mkdir(parents=True)
-    overlay = [sys.executable, "-m", "overlay"]
-    server = f"{lab.host('server').address}:{SERVER_PORT}"
-
-    def background(host: str, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = (base / f"{name}.log").open("wb")
-        return lab.popen(host, argv, stdout=subprocess.PIPE, stderr=log,
-                         start_new_session=True)
-
-    def first_line(proc: subprocess.Popen[bytes], name: str) -> str:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], START_WAIT)
-        line = proc.stdout.readline().decode().strip() if ready else ""
-        if not line:
-            raise LabError(f"{name} did not start; see {base / (name + '.log')}")
-        return line
-
-    key = first_line(background("server", "server", [
-        *overlay, "server", "--listen", server, "--state", str(base / "server")]),
-        "server").split()[-1]
-    print(f"server      {server}  key {key}")
-    for host in lab.hosts_of_kind("supernode"):
-        address = f"{host.address}:{SUPERNODE_PORT}"
-        line = first_line(background(host.name, host.name, [
-            *overlay, "supernode", "--listen", address, "--server", server,
-            "--server-key", key, "--state", str(base / host.name)]), host.name)
-        print(f"{host.name:<11} {address}  {line.split()[1]}")
-    clients = lab.hosts_of_kind("public-client") + lab.hosts_of_kind("nat-client")
-    directory = ["--server", server, "--server-key", key]
-    for host in clients:
-        for step in ("register", "login"):
-            lab.run(host.name, [*overlay, "account", step, "--user", host.name,
-                                "--password-stdin", "--state", str(base / host.name),
-                                *directory], check=True, input=LAB_PASSWORD + "\n")
-    for i, a in enumerate(clients):
-        for b in clients[i + 1:]:
-            lab.run(a.name, [*overlay, "contacts", "add", b.name,
-                             "--state", str(base / a.name)], check=True)
-            lab.run(b.name, [*overlay, "contacts", "accept", a.name,
-                             "--state", str(base / b.name)], check=True)
-    for host in clients:
-        listen = ["--listen", f"{host.address}:{CLIENT_PORT}"]
-        line = first_line(background(host.name, host.name, [
-            *overlay, "client", "--user", host.name, "--state", str(base / host.name),
-            *directory, *listen]), host.name)
-        print(f"{host.name:<11} {line}")
-    print(f"running; logs and state in {base}.  Try:\n"
-          f"  bin/nat-lab exec {clients[-1].name} -- bin/overlay status --state "
-          f"{base / clients[-1].name}\n"
-          f"  bin/nat-lab exec {clients[-1].name} -- bin/overlay send --state "
-          f"{base / clients[-1].name} {clients[0].name} hello\n"
-          f"  bin/nat-lab down")
-    return 0
-
-
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
-    add_up, add_down, add_status, add_exec, add_start,
+    add_up, add_down, add_status, add_exec, add_start, add_chat,
 )
 
 

@@ -201,7 +201,29 @@ def test_nat_lab_start_runs_the_whole_system(netns_required: None) -> None:
                    "send", "--state", state, "nat1-c1", "hello across two NATs")
         assert sent.returncode == 0, sent.stderr
         assert "acknowledged" in sent.stdout
+        # A chat between the two users, as docs/nat-lab.md tells: `chat` stops each
+        # host's background client and chats on its state directory and session.
+        listener = subprocess.Popen([nat_lab, "chat", "--prefix", SCRATCH, "nat1-c1", "--",
+                                     "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env)
+        try:
+            assert listener.stdout is not None
+            ready, _, _ = select.select([listener.stdout], [], [], WAIT)
+            first = json.loads(listener.stdout.readline()) if ready else {}
+            assert first.get("event") == "ready", first or listener.stderr.read()
+            assert first["user"] == "nat1-c1"
+            chat = run("chat", "--prefix", SCRATCH, "nat2-c1", "--", "--to", "nat1-c1",
+                       "--message", "chat across two NATs")
+            assert chat.returncode == 0, chat.stdout + chat.stderr
+            assert "delivered" in chat.stdout + chat.stderr
+        finally:  # the receipt came back, so the message event is printed by now
+            listener.terminate()
+            rest, _ = listener.communicate(timeout=WAIT)
+        events = [json.loads(line) for line in rest.splitlines() if line.startswith("{")]
+        [got] = [e for e in events if e["event"] == "message"]
+        assert got["text"] == "chat across two NATs" and got["peer"] == "nat2-c1", got
     finally:
         down = run("down", "--prefix", SCRATCH)
         assert down.returncode == 0, down.stderr
         assert "nothing is left" in down.stdout
+
