@@ -185,7 +185,8 @@ async def _chat(args: argparse.Namespace, *, state_path: Path, server: ServerLis
             elif args.json:
                 result = await run_json_stream(client)
             else:
-                result = await run_interactive(client)
+                result = await run_interactive(
+                    client, state.path / f"chat-{args.user}.input-history")
             nursery.cancel_scope.cancel()
     if client.interrupted:
         if text is None:
