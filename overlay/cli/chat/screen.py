@@ -85,10 +85,31 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
-def rows_taken(text: str, columns: int) -> int:
-    """Rows ``text`` (lines separated by ``\\n``) fills on a terminal ``columns`` wide."""
+def rows_taken(text: str, columns: int) -> int | None:
+    """Rows ``text`` (lines separated by ``\\n``) fills on a terminal ``columns`` wide,
+    or None when that depends on the terminal.
+
+    Terminals disagree about the width of some characters (emoji, ambiguous
+    East Asian ones, variation selectors), so a line is counted only when no
+    such doubt can change its rows: it is all ASCII, or short enough to fit
+    even if every other character took one cell more than :func:`display_width`
+    says.  A wide character that does not fit at the end of a row starts the
+    next one, as terminals do.
+    """
     columns = max(columns, 1)
-    return sum(max(1, -(-display_width(line) // columns)) for line in text.split("\n"))
+    total = 0
+    for line in text.split("\n"):
+        doubt = sum(not char.isascii() for char in line)
+        if doubt and display_width(line) + doubt > columns:
+            return None
+        rows, used = 1, 0
+        for char in line:
+            width = display_width(char)
+            if used + width > columns:
+                rows, used = rows + 1, 0
+            used += width
+        total += rows
+    return total
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +130,11 @@ class Transcript:
     def printed(self, text: str, columns: int, key: Hashable | None = None) -> None:
         """``text`` was printed above the input line (one newline after it)."""
         rows = rows_taken(text, columns)
+        if rows is None:
+            # How far up the earlier lines are is no longer known: none is rewritten.
+            self._placed.clear()
+            self.rows += 1
+            return
         if key is not None:
             self._placed[key] = _Placed(self.rows, rows, columns)
             self._placed.move_to_end(key)
@@ -127,7 +153,8 @@ class Transcript:
             return None
         up = self.rows - placed.row
         if (placed.columns != columns or placed.rows != 1 or rows_taken(text, columns) != 1
-                or display_width(text) >= columns or up >= height):
+                or display_width(text) + sum(not c.isascii() for c in text) >= columns
+                or up >= height):
             return None
         return f"\x1b[{up}A{CLEAR_LINE}{text}\x1b[{up}B\r"
 
