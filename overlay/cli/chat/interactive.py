@@ -164,8 +164,11 @@ class Interactive:
         if kind == "delivered":
             del self.mine[key]
         if not self.editor.rewrite(key, lines.with_state(head, printable(state))):
-            what = "delivered to" if kind == "delivered" else "sent to"
-            self.say(lines.status_line(now, what, peer, text, printable(state)))
+            if kind == "delivered":
+                detail, what = duration(event.latency or 0.0), "delivered to"
+            else:
+                detail, what = printable(event.path or "sent"), "sent to"
+            self.say(lines.status_line(now, what, peer, text, detail))
 
     def render(self, event: ChatEvent) -> str | None:
         """The chat line (without its time) an event shows as, or None if not worth one."""
