@@ -72,3 +72,7 @@ def test_where_a_line_cannot_change_a_status_line_says_what_did() -> None:
     assert re.fullmatch(rf"{TIME} \* bob is online", shown[4])
     assert re.fullmatch(rf"{TIME} ! bob unreachable", shown[5])
     assert screen.names == {"bob"}
+
+
+def test_every_command_is_completed() -> None:
+    assert set(session(Screen(in_place=True)).commands) == set(Interactive.COMMANDS)

@@ -124,9 +124,17 @@ def test_keys_decode_from_any_split_of_their_bytes(keys: list[str | Key],
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=6)))
     decoder = KeyDecoder()
     decoded: list[str | Key] = []
+    fed, pressed = EditLine(["earlier"]), EditLine(["earlier"])
+    fed.names = pressed.names = {"bob", "bobby"}
+    events: list[object] = []
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         decoded += decoder.feed(stream[start:end])
+        events += fed.feed(stream[start:end])
     assert decoded == keys
+    # Feeding bytes (text runs inserted at once) is pressing the keys one by one.
+    by_key = [pressed.press(key) for key in keys]
+    assert events == [event for event in by_key if event is not None]
+    assert (fed.text, fed.cursor, fed.history) == (pressed.text, pressed.cursor, pressed.history)
 
 
 def test_unknown_escapes_and_control_characters_change_nothing() -> None:

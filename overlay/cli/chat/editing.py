@@ -182,14 +182,24 @@ class EditLine:
         self._decoder = KeyDecoder()
 
     def feed(self, data: bytes) -> list[Event]:
+        """Apply the keys in ``data``; a run of text is inserted at once, so that a
+        pasted line costs one copy of the buffer, not one per character."""
         events: list[Event] = []
-        for key in self._decoder.feed(data):
-            event = self.press(key)
+        run: list[str] = []
+        for key in [*self._decoder.feed(data), None]:
+            if isinstance(key, str):
+                run.append(key)
+                continue
+            if run:
+                self.press("".join(run))
+                run.clear()
+            event = None if key is None else self.press(key)
             if event is not None:
                 events.append(event)
         return events
 
     def press(self, key: str | Key) -> Event | None:
+        """Apply one key (or a run of text: a str of any length)."""
         last, self._last = self._last, key
         if isinstance(key, str):
             self._insert(key)
