@@ -1,13 +1,18 @@
 """How the interactive chat shows events, without a terminal: one line per message,
-rewritten where possible, a status line where not (pipes, a line scrolled off)."""
+rewritten where possible, a status line where not (pipes, a line scrolled off); and
+the input-history file."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Hashable
+from pathlib import Path
 from typing import Any, cast
 
+import pytest
+
 from overlay.chat.events import ChatEvent
+from overlay.cli.chat import input_history
 from overlay.cli.chat.interactive import Interactive
 
 TIME = r"\d\d:\d\d"
@@ -76,3 +81,19 @@ def test_where_a_line_cannot_change_a_status_line_says_what_did() -> None:
 
 def test_every_command_is_completed() -> None:
     assert set(session(Screen(in_place=True)).commands) == set(Interactive.COMMANDS)
+
+
+def test_the_input_history_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "chat-alice.input-history"
+    assert input_history.load(path) == []
+    path.write_text("old\n")
+    path.chmod(0o644)
+    assert input_history.save(path, ["/msg bob hi", "h\u00e9llo"])
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert input_history.load(path) == ["/msg bob hi", "h\u00e9llo"]
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    assert not input_history.save(tmp_path / "missing" / "file", ["x"])
+    with path.open("r+b") as f:
+        f.truncate(input_history.MAX_FILE + 1)
+    assert input_history.load(path) == []
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
