@@ -36,6 +36,7 @@ PURE_MODULES = [
     "directory/server/passwords.py",
     "roles/selection.py", "roles/status.py",
     "chat/envelope.py",
+    "cli/chat/editing.py", "cli/chat/screen.py",
     "lab/errors.py", "lab/topology.py",
 ]
 

@@ -27,14 +27,17 @@ from typing import Any, TextIO
 
 import pytest
 
-from overlay.cli.chat.terminal import LineBuffer, Quit, Submit, printable
+from overlay.cli.chat.screen import printable
 from overlay.proto.codec import pack
 from overlay.state import load_identity
 from tests.cli.test_roles_cli import PASSWORD, account, start_system
 from tests.procs import Processes, overlay_command, run_overlay, short_tempdir, wait_until
 
 WAIT = 20.0
-ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+ESCAPE = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
+TIME = r"\d\d:\d\d"
+"""The local time at the head of every chat line."""
+UP, LEFT, DELETE = "\x1b[A", "\x1b[D", "\x1b[3~"
 
 
 @dataclass
@@ -123,7 +126,9 @@ class Terminal:
             self._read(0.05)
 
     def screen(self) -> list[str]:
-        """The lines as a terminal would show them: ``\\r``, erase-line and overwrites applied."""
+        """The lines as a terminal would show them: ``\\r``, erase-line, the cursor
+        moves the chat makes (up, down, right, left) and overwrites applied; wide
+        characters count as one column here, so test lines that move the cursor are ASCII."""
         lines = [""]
         row = col = 0
         text = self.output
@@ -132,8 +137,18 @@ class Terminal:
             char = text[i]
             escape = ESCAPE.match(text, i)
             if escape is not None:
-                if escape.group().endswith("K"):
+                count, final = int(escape.group(1) or 1), escape.group(2)
+                if final == "K":
                     lines[row] = lines[row][:col]
+                elif final == "A":
+                    row = max(row - count, 0)
+                elif final == "B":
+                    row += count
+                    lines += [""] * (row + 1 - len(lines))
+                elif final == "C":
+                    col += count
+                elif final == "D":
+                    col = max(col - count, 0)
                 i = escape.end()
                 continue
             if char == "\r":
@@ -149,12 +164,17 @@ class Terminal:
                 lines[row] = line[:col] + char + line[col + 1:]
                 col += 1
             i += 1
-        self.cursor_row = row
+        self.cursor_row, self.cursor_col = row, col
         return lines
 
     def current_line(self) -> str:
         lines = self.screen()
         return lines[self.cursor_row]
+
+    def cursor(self) -> tuple[str, int]:
+        """The input line and the cursor's column on it."""
+        lines = self.screen()
+        return lines[self.cursor_row], self.cursor_col
 
     def wait_line(self, wanted: str) -> None:
         wait_until(lambda: (self._read(0.05), self.current_line() == wanted)[1],
@@ -201,29 +221,35 @@ def test_interactive_chat_on_a_terminal(terminals: dict[str, Terminal]) -> None:
         me.expect(r"/help lists the commands")
         me.expect(rf"^contacts: {other.user} \(")
 
+    # One line per message: "[sent, ...]" is rewritten in place to "[delivered in ...]".
     alice.type("/msg bob hello\r")
-    alice.expect(r"^\S+ you -> bob: hello \(sent, relayed via [0-9a-f]{8}")
-    alice.expect(r"^\S+ delivered to bob: hello \([0-9.]+ ms\)$")
-    bob.expect(r"^alice: hello$")
+    alice.expect(rf"^{TIME} you -> bob: hello  \[sent, relayed via [0-9a-f]{{8}}")
+    alice.expect(rf"^{TIME} you -> bob: hello  \[delivered in [0-9.]+ ms\]$")
+    bob.expect(rf"^{TIME} alice: hello$")
+    alice.settle()
+    shown = [line for line in alice.screen() if "bob: hello" in line]
+    assert len(shown) == 1 and re.fullmatch(
+        rf"{TIME} you -> bob: hello  \[delivered in [0-9.]+ ms\]", shown[0]), shown
+    assert alice.current_line() == "> "
 
     # A message arriving while bob is typing leaves his partial line as it was.
     bob.type("/msg alice part")
     bob.wait_line("> /msg alice part")
     alice.type("/msg bob second\r")
-    bob.expect(r"^alice: second$")
+    bob.expect(rf"^{TIME} alice: second$")
     bob.settle()
     lines = bob.screen()
     assert lines[bob.cursor_row] == "> /msg alice part"
-    assert lines[bob.cursor_row - 1] == "alice: second"
+    assert re.fullmatch(rf"{TIME} alice: second", lines[bob.cursor_row - 1])
     bob.type("ial reply\r")
-    alice.expect(r"^bob: partial reply$")
+    alice.expect(rf"^{TIME} bob: partial reply$")
 
     editing_keys(alice, bob)
     commands(alice, bob)
 
     alice.type("/quit\r")
     assert alice.wait_exit() == 0, alice.log
-    bob.expect(r"^\* alice is offline$")
+    bob.expect(rf"^{TIME} \* alice is offline$")
     bob.type("\x03")  # Ctrl-C leaves as cleanly as /quit
     assert bob.wait_exit() == 0, bob.log
     for terminal in (alice, bob):
@@ -232,20 +258,50 @@ def test_interactive_chat_on_a_terminal(terminals: dict[str, Terminal]) -> None:
 
 
 def editing_keys(alice: Terminal, bob: Terminal) -> None:
-    """A selected conversation; Backspace, Ctrl-U, an arrow key and UTF-8 while typing."""
+    """A selected conversation; cursor keys, deleting keys, history recall and UTF-8."""
     alice.type("/to bob\r")
     alice.wait_line("[bob]> ")
     alice.type("typoo\x7f\r")
-    bob.expect(r"^alice: typo$")
-    alice.type("garbage\x15\x1b[Aclean\r")
-    bob.expect(r"^alice: clean$")
+    bob.expect(rf"^{TIME} alice: typo$")
+    alice.type("wrld" + LEFT * 3 + "o")  # Left moves the cursor: the o goes after the w
+    alice.wait_line("[bob]> world")
+    assert alice.cursor() == ("[bob]> world", len("[bob]> wo"))
+    alice.type("\x01hello \x05!\r")  # Ctrl-A, Ctrl-E
+    bob.expect(rf"^{TIME} alice: hello world!$")
+    alice.type("abc" + LEFT * 2 + DELETE + "\x1b[F-\x1b[Hx\r")  # Delete, End, Home
+    bob.expect(rf"^{TIME} alice: xac-$")
+    alice.type("keep this one" + LEFT * 4 + "\x0b\x17that\r")  # Ctrl-K, Ctrl-W
+    bob.expect(rf"^{TIME} alice: keep that$")
+
+    # Up recalls earlier lines (newest first), Down goes back towards the draft.
+    alice.type("draft" + UP)
+    alice.wait_line("[bob]> keep that")
+    alice.type(UP + UP + "\x1b[B")
+    alice.wait_line("[bob]> xac-")
+    alice.type("\x1b[B\x1b[B")
+    alice.wait_line("[bob]> draft")
+    alice.type("\x15" + UP * 2 + "\r")
+    bob.expect(rf"^{TIME} alice: xac-$")
+
     alice.type("h\u00e9llo \u2713 \u4e16\u754c\r")
-    bob.expect("^alice: h\u00e9llo \u2713 \u4e16\u754c$")
-    alice.expect("delivered to bob: h\u00e9llo \u2713 \u4e16\u754c")
+    bob.expect(f"^{TIME} alice: h\u00e9llo \u2713 \u4e16\u754c$")
+    alice.expect("you -> bob: h\u00e9llo \u2713 \u4e16\u754c  \\[delivered in ")
 
 
 def commands(alice: Terminal, bob: Terminal) -> None:
-    alice.type("/contacts\r")
+    # Tab completes a command, then a contact's name; twice, it lists the candidates.
+    alice.type("/hi\t")
+    alice.wait_line("[bob]> /history ")
+    alice.type("b\t")
+    alice.wait_line("[bob]> /history bob ")
+    alice.type("\r")
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
+    alice.expect(rf"^{stamp}  you -> bob: hello  \[delivered in [0-9.]+ ms\]$")
+    alice.expect(rf"^{stamp}  bob: partial reply$")
+    alice.type("/a\t\t")
+    alice.expect(r"^/accept  /add$")
+    alice.wait_line("[bob]> /a")
+    alice.type("\x15/contacts\r")
     alice.expect(r"^USERNAME\s+STATE\s+PRESENCE\s+HOME$")
     alice.expect(r"^bob\s+accepted\s+online\s+[0-9a-f]{8}$")
     alice.type("/status\r")
@@ -254,16 +310,38 @@ def commands(alice: Terminal, bob: Terminal) -> None:
     alice.expect(r"^  bob: relayed via [0-9a-f]{8}")
     bob.type("/status\r")
     bob.expect(r"^  alice: relayed via [0-9a-f]{8}")
-    alice.type("/history bob\r")
-    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
-    alice.expect(rf"^{stamp}  you -> bob: hello  \[delivered in [0-9.]+ ms\]$")
-    alice.expect(rf"^{stamp}  bob: partial reply$")
     alice.type("/frobnicate\r")
     alice.expect(r"^! unknown command /frobnicate: /help lists the commands$")
     alice.type("/msg\r")
     alice.expect(r"^! usage: /msg NAME TEXT$")
     alice.type("/help\r")
     alice.expect(r"^  /quit ")
+
+
+def test_typed_lines_are_recalled_in_the_next_run(network: Network) -> None:
+    """The input history is STATE/chat-USER.input-history, the owner's only."""
+    path = network.root / "alice" / "chat-alice.input-history"
+    path.unlink(missing_ok=True)
+    first = Terminal(network, "alice")
+    try:
+        first.expect(r"/help lists the commands")
+        first.type("/to bob\r/help\r")
+        first.expect(r"^  /quit ")
+        first.type("/quit\r")
+        assert first.wait_exit() == 0, first.log
+    finally:
+        first.close()
+    assert path.read_text() == "/to bob\n/help\n/quit\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    again = Terminal(network, "alice")
+    try:
+        again.expect(r"/help lists the commands")
+        again.type(UP * 2)
+        again.wait_line("> /help")
+        again.type("\x03")
+        assert again.wait_exit() == 0, again.log
+    finally:
+        again.close()
 
 
 # --- scripted: one message, JSON lines ------------------------------------------------------
@@ -376,20 +454,10 @@ def test_one_shot_refusals(network: Network) -> None:
     assert run_overlay("chat", "--help").returncode == 0
 
 
-# --- the editor's pure part ------------------------------------------------------------------
+# --- the editor's pure part: tests/cli/test_editing.py; pipes ---------------------------------
 
 
-def test_line_buffer_edits_and_completes_lines() -> None:
-    buffer = LineBuffer()
-    assert buffer.feed(b"ab\x7fc\x1b[Dd\x1bOA") == []
-    assert buffer.text == "acd"
-    assert buffer.feed("\u00e9".encode()[:1]) == [] and buffer.text == "acd"
-    assert buffer.feed("\u00e9".encode()[1:] + b" two words\x17") == []
-    assert buffer.text == "acd\u00e9 two "
-    assert buffer.feed(b"\x15x\ry\n") == [Submit("x"), Submit("y")]
-    assert buffer.feed(b"z\x04") == [] and buffer.text == "z"
-    assert buffer.feed(b"\x15\x04") == [Quit("eof")]
-    assert buffer.feed(b"\x03") == [Quit("interrupt")]
+def test_text_from_others_cannot_drive_the_terminal() -> None:
     assert printable("hi\x1b]0;owned\x07\r\n\tx\u202e") == "hi\\x1b]0;owned\\x07\\r\n x\\u202e"
 
 

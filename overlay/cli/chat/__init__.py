@@ -5,9 +5,10 @@ to the nearest supernode) with the chat engine (:mod:`overlay.chat.service`)
 on top, in one of three modes:
 
 interactive (the default, :mod:`.interactive`)
-    A line editor (:mod:`.terminal`) reads commands and messages
-    while incoming messages, receipts and presence changes are printed above
-    the line being typed.
+    A line editor (the pure :mod:`.editing` driven by :mod:`.terminal`:
+    cursor keys, history, Tab completion) reads commands and messages while
+    incoming messages, receipts and presence changes are printed above the
+    line being typed; a message's line changes in place from sent to delivered.
 one-shot (``--to CONTACT``, :mod:`.one_shot`)
     Send one message and exit 0 only once the contact's receipt came back;
     otherwise exit 1 with the reason.  A message that could not be delivered

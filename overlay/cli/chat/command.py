@@ -51,8 +51,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
             "Chat as USER: log in (the session saved by `overlay account login`, or a "
             "password), attach to the nearest supernode and talk to contacts, end-to-end "
             "sealed, relayed by supernodes or over a direct link.  Without --to or --json it "
-            "is interactive: type /help.  Each sent message shows 'sent', then 'delivered' "
-            "when the recipient's receipt returns.  Messages to an offline contact are "
+            "is interactive: type /help.  Each message is one line whose state turns from "
+            "[sent] to [delivered] when the recipient's receipt returns; Up/Down recall "
+            "earlier lines (kept in STATE/chat-USER.input-history), Tab completes commands "
+            "and contact names.  Messages to an offline contact are "
             "queued in the history (STATE/chat-USER.sqlite3) and sent when the contact comes "
             "online while `overlay chat` runs.\n\n"
             "--to CONTACT sends one message (--message TEXT, else standard input) and exits "
@@ -185,7 +187,8 @@ async def _chat(args: argparse.Namespace, *, state_path: Path, server: ServerLis
             elif args.json:
                 result = await run_json_stream(client)
             else:
-                result = await run_interactive(client)
+                result = await run_interactive(
+                    client, state.path / f"chat-{args.user}.input-history")
             nursery.cancel_scope.cancel()
     if client.interrupted:
         if text is None:

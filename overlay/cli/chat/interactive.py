@@ -1,4 +1,10 @@
-"""``overlay chat`` on a terminal: commands in, events rendered above the line being typed.
+"""``overlay chat`` on a terminal: commands in, events shown above the line being typed.
+
+Each event is one chat line (:mod:`.lines` words them); a message of ours is
+one line whose state is rewritten in place as its events come (queued, sent,
+delivered: :meth:`LineEditor.rewrite`), else a short status line says what
+changed.  Warnings logged meanwhile become ``! ...`` chat lines too, so
+nothing but chat lines reaches the screen while the user types.
 
 Also the demo's ``--interactive`` session (:func:`interactive_session`).
 """
@@ -6,18 +12,17 @@ Also the demo's ``--interactive`` session (:func:`interactive_session`).
 from __future__ import annotations
 
 import logging
-import sys
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 import trio
 
 from overlay.addresses import format_address
 from overlay.chat.events import ChatEvent
-from overlay.chat.history import Entry
+from overlay.cli.chat import lines
 from overlay.cli.chat.client import ONLINE, Client, check_text, duration
 from overlay.cli.chat.terminal import LineEditor, printable
 from overlay.directory.protocol import USERNAME_RULE
@@ -28,8 +33,8 @@ log = logging.getLogger("overlay.cli")
 COMMAND_TIMEOUT = 10.0
 """How long an interactive command waits for the directory before giving up."""
 HISTORY_LIMIT = 20
-OLD_MESSAGE = 60.0
-"""An incoming message written longer ago than this shows when it was written."""
+KEPT_MESSAGES = 256
+"""Our messages whose line can still change; an older one's change is a status line."""
 PROMPT = "> "
 HELP = """\
 commands:
@@ -42,36 +47,9 @@ commands:
   /status            this client's supernodes; each conversation direct or relayed
   /help              this list
   /quit              leave (also Ctrl-C, or Ctrl-D on an empty line)
-a line starting with // sends the text after the first /"""
-
-
-def _stamp(timestamp: float) -> str:
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
-    except (OverflowError, ValueError, OSError):  # a history written before times were checked
-        return "(no valid time)"
-
-
-def _indent(text: str) -> str:
-    """Continuation lines of a multi-line message, set off from the next speaker."""
-    return printable(text).replace("\n", "\n    ")
-
-
-@dataclass(frozen=True, slots=True)
-class Glyphs:
-    """The marks in front of lines, plain ASCII when the terminal cannot show better."""
-
-    pending: str
-    delivered: str
-
-    @classmethod
-    def for_stream(cls, stream: Any) -> Glyphs:
-        fancy = cls("\u2026", "\u2713")
-        try:
-            (fancy.pending + fancy.delivered).encode(getattr(stream, "encoding", None) or "ascii")
-        except (UnicodeEncodeError, LookupError):
-            return cls("...", "v")
-        return fancy
+a line starting with // sends the text after the first /
+keys: Left/Right, Home/End (Ctrl-A/E), Ctrl-U/K/W delete, Up/Down recall earlier
+lines, Tab completes commands and contact names (twice: lists them)"""
 
 
 Command = Callable[[str], Awaitable[None]]
@@ -80,21 +58,28 @@ Command = Callable[[str], Awaitable[None]]
 class Interactive:
     """The terminal session: commands in, events rendered above the line being typed."""
 
+    COMMANDS = ("/msg", "/to", "/contacts", "/add", "/accept", "/history", "/status", "/help")
+
     def __init__(self, client: Client, editor: LineEditor) -> None:
         self.client = client
         self.editor = editor
         self.selected: str | None = None
         self.presence: dict[str, str] = {}
         """The last presence shown for each contact: only changes are worth a line."""
-        self.glyphs = Glyphs.for_stream(sys.stdout)
         self.commands: dict[str, Command] = {
             "/msg": self._msg, "/to": self._to, "/contacts": self._contacts,
             "/add": self._add, "/accept": self._accept, "/history": self._history,
             "/status": self._status, "/help": self._help,
         }
+        self.mine: OrderedDict[bytes, str] = OrderedDict()
+        """Our messages' lines on screen, by message id: the line's head, without state."""
 
     def say(self, text: str) -> None:
         self.editor.print_above(text)
+
+    def chat_line(self, text: str) -> None:
+        """A line of the conversation: the time first."""
+        self.say(f"{lines.clock(time.time())} {text}")
 
     # --- the loops -------------------------------------------------------------------------
 
@@ -123,15 +108,14 @@ class Interactive:
             try:
                 await work
             except OverlayError as exc:
-                self.say(f"! {printable(str(exc))}")
+                self.chat_line(f"! {printable(str(exc))}")
         if timer.cancelled_caught:
-            self.say(f"! no answer within {COMMAND_TIMEOUT:g} s (is the directory server up?)")
+            self.chat_line(f"! no answer within {COMMAND_TIMEOUT:g} s "
+                           "(is the directory server up?)")
 
     async def _show_events(self) -> None:
         async for event in self.client.chat.events:
-            shown = self.render(event)
-            if shown is not None:
-                self.say(shown)
+            self.show(event)
             if (event.kind == "message" and event.peer is not None
                     and event.peer not in self.client.role.peers):
                 # Name this sender's conversation in /status (and route replies at once).
@@ -144,27 +128,57 @@ class Interactive:
             except OverlayError as exc:
                 log.debug("could not locate %s: %s", username, exc)
 
-    def render(self, event: ChatEvent) -> str | None:
-        """The line an event shows as, or None when it is not worth one."""
-        peer = printable(event.peer or "?")
-        text = _indent(event.text or "")
+    def show(self, event: ChatEvent) -> None:
+        """Put ``event`` on screen: a new chat line, a rewritten one, or nothing."""
+        if event.kind in ("queued", "sent", "delivered") and event.id is not None:
+            self._our_message(event, event.id)
+            return
+        shown = self.render(event)
+        if shown is not None:
+            self.chat_line(shown)
+
+    def _our_message(self, event: ChatEvent, key: bytes) -> None:
+        peer, text, now = event.peer or "?", event.text or "", time.time()
         kind = event.kind
-        if kind == "message":
-            shown = f"{peer}: {text}"
-            if event.at is not None and time.time() - event.at > OLD_MESSAGE:
-                shown += f"  (written {_stamp(event.at)})"
-            return shown
         if kind == "queued":
-            if self.presence.get(event.peer or "") in ONLINE:
-                return None  # "sent" follows at once
-            return (f"{self.glyphs.pending} you -> {peer}: {text} "
-                    f"(queued: {peer} is offline; it is sent when {peer} comes online)")
-        if kind == "sent":
-            path = f", {event.path}" if event.path else ""
-            return f"{self.glyphs.pending} you -> {peer}: {text} (sent{path})"
+            if self.presence.get(peer) in ONLINE:
+                return  # "sent" follows at once
+            state = f"queued: {peer} is offline; sent when {peer} comes online"
+        elif kind == "sent":
+            state = f"sent, {event.path}" if event.path else "sent"
+        else:
+            state = f"delivered in {duration(event.latency or 0.0)}"
+        head = self.mine.get(key)
+        if head is None:
+            if kind == "delivered":
+                # Sent in an earlier run, or its line is long gone: a status line.
+                self.say(lines.status_line(now, "delivered to", peer, text,
+                                           duration(event.latency or 0.0)))
+                return
+            head = lines.outgoing(event.at or now, peer, text)
+            self.mine[key] = head
+            while len(self.mine) > KEPT_MESSAGES:
+                self.mine.popitem(last=False)
+            self.editor.print_above(lines.with_state(head, printable(state)), key=key)
+            return
         if kind == "delivered":
-            return (f"{self.glyphs.delivered} delivered to {peer}: {text} "
-                    f"({duration(event.latency or 0.0)})")
+            del self.mine[key]
+        if not self.editor.rewrite(key, lines.with_state(head, printable(state))):
+            if kind == "delivered":
+                detail, what = duration(event.latency or 0.0), "delivered to"
+            else:
+                detail, what = printable(event.path or "sent"), "sent to"
+            self.say(lines.status_line(now, what, peer, text, detail))
+
+    def render(self, event: ChatEvent) -> str | None:
+        """The chat line (without its time) an event shows as, or None if not worth one."""
+        peer = printable(event.peer or "?")
+        kind = event.kind
+        if event.peer is not None and kind in ("presence", "contact_request",
+                                               "contact_accepted"):
+            self.editor.names.add(event.peer)
+        if kind == "message":
+            return lines.incoming(event.at, event.peer or "?", event.text or "", time.time())
         if kind == "presence":
             status = event.detail or "offline"
             if self.presence.get(event.peer or "") == status:
@@ -176,10 +190,11 @@ class Interactive:
         if kind == "contact_accepted":
             return f"* {peer} accepted: you are contacts now"
         if kind == "contact_removed":
+            self.editor.names.discard(event.peer or "")
             return f"* {peer} is no longer a contact"
         if kind == "rejected":
-            return f"! rejected {_indent(event.detail or 'a message')}"
-        return f"! {_indent(event.detail or kind)}"
+            return f"! rejected {lines.indent(event.detail or 'a message')}"
+        return f"! {lines.indent(event.detail or kind)}"
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -260,8 +275,9 @@ class Interactive:
             home = presence.home_node.short if presence and presence.home_node else "-"
             if presence is not None:
                 self.presence[contact.username] = presence.status
+            self.editor.names.add(contact.username)
             rows.append((contact.username, contact.state, status, home))
-        self.say(_table(rows))
+        self.say(lines.table(rows))
 
     async def _history(self, rest: str) -> None:
         name = self._name(rest, "/history NAME")
@@ -271,19 +287,10 @@ class Interactive:
         if not entries:
             self.say(f"no messages with {name} yet")
             return
-        self.say("\n".join(self._entry(entry) for entry in entries))
-
-    def _entry(self, entry: Entry) -> str:
-        text = _indent(entry.text)
-        if entry.direction == "in":
-            return f"{_stamp(entry.sent_at)}  {entry.peer}: {text}"
-        state = entry.state
-        if entry.state == "delivered" and entry.delivered_at is not None:
-            state += f" in {duration(entry.delivered_at - entry.sent_at)}"
-        return f"{_stamp(entry.sent_at)}  you -> {entry.peer}: {text}  [{state}]"
+        self.say("\n".join(lines.history_entry(entry) for entry in entries))
 
     async def _status(self, _rest: str) -> None:
-        self.say(_status_lines(self.client))
+        self.say(lines.status_report(self.client))
 
     async def _help(self, _rest: str) -> None:
         self.say(HELP)
@@ -292,6 +299,7 @@ class Interactive:
         """One line of who is there, and requests waiting, so nobody starts blind."""
         contacts = await (await self.client.directory()).contacts()
         accepted = [c for c in contacts if c.state == "accepted"]
+        self.editor.names.update(c.username for c in contacts)
         for contact in accepted:
             if contact.presence is not None:
                 self.presence[contact.username] = contact.presence.status
@@ -310,44 +318,20 @@ class Interactive:
             self.say(f"{waiting} earlier message(s) not delivered yet: sending when possible")
 
 
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in
-                               zip(row, widths, strict=True)).rstrip() for row in rows)
-
-
-def _status_lines(client: Client) -> str:
-    """Where this client hangs off the mesh, and how each conversation travels."""
-    status = client.role.status()
-    home = status.home.short if status.home else "none yet"
-    standby = status.standby.short if status.standby else "none"
-    if status.reachable:
-        address = format_address(status.direct_address) if status.direct_address else None
-        reach = f"reachable at {address}"
-    else:
-        reach = f"not reachable, relayed by supernodes: {status.reachability}"
-    directory = "connected" if status.directory_connected else "unreachable"
-    lines = [f"{client.user} ({client.node.node_id.short}): home supernode {home}, "
-             f"standby {standby}; {reach}; directory {directory}"]
-    conversations = status.conversations
-    for row in conversations:
-        name = row.username or row.peer.short
-        lines.append(f"  {name}: {row.path.describe()}")
-    if not conversations:
-        lines.append("  no conversations open yet (one opens with the first message)")
-    return "\n".join(lines)
-
-
-async def run_interactive(client: Client) -> int:
+async def run_interactive(client: Client, input_history: Path | None = None) -> int:
     print(f"connecting to {format_address(client.server)} as {client.user} ...", flush=True)
     await client.start()
-    await interactive_session(client)
+    await interactive_session(client, input_history)
     return 0
 
 
-async def interactive_session(client: Client) -> None:
-    """The terminal chat on a client whose role and engine already run (also the demo's)."""
-    editor = LineEditor(PROMPT)
+async def interactive_session(client: Client, input_history: Path | None = None) -> None:
+    """The terminal chat on a client whose role and engine already run (also the demo's).
+
+    ``input_history`` is the file that keeps typed lines between runs (None: this run only).
+    """
+    commands = [*Interactive.COMMANDS, "/quit", "/exit"]
+    editor = LineEditor(PROMPT, history=input_history, commands=commands)
     async with editor:
         with _logging_above(editor):
             await Interactive(client, editor).run()
@@ -377,7 +361,12 @@ class _AboveHandler(logging.Handler):
         self.editor = editor
 
     def emit(self, record: logging.LogRecord) -> None:
+        """A warning or error is a chat line (``12:04 ! ...``); debug output keeps its form."""
         try:
-            self.editor.print_above(printable(self.format(record)))
+            if record.levelno >= logging.WARNING:
+                text = f"{lines.clock(record.created)} ! {record.getMessage()}"
+            else:
+                text = self.format(record)
+            self.editor.print_above(printable(text))
         except Exception:
             self.handleError(record)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import trio
 
 from overlay.cli.chat.client import ONLINE, Client, Progress, duration
-from overlay.cli.chat.terminal import printable
+from overlay.cli.chat.screen import printable
 from overlay.errors import ChatError
 
 

@@ -1,4 +1,4 @@
-"""A small line editor for interactive terminal programs that also print while you type.
+"""The chat's terminal driver: the pure editor (:mod:`.editing`) on a real terminal, under trio.
 
 Theory of operation.  A chat prints lines at any moment (a message arrives)
 while the user is half-way through typing one.  With the terminal in its
@@ -17,17 +17,18 @@ typed.  So on a terminal this module takes the editing over:
   ``dup`` of fd 0) matters: non-blocking mode belongs to the open file
   description, which stdout usually shares with stdin, and a non-blocking
   stdout loses output under load.
-* :class:`LineBuffer` is the pure part: bytes in, the edited line and
-  completed lines out (UTF-8 decoded incrementally, escape sequences such as
-  arrow keys swallowed).  It knows nothing of terminals or trio.
-* :meth:`LineEditor.print_above` clears the input line (``\\r\\x1b[K``),
-  prints the text, and redraws the prompt and the partial input, so output
-  never breaks the line being typed.  Input longer than the terminal is wide
-  scrolls horizontally instead of wrapping, because ``\\x1b[K`` clears only
-  the last row of a wrapped line.
+* the bytes go to :class:`~overlay.cli.chat.editing.EditLine` (cursor keys,
+  history, completion); after each read the input line is redrawn from its
+  ``render``.  Submitted lines that join the history are saved to the
+  input-history file (:mod:`.input_history`) in a worker thread.
+* :meth:`LineEditor.print_above` clears the input line, prints the text, and
+  redraws the prompt and the partial input, so output never breaks the line
+  being typed; a :class:`~overlay.cli.chat.screen.Transcript` counts the rows,
+  so that :meth:`LineEditor.rewrite` can change a line printed earlier in place.
 
 When stdin is not a terminal (a pipe, a file, a test), nothing is switched:
-lines are read plainly and text is printed plainly, without prompts.
+lines are read plainly, text is printed plainly without prompts, nothing is
+rewritten (the caller prints a status line instead) and no history is kept.
 
 Text from other people must never reach the terminal raw: :func:`printable`
 turns control characters into visible escapes, so a message cannot move the
@@ -36,170 +37,27 @@ cursor, retitle the window or hide itself.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import os
 import sys
 import termios
-import unicodedata
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
 import trio
 
-__all__ = ["LineBuffer", "LineEditor", "Quit", "Submit", "display_width", "printable"]
+from overlay.cli.chat import input_history
+from overlay.cli.chat.editing import MAX_LINE, Candidates, EditLine, Quit
+from overlay.cli.chat.screen import CLEAR_LINE, Transcript, printable
+
+__all__ = ["LineEditor", "printable"]
 
 READ_SIZE = 4096
 DEFAULT_COLUMNS = 80
-MAX_LINE = 64_000
-"""Characters the editor holds; more typed (or pasted) into one line is dropped."""
-
-# Keys (as characters, after UTF-8 decoding).
-CTRL_C = "\x03"
-CTRL_D = "\x04"
-BACKSPACES = ("\x7f", "\x08")
-CTRL_L = "\x0c"
-CTRL_U = "\x15"
-CTRL_W = "\x17"
-ESC = "\x1b"
-ENTER = ("\r", "\n")
-TAB = "\t"
-
-CLEAR_LINE = "\r\x1b[K"
-
-
-# --- the pure part --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Submit:
-    """Enter was pressed: ``line`` is what had been typed."""
-
-    line: str
-
-
-@dataclass(frozen=True, slots=True)
-class Quit:
-    """The user asked to leave: ``reason`` is ``"interrupt"`` (Ctrl-C) or ``"eof"`` (Ctrl-D)."""
-
-    reason: str
-
-
-class LineBuffer:
-    """The line being typed, edited by the keys fed in; no I/O at all.
-
-    ``feed(bytes)`` returns what completed (lines, a request to quit) in the
-    order the keys came, and leaves the unfinished rest in :attr:`text`.
-    Ctrl-D quits only on an empty line, as in a shell: a stray Ctrl-D in the
-    middle of a message should not throw it away.
-    """
-
-    def __init__(self) -> None:
-        self.text = ""
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._escape = ""
-        """The escape sequence being swallowed, from its ESC; empty outside one."""
-
-    def feed(self, data: bytes) -> list[Submit | Quit]:
-        events: list[Submit | Quit] = []
-        for char in self._decoder.decode(data):
-            event = self._key(char)
-            if event is not None:
-                events.append(event)
-        return events
-
-    def clear(self) -> None:
-        self.text = ""
-
-    def _key(self, char: str) -> Submit | Quit | None:
-        if self._escape:
-            self._swallow(char)
-            return None
-        if char == ESC:
-            self._escape = ESC
-        elif char in ENTER:
-            line, self.text = self.text, ""
-            return Submit(line)
-        elif char == CTRL_C:
-            return Quit("interrupt")
-        elif char == CTRL_D:
-            if not self.text:
-                return Quit("eof")
-        elif char in BACKSPACES:
-            self.text = self.text[:-1]
-        elif char == CTRL_U:
-            self.text = ""
-        elif char == CTRL_W:
-            self.text = self.text.rstrip(" ").rpartition(" ")[0]
-            if self.text:
-                self.text += " "
-        elif char == TAB:
-            self._insert(" ")
-        elif char.isprintable() or char == " ":
-            self._insert(char)
-        # Any other control character (Ctrl-L included) changes nothing; the caller redraws.
-        return None
-
-    def _insert(self, char: str) -> None:
-        if len(self.text) < MAX_LINE:
-            self.text += char
-
-    def _swallow(self, char: str) -> None:
-        """Skip ``ESC [ params final``, ``ESC O x`` and ``ESC x`` (arrows, function keys, Alt)."""
-        sequence = self._escape + char
-        if len(sequence) == 2:
-            self._escape = sequence if char in "[O" else ""
-        elif sequence[1] == "O" or "\x40" <= char <= "\x7e" or len(sequence) > 32:
-            self._escape = ""
-        else:
-            self._escape = sequence
-
-
-def display_width(text: str) -> int:
-    """Terminal cells ``text`` takes: wide (CJK, emoji) characters take two, combining none."""
-    width = 0
-    for char in text:
-        if unicodedata.combining(char):
-            continue
-        width += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
-    return width
-
-
-def _tail(text: str, cells: int) -> str:
-    """The end of ``text`` that fits in ``cells``, marked with ``<`` when cut."""
-    if display_width(text) <= cells:
-        return text
-    kept: list[str] = []
-    used = 1  # the "<"
-    for char in reversed(text):
-        width = display_width(char)
-        if used + width > cells:
-            break
-        kept.append(char)
-        used += width
-    return "<" + "".join(reversed(kept))
-
-
-def printable(text: str) -> str:
-    """``text`` safe to print on a terminal: control characters become visible escapes.
-
-    Newlines stay (multi-line messages) and tabs become a space; ESC, CR, C1
-    controls and the like become ``\\x1b``-style escapes, so that text from
-    someone else can neither drive the terminal nor overwrite what is on it.
-    """
-    out: list[str] = []
-    for char in text:
-        if char == "\n":
-            out.append(char)
-        elif char == "\t":
-            out.append(" ")
-        elif unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") and char != "\u200d":
-            out.append(char.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(char)
-    return "".join(out)
+DEFAULT_ROWS = 24
 
 
 # --- the terminal glue -------------------------------------------------------------------------
@@ -212,18 +70,22 @@ class LineEditor:
     on entry and restored on exit; elsewhere lines are read and printed
     plainly.  :meth:`read_line` returns None once the user quits (Ctrl-C,
     Ctrl-D on an empty line, or the end of the input); :attr:`quit_reason`
-    then says which.
+    then says which.  ``history`` is the input-history file (None: recall
+    only within this run); Tab completes ``commands`` and :attr:`names`.
     """
 
     def __init__(self, prompt: str = "> ", *, stdin_fd: int = 0,
-                 output: TextIO | None = None) -> None:
+                 output: TextIO | None = None, history: Path | None = None,
+                 commands: Iterable[str] = ()) -> None:
         self._prompt = prompt
         self._fd = stdin_fd
         self._out = output if output is not None else sys.stdout
         self.tty = os.isatty(stdin_fd) and self._out.isatty()
         self._saved: list[Any] | None = None
         self._stream: trio.lowlevel.FdStream | None = None
-        self._buffer = LineBuffer()
+        self._history_path = history
+        self._buffer = EditLine(commands=commands)
+        self._transcript = Transcript()
         self._lines: deque[str] = deque()
         self._partial = b""
         self.quit_reason: str | None = None
@@ -232,6 +94,9 @@ class LineEditor:
 
     async def __aenter__(self) -> LineEditor:
         if self.tty:
+            if self._history_path is not None:
+                lines = await trio.to_thread.run_sync(input_history.load, self._history_path)
+                self._buffer = EditLine(lines, commands=self._buffer.commands)
             self._saved = termios.tcgetattr(self._fd)
             try:
                 self._stream = trio.lowlevel.FdStream(self._open_terminal())
@@ -291,27 +156,50 @@ class LineEditor:
         self._prompt = prompt
         self._redraw()
 
-    def print_above(self, text: str) -> None:
-        """Print ``text`` (one or more lines) without disturbing the line being typed."""
+    @property
+    def names(self) -> set[str]:
+        """The contact names Tab completes; the caller keeps them current."""
+        return self._buffer.names
+
+    def print_above(self, text: str, key: Hashable | None = None) -> None:
+        """Print ``text`` (one or more lines) without disturbing the line being typed.
+
+        A ``key`` names the line for a later :meth:`rewrite`.
+        """
         if self._saved is None:
             self._write(text + "\n")
             return
+        self._transcript.printed(text, self._size()[0], key)
         self._write(CLEAR_LINE + text + "\n" + self._input_line())
+
+    def rewrite(self, key: Hashable, text: str) -> bool:
+        """Change the line printed with ``key`` to ``text`` where it stands on screen.
+
+        False when that cannot be done exactly (not a terminal, scrolled off,
+        wrapped, resized since): the caller then prints a status line instead.
+        """
+        if self._saved is None:
+            return False
+        columns, rows = self._size()
+        moves = self._transcript.rewrite(key, text, columns, rows)
+        if moves is None:
+            return False
+        self._write(CLEAR_LINE + moves + self._input_line())
+        return True
 
     def _redraw(self) -> None:
         if self._saved is not None:
-            self._write(CLEAR_LINE + self._input_line())
+            self._write(self._input_line())
 
     def _input_line(self) -> str:
-        room = max(self._columns() - 1 - display_width(self._prompt), 8)
-        return self._prompt + _tail(self._buffer.text, room)
+        return self._buffer.render(self._prompt, self._size()[0])
 
-    def _columns(self) -> int:
+    def _size(self) -> tuple[int, int]:
         try:
-            columns = os.get_terminal_size(self._out.fileno()).columns
+            size = os.get_terminal_size(self._out.fileno())
         except (OSError, ValueError):
-            return DEFAULT_COLUMNS
-        return columns or DEFAULT_COLUMNS
+            return DEFAULT_COLUMNS, DEFAULT_ROWS
+        return size.columns or DEFAULT_COLUMNS, size.lines or DEFAULT_ROWS
 
     def _write(self, text: str) -> None:
         self._out.write(text)
@@ -328,21 +216,36 @@ class LineEditor:
             if not data:
                 self._end_of_input()
             elif self._saved is not None:
-                self._keys(data)
+                await self._keys(data)
             else:
                 self._plain(data)
         return self._lines.popleft()
 
-    def _keys(self, data: bytes) -> None:
+    async def _keys(self, data: bytes) -> None:
         for event in self._buffer.feed(data):
             if isinstance(event, Quit):
                 self.quit_reason = event.reason
-                self._write("\n")
+                self._write(CLEAR_LINE + self._input_line() + "\n")
                 return
+            if isinstance(event, Candidates):
+                self.print_above("  ".join(event.names))
+                continue
             # The typed line stays on screen, as the shell leaves a command.
-            self._write(CLEAR_LINE + self._prompt + event.line + "\n")
+            shown = self._prompt + printable(event.line)
+            self._transcript.printed(shown, self._size()[0])
+            self._write(CLEAR_LINE + shown + "\n")
             self._lines.append(event.line)
+            recorded, self._buffer.recorded = self._buffer.recorded, None
+            if recorded is not None and self._history_path is not None:
+                await self._save_history()
         self._redraw()
+
+    async def _save_history(self) -> None:
+        assert self._history_path is not None
+        saved = await trio.to_thread.run_sync(input_history.save, self._history_path,
+                                              list(self._buffer.history))
+        if not saved:
+            self._history_path = None  # warned once: recall still works in this run
 
     def _plain(self, data: bytes) -> None:
         self._partial += data
