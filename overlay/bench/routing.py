@@ -32,6 +32,7 @@ from __future__ import annotations
 import random
 import resource
 import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,6 +42,8 @@ import networkx as nx
 import trio
 
 from overlay.bench.progress import Progress, no_progress
+from overlay.bench.routing_pairs import PairSink, example_route, stretch_cdf
+from overlay.bench.routing_timeline import delivery_series, sample_optimal
 from overlay.errors import ConfigError
 from overlay.ids import Identity, NodeId
 from overlay.net.node import Node, NodeConfig
@@ -81,6 +84,11 @@ class BenchConfig:
     bandwidth: float | None = None
     digest: bool = False
     """Hash every delivery into ``RoutingReport.trace_digest`` (costs a little CPU)."""
+    pairs: bool = False
+    """Report every pair's route (a seeded sample beyond ``routing_pairs.MAX_PAIRS``)."""
+    timeline: bool = False
+    """Sample the delivery and optimal shares around the failure (for the plot; costs a
+    route check every ``TIMELINE_STEP`` virtual seconds)."""
 
 
 @dataclass
@@ -119,6 +127,16 @@ class RoutingReport:
     wall_s: float = 0.0
     peak_rss_mb: float = 0.0
     trace_digest: str | None = None
+    stretch_cdf: list[list[float]] = field(default_factory=list)
+    """``[stretch, share of pairs at most that stretch]`` at 0%, 1%, ..., 100%."""
+    example_route: dict[str, Any] | None = None
+    """One long route as routed and as the shortest path (what the topology plot shows)."""
+    pairs_sampled: bool = False
+    pair_results: list[dict[str, Any]] | None = None
+    """Per pair: source, destination, route and shortest latency, stretch, hops."""
+    timeline: dict[str, list[list[float]]] | None = None
+    """Around the failure, ``[seconds from the failure, share]`` series: ``delivered``
+    (by send time) and ``optimal`` (pairs on a lowest-latency route)."""
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -139,6 +157,7 @@ class _Tracer:
         self.delivered: set[tuple[NodeId, int]] = set()
         self.dropped: dict[tuple[NodeId, int], int] = {}
         self.loops: set[tuple[NodeId, int]] = set()
+        self.sent_at: dict[tuple[NodeId, int], float] = {}
 
     def __call__(self, event: str, node: NodeId, packet: RoutedPacket) -> None:
         if packet.type != MessageType.DATA:
@@ -147,6 +166,7 @@ class _Tracer:
         here = self.index_of[node]
         if event == "originate":
             self.paths[key] = [here]
+            self.sent_at[key] = trio.current_time()
         elif event == "receive":
             path = self.paths.get(key)
             if path is not None:
@@ -226,7 +246,12 @@ async def _run(graph: nx.Graph[int], topology: str, config: BenchConfig,
 
         report_progress("checking routes", 0.0)
         truth = _expected_latencies(graph, config.jitter)
-        quality = _route_quality(truth, nodes, index_of)
+        sink = PairSink.for_nodes(n, config.seed) if config.pairs else None
+        quality = _route_quality(truth, nodes, index_of, sink=sink)
+        report.stretch_cdf = stretch_cdf(quality.stretches)
+        report.example_route = example_route(truth, nodes, index_of)
+        if sink is not None:
+            report.pair_results, report.pairs_sampled = sink.rows, sink.sampled
         report.pairs, report.optimal_share = quality.pairs, quality.optimal_share
         report.mean_stretch, report.p99_stretch = quality.mean_stretch, quality.p99_stretch
         report.max_stretch = quality.max_stretch
@@ -353,16 +378,24 @@ class _Quality:
     max_stretch: float = 0.0
     unreachable: int = 0
     loops: int = 0
+    stretches: list[float] = field(default_factory=list)
 
 
-def _route_quality(graph: nx.Graph[int], nodes: list[Node],
-                   index_of: dict[NodeId, int]) -> _Quality:
-    """Follow every node's next hops to every destination; compare with Dijkstra."""
+def _route_quality(graph: nx.Graph[int], nodes: list[Node], index_of: dict[NodeId, int], *,
+                   sink: PairSink | None = None,
+                   truths: dict[int, dict[int, float]] | None = None) -> _Quality:
+    """Follow every node's next hops to every destination; compare with Dijkstra (or the
+    distances ``truths`` caches, by destination)."""
     n = len(nodes)
     stretches: list[float] = []
     optimal = unreachable = loops = 0
     for dst in range(n):
-        truth = nx.single_source_dijkstra_path_length(graph, dst, weight="latency")
+        if truths is not None and dst in truths:
+            truth = truths[dst]
+        else:
+            truth = nx.single_source_dijkstra_path_length(graph, dst, weight="latency")
+            if truths is not None:
+                truths[dst] = truth
         dst_id = nodes[dst].node_id
         route_latency: dict[int, float | None] = {dst: 0.0}
         route_hops: dict[int, int] = {dst: 0}
@@ -388,7 +421,10 @@ def _route_quality(graph: nx.Graph[int], nodes: list[Node],
             tail = route_latency.get(here)
             for w in reversed(walk):
                 nxt = index_of[nodes[w].router.next_hop(dst_id)]  # type: ignore[index]
-                tail = None if tail is None else tail + graph.edges[w, nxt]["latency"]
+                # A next hop over a link the graph no longer has (failed, not yet
+                # detected) is a broken route, not a route.
+                tail = (None if tail is None or not graph.has_edge(w, nxt)
+                        else tail + graph.edges[w, nxt]["latency"])
                 route_latency[w] = tail
                 route_hops[w] = route_hops.get(nxt, 0) + 1
                 here = w
@@ -396,6 +432,8 @@ def _route_quality(graph: nx.Graph[int], nodes: list[Node],
             if src == dst:
                 continue
             got = route_latency.get(src)
+            if sink is not None:
+                sink.add(src, dst, got, truth[src], route_hops.get(src, 0))
             if got is None:
                 unreachable += 1
                 continue
@@ -415,6 +453,7 @@ def _route_quality(graph: nx.Graph[int], nodes: list[Node],
         max_stretch=round(stretches[-1], 6) if stretches else 0.0,
         unreachable=unreachable,
         loops=loops,
+        stretches=stretches,
     )
 
 
@@ -508,10 +547,14 @@ async def _failure_phase(run: _Run) -> None:
             nodes[src].send_packet(MessageType.DATA, nodes[dst].node_id, b"probe")
             await trio.sleep(interval)
 
+    optimal_series: list[list[float]] = []
     async with trio.open_nursery() as nursery:
         warmup = 1.0
         fail_at = trio.current_time() + warmup
         nursery.start_soon(traffic, fail_at + config.max_virtual)
+        if config.timeline:
+            nursery.start_soon(sample_optimal, _optimal_share(run, remaining, crashed),
+                               fail_at, optimal_series)
         await trio.sleep_until(fail_at)
         progress("failing links", 0.0)
         for a, b in failed:
@@ -544,6 +587,10 @@ async def _failure_phase(run: _Run) -> None:
     endpoints = {n for pair in failed for n in pair} | crashed
     endpoints.update(j for i in crashed for j in graph.neighbors(i))
     _traffic_outcome(tracer, endpoints, report)
+    if config.timeline:
+        report.timeline = {"delivered": delivery_series(tracer.sent_at, tracer.delivered,  # type: ignore[arg-type]
+                                                        fail_at),
+                           "optimal": optimal_series}
     remaining = _expected_latencies(remaining, config.jitter)
     remaining.remove_nodes_from(crashed)
     # Renumber the survivors 0..k-1 in the order of ``live``.
@@ -563,3 +610,26 @@ def _traffic_outcome(tracer: _Tracer, endpoints: set[int], report: RoutingReport
     report.lost_on_failed_links = sum(1 for k in lost if tracer.paths[k][-1] in endpoints)
     report.lost_elsewhere = len(lost) - report.lost_on_failed_links
     report.looping_packets = len(tracer.loops)
+
+
+def _optimal_share(run: _Run, remaining: nx.Graph[int], crashed: set[int]
+                   ) -> Callable[[float], float]:
+    """Share of pairs on a lowest-latency route at a time ``t`` from the failure: of all
+    nodes on the whole graph before it, of the survivors on what remains after."""
+    before_truths: dict[int, dict[int, float]] = {}
+    after_truths: dict[int, dict[int, float]] = {}
+    full = _expected_latencies(run.graph, run.config.jitter)
+    live_index = [i for i in range(len(run.nodes)) if i not in crashed]
+    live = [run.nodes[i] for i in live_index]
+    after = _expected_latencies(remaining, run.config.jitter)
+    after.remove_nodes_from(crashed)
+    survivors = nx.relabel_nodes(after, {old: new for new, old in enumerate(live_index)})
+    live_of = {node.node_id: i for i, node in enumerate(live)}
+
+    def share(t: float) -> float:
+        if t < 0:
+            return _route_quality(full, run.nodes, run.index_of,
+                                  truths=before_truths).optimal_share
+        return _route_quality(survivors, live, live_of, truths=after_truths).optimal_share
+
+    return share
