@@ -299,9 +299,10 @@ class LinkCore:
 
     @property
     def metric_noise_us(self) -> int:
-        """The robust spread of the metric's sample window as one-way time, in us (smallest
-        sample to the 90th percentile, so a few outliers are set aside): the noise a change
-        in the metric must exceed to be believed (0 with steady samples)."""
+        """The robust spread of the metric's window of RTT samples, in us (smallest sample
+        to the 90th percentile, so a few outliers are set aside): the noise a change in the
+        metric must exceed to be believed (0 with steady samples, and until the window has
+        first filled)."""
         return self._cost.noise_us
 
     @property

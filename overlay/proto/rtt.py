@@ -88,7 +88,11 @@ class LinkCost:
     by more than a quartile's spread a few times in every 3,000 samples, which is a
     route flap; the 90th percentile keeps it out (seeded simulations of uniform and
     exponential jitter, 0.5 to 10 ms on 0.2 to 20 ms links, no change after the
-    first window in 3,000 samples).
+    first window in 3,000 samples).  The band is the whole RTT spread, not half of
+    it (the one-way spread): the window's floor wobbles by about that much as
+    samples come and go, and with half of it the routing bench at 100 nodes and
+    1 ms jitter still let two such wobbles through in a minute, each a few route
+    changes.
 
     Outliers can still outnumber what the percentile sets aside (several slow
     PINGs while a node starts), and then the band would refuse a better estimate
@@ -137,14 +141,14 @@ class LinkCost:
 
     @property
     def noise_us(self) -> int:
-        """The robust spread of the window (smallest to 90th percentile), one way, in us;
+        """The robust spread of the window's RTT samples (smallest to 90th percentile), in us;
         0 until the window has filled since the link came up (or since a level shift):
         until then nothing has left it, so its floor only ever moves down, which cannot
         flap, and the cost may follow it all the way."""
         if len(self._samples) < (self._samples.maxlen or 0):
             return 0
         ordered = sorted(self._samples)
-        return round((_upper(ordered) - ordered[0]) / 2 * 1_000_000)
+        return round((_upper(ordered) - ordered[0]) * 1_000_000)
 
     @property
     def recent_high_us(self) -> int | None:
