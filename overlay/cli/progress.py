@@ -37,14 +37,16 @@ class ProgressBar:
             return
         self.last = (phase, step, tick)
         elapsed = time.perf_counter() - self.started
-        clocks = (f"{elapsed:5.0f} s" if virtual is None
-                  else f"virtual {virtual:7.1f} s, real {elapsed:4.0f} s")
-        if self.tty:
+        if self.tty:  # fixed widths, so the line does not jitter as it is rewritten
+            clocks = (f"{elapsed:5.0f} s" if virtual is None
+                      else f"virtual {virtual:7.1f} s, real {elapsed:4.0f} s")
             bar = "#" * (percent // 5)
             print(f"\r{phase:<26} [{bar:<20}] {percent:3d}%  {clocks}\x1b[K", end="",
                   file=sys.stderr, flush=True)
         else:
-            print(f"{phase}: {percent}% ({clocks.strip()})", file=sys.stderr, flush=True)
+            clocks = (f"{elapsed:.0f} s" if virtual is None
+                      else f"virtual {virtual:.1f} s, real {elapsed:.0f} s")
+            print(f"{phase}: {percent}% ({clocks})", file=sys.stderr, flush=True)
 
     def _virtual_now(self) -> float | None:
         """The bench's virtual clock (trio's MockClock starts at 0), if it runs on one."""
