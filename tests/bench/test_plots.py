@@ -117,3 +117,29 @@ def test_a_graph_without_positions_is_drawn_with_a_seeded_layout(tmp_path: Path)
     first = plots.routing(report, bare, tmp_path / "one")[0].read_bytes()
     second = plots.routing(report, bare, tmp_path / "two")[0].read_bytes()
     assert first == second  # the same layout each time
+
+
+def test_per_pair_results_beyond_the_limit_are_a_seeded_sample() -> None:
+    from overlay.bench.routing_pairs import MAX_PAIRS, PairSink
+
+    def fill(n: int) -> PairSink:
+        sink = PairSink.for_nodes(n, seed=1)
+        for src in range(n):
+            for dst in range(n):
+                if src != dst:
+                    sink.add(src, dst, 0.002, 0.001, 2)
+        return sink
+
+    small = fill(300)  # 89,700 pairs: all of them
+    assert not small.sampled and len(small.rows) == 300 * 299
+    large, again = fill(400), fill(400)  # 159,600 pairs: about MAX_PAIRS of them
+    assert large.sampled and abs(len(large.rows) - MAX_PAIRS) < 0.01 * MAX_PAIRS
+    assert large.rows == again.rows  # the same sample from the same seed
+    assert large.rows[0]["stretch"] == 2.0
+
+
+def test_a_run_with_crashed_nodes_has_a_timeline_over_the_survivors() -> None:
+    report, _ = small_routing_run(fail_links=0, crash_nodes=1)
+    timeline = report["timeline"]
+    assert isinstance(timeline, dict)
+    assert timeline["optimal"][0][1] == 1.0 and timeline["optimal"][-1][1] == 1.0
