@@ -113,6 +113,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                          help="keepalive interval (default 1)")
     routing.add_argument("--update-interval", type=positive_float, default=16.0, metavar="S",
                          help="periodic route update interval (default 16)")
+    routing.add_argument("--pairs", action="store_true",
+                         help="with --json, every pair's route (source, destination, route "
+                              "and shortest latency, stretch, hops); beyond 100,000 pairs "
+                              "(about 317 nodes) a seeded sample of that many")
+    routing.add_argument("--plot", type=Path, default=None, metavar="DIR",
+                         help="also draw DIR/routing-topology.png, routing-stretch.png and, "
+                              "with --fail-links, routing-reconvergence.png (needs matplotlib)")
     routing.add_argument("--json", action="store_true", help="print the figures as JSON")
     routing.set_defaults(run=run_routing, verbose_default=-2)
 

@@ -38,7 +38,7 @@ def _run(run: Callable[[ConfigT, Progress], Awaitable[ReportT]], config: ConfigT
         import trio.testing
 
         clock = trio.testing.MockClock(autojump_threshold=0)
-    bar = ProgressBar()
+    bar = ProgressBar(virtual_time=virtual_time)
     try:
         return run_interruptibly(run, config, bar, clock=clock)
     finally:
@@ -55,15 +55,22 @@ def _show(report: ReportT, args: argparse.Namespace, render: Callable[[ReportT],
 
 
 def run_routing(args: argparse.Namespace) -> int:
-    from overlay.bench import routing
+    from overlay.bench import plots, routing
     from overlay.cli.bench_render import render_routing
 
+    if args.plot is not None:
+        plots.check_available()  # before the run, not after it
     config = routing.BenchConfig(
         topology=args.topology, nodes=args.nodes, latency_attr=args.latency_attr,
         latency_unit=args.latency_unit, seed=args.seed, fail_links=args.fail_links,
         crash_nodes=args.crash_nodes, jitter=args.jitter, hello_interval=args.hello_interval,
-        update_interval=args.update_interval)
+        update_interval=args.update_interval, pairs=args.pairs,
+        timeline=args.plot is not None)
     report = _run(routing.run, config, virtual_time=True)
+    if args.plot is not None:
+        graph, _ = routing.load_graph(config)  # the same graph again: generated from the seed
+        for path in plots.routing(report.to_json(), graph, args.plot):
+            print(f"wrote {path}", file=sys.stderr)
     _show(report, args, render_routing)
     return 0 if report.converged else 1
 

@@ -190,6 +190,7 @@ class NodeLinks:
         if peer is None or core.metric_us is None:
             return
         self.core.link_rtt(link, peer, cost_us=core.metric_us, noise_us=core.metric_noise_us,
+                           recent_high_us=core.metric_recent_high_us,
                            samples=core.rtt.samples, sample=event.sample,
                            now=trio.current_time())
         self.pump()

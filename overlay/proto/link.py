@@ -299,10 +299,17 @@ class LinkCore:
 
     @property
     def metric_noise_us(self) -> int:
-        """The spread of the metric's sample window as one-way time, in us, its largest
-        sample (an outlier) set aside: the noise a change in the metric must exceed to be
-        believed (0 with steady samples)."""
+        """The robust spread of the metric's window of RTT samples, in us (smallest sample
+        to the 90th percentile, so a few outliers are set aside): the noise a change in the
+        metric must exceed to be believed (0 with steady samples, and until the window has
+        first filled)."""
         return self._cost.noise_us
+
+    @property
+    def metric_recent_high_us(self) -> int | None:
+        """Half the largest of the last few RTT samples, in us (None before there are that
+        many): a decrease they all agree on is believed whatever the noise."""
+        return self._cost.recent_high_us
 
     def data_to_send(self, max_bytes: int | None = None) -> bytes:
         """Bytes the driver must write, in order: all of them, or the first ``max_bytes``."""

@@ -406,7 +406,7 @@ class NodeCore(Generic[L]):
         self._changed()
 
     def link_rtt(self, link: L, peer: NodeId, *, cost_us: int, noise_us: int, samples: int,
-                 sample: float, now: float) -> None:
+                 sample: float, now: float, recent_high_us: int | None = None) -> None:
         """A link measured an RTT (``sample`` seconds); ``cost_us`` is its routing metric."""
         if self._neighbours.get(peer) is not link:
             return
@@ -424,7 +424,8 @@ class NodeCore(Generic[L]):
             self.router.add_neighbour(peer, cost_us, now)
         else:
             # A change smaller than the spread of recent samples is noise, not news.
-            self.router.update_cost(peer, cost_us, now, noise_us=noise_us)
+            self.router.update_cost(peer, cost_us, now, noise_us=noise_us,
+                                    recent_high_us=recent_high_us)
         self._after_routing()
         self._changed()
 

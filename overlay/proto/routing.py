@@ -43,7 +43,9 @@ every destination once advertised and now lost.
 Hysteresis: the RTT of a link is noisy, so its cost is only changed when the
 new estimate differs from the cost in use by more than the largest of
 ``cost_hysteresis`` (relative), ``cost_floor_us`` (absolute) and the link's own
-measured jitter (``noise_us``, from :class:`~overlay.proto.rtt.LinkCost`).
+measured jitter (``noise_us``, from :class:`~overlay.proto.rtt.LinkCost`), or
+when the last few samples all lie below the cost in use by more than the first
+two (a decrease they agree on, which outliers in the noise must not hold back).
 Route selection itself is exact (the strictly smallest metric wins; ties keep
 the current route), so with exact latencies every route in steady state is a
 shortest path.
@@ -295,19 +297,26 @@ class Router:
         self._send_full_table(neighbour, now)
 
     def update_cost(self, neighbour: NodeId, cost_us: int, now: float, *,
-                    noise_us: int = 0) -> None:
+                    noise_us: int = 0, recent_high_us: int | None = None) -> None:
         """A new estimate of a link's cost; applied only beyond the hysteresis band.
 
         The band is the larger of ``cost_hysteresis`` (relative), ``cost_floor_us``
         and ``noise_us``, the link's own measured jitter: a link's cost moves only
-        when it moves by more than its noise.
+        when it moves by more than its noise.  But a *decrease* is also believed when
+        the last few samples all agree on it (``recent_high_us``, the largest of them,
+        lies below the cost in use by more than the fixed band): jitter cannot put
+        several samples in a row under the floor it was measured at, while outliers
+        that widened the noise (a slow start) would otherwise hold a stale, high cost
+        until they leave the window.
         """
         state = self._neighbours.get(neighbour)
         if state is None:
             return
         cost_us = max(1, cost_us)
-        band = max(state.cost * self.config.cost_hysteresis, self.config.cost_floor_us, noise_us)
-        if abs(cost_us - state.cost) <= band:
+        fixed = max(state.cost * self.config.cost_hysteresis, self.config.cost_floor_us)
+        agreed_lower = (recent_high_us is not None and cost_us < state.cost
+                        and state.cost - recent_high_us > fixed)
+        if abs(cost_us - state.cost) <= max(fixed, noise_us) and not agreed_lower:
             return
         state.cost = cost_us
         for destination, routes in list(self._routes.items()):

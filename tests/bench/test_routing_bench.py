@@ -5,12 +5,19 @@ Each test prints its seed; a failure replays exactly from it.
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+from pathlib import Path
+
 import pytest
 import trio
 import trio.testing
 
 from overlay.bench.routing import BenchConfig, RoutingReport, run_on_graph
 from overlay.sim import topology
+from tests.bench.test_transport_bench import png_size
+from tests.procs import overlay_command
 
 
 def simulate(kind: str, nodes: int, config: BenchConfig) -> RoutingReport:
@@ -55,3 +62,24 @@ def test_runs_replay_exactly_from_their_seed() -> None:
         report.convergence_wall_s = None
     assert first.trace_digest is not None
     assert first == second
+
+
+def test_the_command_writes_pairs_and_pictures_and_shows_both_clocks(tmp_path: Path) -> None:
+    # `overlay bench routing` as a user runs it, small: per-pair JSON, three PNGs, and
+    # progress lines on stderr with virtual and real time.
+    pictures = tmp_path / "pictures"
+    result = subprocess.run(
+        overlay_command("bench", "routing", "--nodes", "20", "--seed", "2", "--fail-links", "1",
+                        "--pairs", "--json", "--plot", str(pictures)),
+        capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["pair_results"]) == 20 * 19 and len(report["stretch_cdf"]) == 101
+    assert set(report["pair_results"][0]) == {"source", "destination", "route_latency_s",
+                                              "shortest_latency_s", "stretch", "hops"}
+    for name in ("routing-topology.png", "routing-stretch.png", "routing-reconvergence.png"):
+        assert f"wrote {pictures / name}" in result.stderr
+        width, height = png_size(pictures / name)
+        assert width == 1000 and height in (450, 700)
+    assert re.search(r"converging: \d+% \(virtual +[\d.]+ s, real +\d+ s\)", result.stderr)
+    assert "Traceback" not in result.stderr
