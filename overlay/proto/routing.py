@@ -357,8 +357,14 @@ class Router:
         known = self._routes.get(destination)
         route = _through(known, neighbour) if known is not None else None
         if route is not None and route.seqno == seqno and route.advertised == metric:
-            # A periodic refresh of what we already hold: nothing can change but the expiry.
+            # A periodic refresh of what we already hold: nothing can change but the expiry,
+            # except that a route that would still win but is still unfeasible asks again
+            # (the last request may have run out of retries, or asked for too old a seqno).
             route.expires_at = expires_at
+            selected = self._selected.get(destination)
+            if (selected is not None and selected is not route
+                    and route.metric < selected.metric and not self._usable(route)):
+                self._start_request(destination, now)
             return
         if destination == self.node_id:
             if seqno_newer(entry.seqno, self.seqno):
@@ -552,10 +558,13 @@ class Router:
     # --- seqno requests -------------------------------------------------------------
 
     def _start_request(self, destination: NodeId, now: float) -> None:
-        if destination in self._requests:
-            return
         fd_seqno = self._fd.get(destination, (self._newest_seqno(destination), 0))[0]
         wanted = (fd_seqno + 1) % SEQNO_MODULUS
+        pending = self._requests.get(destination)
+        if pending is not None and not seqno_newer(wanted, pending.seqno):
+            return  # already asking for that seqno: its retries are under way
+        # A pending request for an older seqno is stale (the feasibility distance has
+        # moved on since, so its answer would not lift it): ask for the one needed now.
         self._requests[destination] = _PendingRequest(
             wanted, now + self.config.request_timeout, self.config.request_retries)
         self._send_request(destination, wanted)

@@ -6,7 +6,7 @@ import random
 
 import networkx as nx
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from overlay.ids import NodeId
@@ -184,6 +184,9 @@ def test_updates_are_split_to_fit_in_a_frame() -> None:
 
 
 @settings(max_examples=30)
+# Found in CI: a request for an old seqno, still pending when the FD moved on, used to
+# block the one needed, and node 1 kept a worse route for good once its retries ran out.
+@example(seed=9999, events=[("down", 0)] * 8 + [("cost", 4575), ("down", 176)])
 @given(seed=st.integers(0, 10_000), events=st.lists(
     st.tuples(st.sampled_from(["down", "up", "cost"]), st.integers(0, 10_000)),
     min_size=1, max_size=12))
