@@ -2,7 +2,13 @@
 
 The server is ``overlay server`` in a child process with a fresh state
 directory and database (removed afterwards), so it is measured as it runs in
-production: its own interpreter, its own GIL, SQLite on the same disk.  The
+production: its own interpreter, its own GIL, SQLite on the same disk.  With a
+PostgreSQL URL the database is a fresh schema in it
+(:mod:`overlay.bench.directory_db`), and ``servers`` processes may share it
+and one key, as operators run them (docs/directory.md); the users are spread
+evenly over them, and every figure of CPU is summed over them.  (The
+same-run comparison of SQLite with PostgreSQL x1, x2 is
+:mod:`overlay.bench.directory_compare`.)  The
 clients run in ``client_procs`` worker processes
 (:mod:`overlay.bench.directory_worker`), since one Python process can spend as
 much CPU sending requests as the server spends answering them.

@@ -245,3 +245,31 @@ def test_compare_runs_sqlite_then_postgresql_once_and_twice(postgres_cluster: Cl
             assert row["ratio"][name] == round(run[name]["ops_s"] / baseline, 3)
             assert row["server_us_per_op"][name] == run[name]["server_us_per_op"]
     check_every_server_answered(report["runs"][2], 2)
+
+
+@pytest.mark.postgres
+def test_an_interrupted_postgresql_run_drops_its_schema(postgres_cluster: Cluster) -> None:
+    before = schemas(postgres_cluster)
+    with bench_tmpdir() as tmpdir:
+        bench = subprocess.Popen(
+            overlay_command("bench", "directory", "--clients", "4", "--client-procs", "2",
+                            "--duration", "60", "--hash-seconds", "0.3",
+                            "--db", postgres_cluster.url(), "--servers", "2"),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=bench_env(tmpdir))
+        try:
+            # Both servers and both client processes are up once setup has begun.
+            wait_until(lambda: len(processes_with(tmpdir)) >= 5, "the servers and clients")
+            assert len(schemas(postgres_cluster) - before) == 1  # the run's own
+            time.sleep(0.5)
+            bench.send_signal(signal.SIGINT)
+            _, stderr = bench.communicate(timeout=WAIT)
+            assert bench.returncode == 130, stderr
+            assert b"Traceback" not in stderr
+            wait_until(lambda: processes_with(tmpdir) == [], "no process left", timeout=5)
+        finally:
+            if bench.poll() is None:
+                bench.kill()
+                bench.wait()
+            for pid in processes_with(tmpdir):
+                os.kill(pid, signal.SIGKILL)
+    assert schemas(postgres_cluster) == before
