@@ -1,6 +1,6 @@
 """``overlay bench directory``'s machinery: the processes, the CPU meter, setup and phases.
 
-The server and the client workers run as child processes of this one
+The servers and the client workers run as child processes of this one
 (:class:`~overlay.bench.children.Children` stops them, whatever happens);
 the baseline's password hashes run on threads here.  What is measured, and
 why, is in :mod:`overlay.bench.directory`.

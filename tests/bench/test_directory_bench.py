@@ -273,3 +273,17 @@ def test_an_interrupted_postgresql_run_drops_its_schema(postgres_cluster: Cluste
             for pid in processes_with(tmpdir):
                 os.kill(pid, signal.SIGKILL)
     assert schemas(postgres_cluster) == before
+
+
+def test_a_database_the_bench_cannot_use_is_one_line(tmp_path: Path) -> None:
+    existing = tmp_path / "directory.sqlite3"
+    existing.write_bytes(b"someone's data")
+    unreachable = f"postgresql://me:s3cret@/db?host={tmp_path}&connect_timeout=2"
+    for db, why in ((str(existing), "exists"), (unreachable, "cannot use database")):
+        done = run_usage_error("--db", db, "--clients", "2")
+        assert done.returncode == 1, done.stderr
+        # Progress lines first (stderr is not a terminal here), then the one error line.
+        errors = [line for line in done.stderr.splitlines() if line.startswith("overlay")]
+        assert len(errors) == 1 and why in errors[0], done.stderr
+        assert "Traceback" not in done.stderr and "s3cret" not in done.stderr
+    assert existing.read_bytes() == b"someone's data"  # never touched
