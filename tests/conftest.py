@@ -11,6 +11,7 @@ from hypothesis import settings
 from trio.testing import MockClock
 
 from overlay.ids import Identity
+from tests.directory.postgres import Cluster, running_cluster
 from tests.procs import Processes, short_tempdir
 
 settings.register_profile("overlay", deadline=None, print_blob=True)
@@ -38,3 +39,12 @@ def procs() -> Iterator[Processes]:
     finally:
         running.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster (tests/directory/postgres.py), started on first use,
+    once per session (about a second), stopped at the end.  Here rather than in
+    tests/directory, since the directory bench's tests use it too."""
+    with running_cluster() as cluster:
+        yield cluster

@@ -2,7 +2,13 @@
 
 The server is ``overlay server`` in a child process with a fresh state
 directory and database (removed afterwards), so it is measured as it runs in
-production: its own interpreter, its own GIL, SQLite on the same disk.  The
+production: its own interpreter, its own GIL, SQLite on the same disk.  With a
+PostgreSQL URL the database is a fresh schema in it
+(:mod:`overlay.bench.directory_db`), and ``servers`` processes may share it
+and one key, as operators run them (docs/directory.md); the users are spread
+evenly over them, and every figure of CPU is summed over them.  (The
+same-run comparison of SQLite with PostgreSQL x1, x2 is
+:mod:`overlay.bench.directory_compare`.)  The
 clients run in ``client_procs`` worker processes
 (:mod:`overlay.bench.directory_worker`), since one Python process can spend as
 much CPU sending requests as the server spends answering them.
@@ -49,6 +55,7 @@ import tempfile
 from pathlib import Path
 
 from overlay.addresses import format_address
+from overlay.bench import directory_db
 from overlay.bench import directory_phases as machinery
 from overlay.bench.directory_report import (
     BenchConfig,
@@ -74,18 +81,24 @@ PHASES = ("logins", "lookups", "presence")
 
 
 async def run(config: BenchConfig, progress: Progress) -> DirectoryReport:
-    """The whole benchmark; the server and client processes never outlive it."""
-    if config.clients < 1 or config.client_procs < 1:
-        raise DirectoryBenchError("need at least one client and one client process")
+    """The whole benchmark; the server and client processes never outlive it, nor does
+    its database (the SQLite file, or the PostgreSQL schema)."""
+    if config.clients < 1 or config.client_procs < 1 or config.servers < 1:
+        raise DirectoryBenchError("need at least one client, client process and server")
+    if config.servers > 1 and not directory_db.is_postgres(config.db):
+        raise DirectoryBenchError(f"--servers {config.servers} needs a PostgreSQL database "
+                                  "(--db postgresql://...): a SQLite file is one process's")
     procs = min(config.client_procs, config.clients)
     hash_threads = DirectoryConfig().hash_threads
     root = Path(tempfile.mkdtemp(prefix="overlay-bench-directory-"))
     try:
-        progress("starting server", 0.0)
-        async with machinery.server(root, config.clients) as (address, server_key, server_pid), \
+        progress("starting server" if config.servers == 1 else "starting servers", 0.0)
+        async with directory_db.database(root, config.db) as db, \
+                machinery.servers(root, config.clients, db.arg, config.servers) as servers, \
                 machinery.workers(procs) as workers:
-            meter = machinery.CpuMeter(server_pid, [worker.process.pid for worker in workers])
-            setup = await machinery.setup(workers, config, address, server_key, progress)
+            meter = machinery.CpuMeter([s.pid for s in servers],
+                                       [worker.process.pid for worker in workers], db.backends)
+            setup = await machinery.setup(workers, config, servers, progress)
             phases: dict[str, Phase] = {}
             before = await machinery.hash_rate(hash_threads, config.hash_seconds, meter,
                                                "password hash", progress)
@@ -102,7 +115,8 @@ async def run(config: BenchConfig, progress: Progress) -> DirectoryReport:
     return DirectoryReport(
         clients=config.clients, client_procs=procs, cores=os.cpu_count() or 1,
         contacts_per_user=config.contacts_per_user, duration_s=config.duration,
-        server=format_address(address), setup=setup, hash=hashing,
+        engine=db.engine, database=db.label,
+        servers=[format_address(s.address) for s in servers], setup=setup, hash=hashing,
         logins=phases["logins"], lookups=phases["lookups"], presence=phases["presence"],
         login_hash_ratio=ratio,
         targets=targets(ratio, phases["lookups"], phases["presence"]),

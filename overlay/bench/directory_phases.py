@@ -1,6 +1,6 @@
 """``overlay bench directory``'s machinery: the processes, the CPU meter, setup and phases.
 
-The server and the client workers run as child processes of this one
+The servers and the client workers run as child processes of this one
 (:class:`~overlay.bench.children.Children` stops them, whatever happens);
 the baseline's password hashes run on threads here.  What is measured, and
 why, is in :mod:`overlay.bench.directory`.
@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ from overlay.bench.directory_report import (
 from overlay.bench.directory_worker import LineReader, encode_line
 from overlay.bench.progress import Progress
 from overlay.directory.server.passwords import HashCost, hash_password, password_matches
+from overlay.state import KEY_FILE
 from overlay.stats import quantile
 
 T = TypeVar("T")
@@ -60,26 +62,41 @@ class _Ticks:
     total: int
     idle: int
     by_pid: dict[int, int]
+    database: dict[int, int] | None
+    """Ticks of each database backend serving the servers, when they are processes here."""
 
 
 class CpuMeter:
-    """Samples /proc/stat and /proc/PID/stat; on other systems every sample is None."""
+    """Samples /proc/stat and /proc/PID/stat; on other systems every sample is None.
 
-    def __init__(self, server: int, clients: list[int]) -> None:
-        self.server = server
+    ``database`` lists the backends of a PostgreSQL database on this machine; it is
+    asked again at every sample, since a server's pool opens connections as it needs
+    them (a backend that started within a window is charged from zero)."""
+
+    def __init__(self, servers: list[int], clients: list[int],
+                 database: Callable[[], list[int]] | None = None) -> None:
+        self.servers = servers
         self.clients = clients
+        self.database = database
         self.cores = os.cpu_count() or 1
 
     def sample(self) -> _Ticks | None:
+        backends = None if self.database is None else self.database()  # before the clock
         try:
             with open("/proc/stat") as stat:
                 fields = [int(x) for x in stat.readline().split()[1:]]
             by_pid = {pid: _process_ticks(pid)
-                      for pid in (self.server, *self.clients, os.getpid())}
+                      for pid in (*self.servers, *self.clients, os.getpid())}
         except (OSError, ValueError, IndexError):
             return None
+        database = None
+        if backends is not None:
+            database = {}
+            for pid in backends:
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    database[pid] = _process_ticks(pid)  # one may have exited meanwhile
         # user nice system idle iowait irq softirq steal [guest guest_nice: inside user]
-        return _Ticks(sum(fields[:8]), fields[3] + fields[4], by_pid)
+        return _Ticks(sum(fields[:8]), fields[3] + fields[4], by_pid, database)
 
     def between(self, a: _Ticks | None, b: _Ticks | None) -> CpuUse | None:
         if a is None or b is None or b.total <= a.total:
@@ -90,10 +107,17 @@ class CpuMeter:
             return sum(b.by_pid[pid] - a.by_pid[pid] for pid in pids) * scale
 
         busy = (b.total - a.total - (b.idle - a.idle)) * scale
-        server, clients, bench = cores(self.server), cores(*self.clients), cores(os.getpid())
-        return CpuUse(round(server, 2), round(clients, 2), round(bench, 2),
-                      round(max(0.0, busy - server - clients - bench), 2),
-                      round((b.idle - a.idle) * scale, 2))
+        servers = [cores(pid) for pid in self.servers]
+        server, clients, bench = sum(servers), cores(*self.clients), cores(os.getpid())
+        database = None
+        if a.database is not None and b.database is not None:
+            database = sum(ticks - a.database.get(pid, 0)
+                           for pid, ticks in b.database.items()) * scale
+        other = busy - server - clients - bench - (database or 0.0)
+        return CpuUse(round(server, 2), clients=round(clients, 2), bench=round(bench, 2),
+                      database=None if database is None else round(database, 2),
+                      other=round(max(0.0, other), 2), idle=round((b.idle - a.idle) * scale, 2),
+                      servers=[round(x, 2) for x in servers])
 
 
 def _process_ticks(pid: int) -> int:
@@ -106,26 +130,51 @@ def _process_ticks(pid: int) -> int:
 # --- child processes -----------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ServerProcess:
+    address: Address
+    key: bytes
+    pid: int
+
+
 @contextlib.asynccontextmanager
-async def server(root: Path, clients: int) -> AsyncIterator[tuple[Address, bytes, int]]:
-    """``overlay server`` on 127.0.0.1, a free port, a new key and an empty database
-    (every client registers from 127.0.0.1: the registration limit must let them)."""
-    command = [sys.executable, "-m", "overlay", "server", "-qq", "--listen", "127.0.0.1:0",
-               "--state", str(root / "state"), "--db", str(root / "directory.sqlite3"),
-               "--registrations-per-hour", str(max(1, clients))]
+async def servers(root: Path, clients: int, db: str,
+                  count: int = 1) -> AsyncIterator[list[ServerProcess]]:
+    """``count`` ``overlay server`` processes on 127.0.0.1, free ports, one database and
+    one new key, as docs/directory.md has operators run them: the first makes the key,
+    the others get a copy in state directories of their own.  (Every client registers
+    from 127.0.0.1: the registration limit must let them.)"""
     async with Children(grace=STOP_TIMEOUT) as children:
-        process = await children.start(command, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE)
-        assert process.stdout is not None
-        line = None
-        with trio.move_on_after(SERVER_START_TIMEOUT):
-            line = await LineReader(process.stdout).readline()
-        found = SERVER_LINE.search(line.decode(errors="replace")) if line else None
-        if found is None:
-            why = (f"it exited with status {process.returncode}" if process.poll() is not None
-                   else f"no 'listening' line within {SERVER_START_TIMEOUT:g} s")
-            raise DirectoryBenchError(f"the directory server did not start: {why}")
-        yield parse_address(found[1]), bytes.fromhex(found[2]), process.pid
+        started: list[ServerProcess] = []
+        for index in range(count):
+            state = root / f"state{index}"
+            if index:
+                state.mkdir(mode=0o700)
+                shutil.copy2(root / "state0" / KEY_FILE, state / KEY_FILE)
+            command = [sys.executable, "-m", "overlay", "server", "-qq",
+                       "--listen", "127.0.0.1:0", "--state", str(state), "--db", db,
+                       "--registrations-per-hour", str(max(1, clients))]
+            process = await children.start(command, stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.PIPE)
+            started.append(await _listening(process, index, count))
+        if len({server.key for server in started}) != 1:
+            raise DirectoryBenchError("the servers did not all load the same key")
+        yield started
+
+
+async def _listening(process: trio.Process, index: int, count: int) -> ServerProcess:
+    """The address and key the server prints once it listens."""
+    assert process.stdout is not None
+    line = None
+    with trio.move_on_after(SERVER_START_TIMEOUT):
+        line = await LineReader(process.stdout).readline()
+    found = SERVER_LINE.search(line.decode(errors="replace")) if line else None
+    if found is None:
+        why = (f"it exited with status {process.returncode}" if process.poll() is not None
+               else f"no 'listening' line within {SERVER_START_TIMEOUT:g} s")
+        which = "the directory server" if count == 1 else f"directory server {index + 1}"
+        raise DirectoryBenchError(f"{which} did not start: {why}")
+    return ServerProcess(parse_address(found[1]), bytes.fromhex(found[2]), process.pid)
 
 
 class Worker:
@@ -205,13 +254,19 @@ async def _ticking(progress: Progress, label: str, seconds: float) -> AsyncItera
 # --- setup -----------------------------------------------------------------------------
 
 
-async def setup(workers: list[Worker], config: BenchConfig, address: Address,
-                 server_key: bytes, progress: Progress) -> Setup:
+async def setup(workers: list[Worker], config: BenchConfig, servers: list[ServerProcess],
+                progress: Progress) -> Setup:
+    """Every user connects (to the server :func:`server_of` it), registers, logs in and
+    becomes a contact of its neighbours on the ring, each step all users at once."""
     began = time.perf_counter()
     procs = len(workers)
-    connect = [{"cmd": "connect", "address": format_address(address),
-                "server_key": server_key.hex(), "password": PASSWORD,
-                "users": list(range(index, config.clients, procs)), "clients": config.clients,
+    connect = [{"cmd": "connect",
+                "addresses": [format_address(server.address) for server in servers],
+                "server_key": servers[0].key.hex(), "password": PASSWORD,
+                "users": list(range(index, config.clients, procs)),
+                "servers": [server_of(user, procs, len(servers))
+                            for user in range(index, config.clients, procs)],
+                "clients": config.clients,
                 "contacts_each": config.contacts_each} for index in range(procs)]
     # Bounded: generous for this machine's hash rate, but a hung server still ends the run.
     time_limit = 30.0 + config.clients / 10
@@ -239,11 +294,19 @@ async def setup(workers: list[Worker], config: BenchConfig, address: Address,
     return Setup(config.clients, pairs, round(time.perf_counter() - began, 2))
 
 
+def server_of(user: int, procs: int, servers: int) -> int:
+    """The server user ``user`` is a client of.  Worker ``w`` holds users ``w``, ``w +
+    procs``...; counting those in turn round the servers spreads every worker's users
+    evenly over all of them (``user % servers`` would put all of a worker's users on one
+    server whenever procs and servers share a factor)."""
+    return (user // procs) % servers
+
+
 # --- the baseline: the bare password hash --------------------------------------------
 
 
 async def hash_rate(threads: int, seconds: float, meter: CpuMeter, label: str,
-                     progress: Progress) -> HashSample:
+                    progress: Progress) -> HashSample:
     """``password_matches`` back to back on ``threads`` threads, as the server runs it."""
     encoded = await trio.to_thread.run_sync(hash_password, PASSWORD, HashCost.owasp())
     first = meter.sample()
@@ -276,7 +339,7 @@ async def hash_rate(threads: int, seconds: float, meter: CpuMeter, label: str,
 
 
 async def phase(workers: list[Worker], name: str, config: BenchConfig, meter: CpuMeter,
-                 progress: Progress) -> Phase:
+                progress: Progress) -> Phase:
     per_client = max(1, math.ceil(config.max_ops / config.clients))
     start_at = time.time() + START_DELAY
     rate = None if name == "logins" else config.rate
@@ -311,6 +374,8 @@ def _aggregate(name: str, rate: float | None, results: list[dict[str, Any]],
     ops = sum(int(r["ok"]) for r in results)
     seconds = max(float(r["elapsed"]) for r in results)
     notices = sum(int(r["notices"]) for r in results)
+    by_server = [sum(column) for column in zip(*(r["ok_by_server"] for r in results),
+                                                strict=True)]
     p50 = p99 = None
     if latencies:
         p50 = round((quantile(latencies, 0.5) or 0.0) / 1000, 3)
@@ -323,9 +388,11 @@ def _aggregate(name: str, rate: float | None, results: list[dict[str, Any]],
         first_error=next((r["first_error"] for r in results if r.get("first_error")), None),
         late=sum(int(r["late"]) for r in results),
         notices=notices, notices_s=round(notices / seconds, 1) if seconds > 0 else 0.0,
-        cpu=cpu,
+        ops_by_server=by_server, cpu=cpu,
         server_us_per_op=None if cpu is None else _per_op(cpu.server, seconds, ops),
         clients_us_per_op=None if cpu is None else _per_op(cpu.clients, seconds, ops),
+        database_us_per_op=None if cpu is None or cpu.database is None
+        else _per_op(cpu.database, seconds, ops),
     )
 
 

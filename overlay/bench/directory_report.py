@@ -42,6 +42,11 @@ class BenchConfig:
     """Lookups and presence updates offered per second, all clients together, on a fixed
     schedule; None for closed loops.  Logins always run closed: their figure is a rate
     at saturation, set against the hash rate."""
+    db: str | None = None
+    """A SQLite file to create, or a PostgreSQL URL (the run uses a fresh schema in it);
+    None: a new SQLite file in a temporary directory."""
+    servers: int = 1
+    """Server processes on the one database (more than one only on PostgreSQL)."""
 
     @property
     def contacts_per_user(self) -> int:
@@ -56,9 +61,15 @@ class CpuUse:
     clients: float
     bench: float
     """This process: the hash baseline runs here; during phases it only waits."""
+    database: float | None
+    """The PostgreSQL backends serving the servers' connections, if they run on this
+    machine; None for SQLite (inside the server's figure) or a database elsewhere."""
     other: float
-    """Everything else on the machine: other people's work on a shared one."""
+    """Everything else on the machine: other people's work on a shared one (and
+    PostgreSQL's shared background processes)."""
     idle: float
+    servers: list[float]
+    """Each server process's share of ``server``, in the order of the report's servers."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +111,15 @@ class Phase:
     notices: int
     """Notices the clients received during the phase (presence sent to contacts)."""
     notices_s: float
+    ops_by_server: list[int]
+    """Completed operations answered by each server process, in the report's order."""
     cpu: CpuUse | None
     server_us_per_op: float | None
     """Server CPU time per completed operation (all its threads): what an operation costs
-    the server, whoever else shares the machine."""
+    the server, whoever else shares the machine; summed over the server processes."""
     clients_us_per_op: float | None
+    database_us_per_op: float | None
+    """The PostgreSQL backends' CPU per operation (see CpuUse.database)."""
 
 
 @dataclass(frozen=True)
@@ -131,7 +146,12 @@ class DirectoryReport:
     cores: int
     contacts_per_user: int
     duration_s: float
-    server: str
+    engine: str
+    """'sqlite' or 'postgresql'."""
+    database: str
+    """The SQLite file's name, or the URL without its password and the run's schema."""
+    servers: list[str]
+    """The server processes' addresses; user i is a client of server i mod N."""
     setup: Setup
     hash: HashRate
     logins: Phase

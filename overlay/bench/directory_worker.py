@@ -6,12 +6,19 @@ so a single client process, held to one core by the GIL, could measure its
 own limit instead of the server's.  The orchestrator
 (:mod:`overlay.bench.directory`) starts one or more of these and sends each
 the same commands; each worker owns the users whose index modulo the number
-of workers is its own.
+of workers is its own.  With several server addresses (server processes on
+one database), each user connects to the one the orchestrator assigned it
+(``servers``, parallel to ``users``) and stays there: an even spread, as a
+load balancer or rotated ``--server`` lists would give real clients (which
+use the first server that answers), and every worker talks to every server,
+so a slow worker cannot skew one server's share.  Failing over is not what
+this measures; the kill -9 tests do that.
 
 The pipe protocol is one JSON object per line.  On stdin, commands::
 
-    {"cmd": "connect", "address": "127.0.0.1:7000", "server_key": HEX,
-     "users": [0, 2, ...], "clients": 100, "contacts_each": 2, "password": "..."}
+    {"cmd": "connect", "addresses": ["127.0.0.1:7000", ...], "server_key": HEX,
+     "users": [0, 2, ...], "servers": [0, 1, ...], "clients": 100, "contacts_each": 2,
+     "password": "..."}
     {"cmd": "step", "name": "register" | "login" | "ask" | "accept", "time_limit": 60}
     {"cmd": "phase", "name": "logins" | "lookups" | "presence", "start_at": WALL,
      "duration": 5.0, "max_ops": 2000, "grace": 10.0, "rate": null | OPS_PER_S_PER_USER}
@@ -98,6 +105,8 @@ class User:
     index: int
     name: str
     identity: Identity
+    server: int
+    """Which of the addresses it is a client of."""
     asks: list[str]
     asked_by: list[str]
     client: DirectoryClient | None = None
@@ -119,6 +128,8 @@ class Tally:
     latencies_us: list[int] = field(default_factory=list)
     in_flight: int = 0
     first_error: str | None = None
+    by_server: list[int] = field(default_factory=list)
+    """``ok`` split by the server that answered (phases only)."""
 
     def error(self, kind: str, text: str) -> None:
         self.errors[kind] += 1
@@ -127,7 +138,8 @@ class Tally:
 
     def to_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "late": self.late, "errors": dict(self.errors),
-                "first_error": self.first_error, "latencies_us": self.latencies_us}
+                "first_error": self.first_error, "latencies_us": self.latencies_us,
+                "ok_by_server": self.by_server}
 
 
 Operation = Callable[[User, int], Awaitable[object]]
@@ -142,6 +154,7 @@ class Worker:
         self.users: list[User] = []
         self.password = ""
         self.clients = 1
+        self.servers = 1
 
     async def send(self, message: dict[str, Any]) -> None:
         async with self._out_lock:
@@ -151,17 +164,20 @@ class Worker:
 
     async def connect(self, nursery: trio.Nursery, command: dict[str, Any]) -> dict[str, Any]:
         """Open one connection per user; each is held by a task that also counts notices."""
-        address = parse_address(command["address"])
+        addresses = [parse_address(text) for text in command["addresses"]]
+        self.servers = len(addresses)
         server_key = bytes.fromhex(command["server_key"])
         clients = self.clients = int(command["clients"])
         self.password = str(command["password"])
         tally = Tally()
-        for index in command["users"]:
+        assigned = command.get("servers") or [0] * len(command["users"])
+        for index, server in zip(command["users"], assigned, strict=True):
             asks, asked_by = ring_contacts(index, clients, int(command["contacts_each"]))
             user = User(index, username(index), Identity.from_seed(secrets.token_bytes(SEED_LEN)),
-                        [username(i) for i in asks], [username(i) for i in asked_by])
+                        int(server), [username(i) for i in asks],
+                        [username(i) for i in asked_by])
             try:
-                await nursery.start(self._hold, user, address, server_key)
+                await nursery.start(self._hold, user, addresses[user.server], server_key)
             except OverlayError as exc:
                 tally.error("unavailable", f"{user.name}: {exc}")
                 continue
@@ -201,8 +217,18 @@ class Worker:
         tally = Tally()
 
         async def one(user: User) -> None:
-            if await _attempt(tally, action, user, 0):
+            # A 429 (the server's login queue is full: admission control) is waited
+            # out and tried again, as every client does; the time limit bounds it.
+            while True:
+                attempt = Tally()
+                ok = await _attempt(attempt, action, user, 0)
+                if ok or set(attempt.errors) != {"429"}:
+                    break
+            if ok:
                 tally.ok += 1
+            else:
+                tally.errors.update(attempt.errors)
+                tally.first_error = tally.first_error or attempt.first_error
             await self.send({"type": "progress", "done": 1})
 
         with trio.move_on_after(time_limit) as scope:
@@ -240,7 +266,7 @@ class Worker:
         await trio.sleep(max(0.0, start_at - time.time()))
         for user in self.users:
             user.notices = 0
-        tally = Tally()
+        tally = Tally(by_server=[0] * self.servers)
         start = time.perf_counter()
         end = start + duration
         finished: list[float] = []
@@ -265,6 +291,7 @@ class Worker:
                     tally.latencies_us.append(round((t1 - t0) * 1e6))
                     if t1 <= end:
                         tally.ok += 1
+                        tally.by_server[user.server] += 1
                     else:
                         tally.late += 1
                 elif ok is None:  # the connection is gone: this user is done

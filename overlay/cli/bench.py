@@ -169,7 +169,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
             "--rate), with p50/p99 latency, errors, and the cores the server, the clients "
             "and everything else kept busy.  Logins are set beside the bare Argon2id "
             "verification rate on one thread per core, measured in the same run while the "
-            "server is idle, as a ratio.  Progress on stderr."
+            "server is idle, as a ratio.  Progress on stderr.  With --db postgresql://... "
+            "the servers use a fresh schema in that database (dropped afterwards); "
+            "--servers N runs N server processes on it, sharing one key, client i on "
+            "server i mod N; --compare runs SQLite with one server, then PostgreSQL with "
+            "1 to N (at least 2), back to back, and prints one table with ratios to SQLite."
         ),
     )
     directory.add_argument("--clients", type=positive_int, default=100, metavar="N",
@@ -191,6 +195,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                            help="offer lookups and presence updates at OPS/s in all (each "
                                 "client on a fixed schedule, latency counted from it) instead "
                                 "of closed loops; logins stay closed loops")
+    directory.add_argument("--db", default=None, metavar="PATH|URL",
+                           help="a SQLite file to create (removed afterwards), or a "
+                                "PostgreSQL URL: the run makes a schema of its own there and "
+                                "drops it after (default: SQLite in a temporary directory)")
+    directory.add_argument("--servers", type=positive_int, default=1, metavar="N",
+                           help="server processes on the one database, more than 1 only on "
+                                "PostgreSQL (default 1; with --compare: the most, default 2)")
+    directory.add_argument("--compare", action="store_true",
+                           help="run SQLite x1, then --db's PostgreSQL x1 .. x N, in one "
+                                "invocation, and print one table with ratios to SQLite x1")
     directory.add_argument("--json", action="store_true", help="print the figures as JSON")
     directory.set_defaults(run=run_directory, verbose_default=-2)
 

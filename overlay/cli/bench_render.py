@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from overlay.bench.chat import ChatReport
     from overlay.bench.directory import DirectoryReport
+    from overlay.bench.directory_compare import CompareReport
     from overlay.bench.routing import RoutingReport
     from overlay.bench.storm import StormReport
     from overlay.bench.transport import TransportReport
@@ -90,9 +91,12 @@ def render_directory(r: DirectoryReport) -> str:
 
     h = r.hash
     phases = (r.logins, r.lookups, r.presence)
+    where = (f"server on {r.servers[0]}" if len(r.servers) == 1
+             else f"{len(r.servers)} servers on {', '.join(r.servers)}")
     lines = [
         f"{r.clients} clients in {r.client_procs} process(es), {r.contacts_per_user} contacts "
-        f"each, {r.duration_s:g} s per phase; server on {r.server}; {r.cores} cores",
+        f"each, {r.duration_s:g} s per phase; {r.cores} cores",
+        f"{where}; database {r.database}",
         f"setup: {r.setup.users} users registered and logged in, {r.setup.contact_pairs} "
         f"contact pairs, in {r.setup.seconds:.1f} s",
         "",
@@ -112,18 +116,24 @@ def render_directory(r: DirectoryReport) -> str:
     ]
     if r.presence.notices:
         lines.append(f"presence notices delivered to contacts: {r.presence.notices_s:.0f}/s")
+    if len(r.servers) > 1:
+        lines.append("answered by each server: " + "; ".join(
+            f"{p.name} " + " / ".join(str(n) for n in p.ops_by_server) for p in phases))
     windows = [(p.name, p.cpu) for p in phases] + [("hash", h.before.cpu),
                                                     ("hash again", h.after.cpu)]
     if all(cpu is not None for _, cpu in windows):
-        lines.append("cores busy     server clients  bench  other   idle   server/op clients/op")
-        per_op = {p.name: (p.server_us_per_op, p.clients_us_per_op) for p in phases}
+        lines.append("cores busy     server clients  bench     db  other   idle   server/op "
+                     "clients/op     db/op")
+        per_op = {p.name: (p.server_us_per_op, p.clients_us_per_op, p.database_us_per_op)
+                  for p in phases}
         for name, cpu in windows:
             assert cpu is not None
-            server_op, clients_op = per_op.get(name, (None, None))
+            server_op, clients_op, db_op = per_op.get(name, (None, None, None))
             cost = "" if server_op is None or clients_op is None \
-                else f" {server_op:>9.0f}us {clients_op:>8.0f}us"
+                else f" {server_op:>9.0f}us {clients_op:>8.0f}us {_us(db_op):>9}"
+            db = "-" if cpu.database is None else f"{cpu.database:.2f}"
             lines.append(f"  {name:<12} {cpu.server:>6.2f} {cpu.clients:>7.2f} "
-                         f"{cpu.bench:>6.2f} {cpu.other:>6.2f} {cpu.idle:>6.2f}{cost}")
+                         f"{cpu.bench:>6.2f} {db:>6} {cpu.other:>6.2f} {cpu.idle:>6.2f}{cost}")
     for p in phases:
         if p.errors:
             kinds = ", ".join(f"{k}: {n}" for k, n in p.errors_by_kind.items())
@@ -137,6 +147,56 @@ def render_directory(r: DirectoryReport) -> str:
         verdict = ("met" if t.met else "MISSED") if comparable else "-"
         lines.append(f"  {t.figure:<18} {shown:>10} (target {sign} {t.limit:g}): {verdict}")
     lines += [f"note: {note}" for note in r.notes]
+    return "\n".join(lines)
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}us"
+
+
+def render_directory_compare(r: CompareReport) -> str:
+    """One line per configuration: rates and ratios to the baseline, then CPU per request."""
+    def ratio(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    first = r.runs[0]
+    lines = [
+        f"{first.clients} clients in {first.client_procs} process(es), {first.duration_s:g} s "
+        f"per phase, {first.cores} cores; ratios to {r.baseline} of the same invocation",
+        "",
+        f"{'':<15} {'logins/s':>17} {'of hash':>8} {'lookups/s':>17} {'presence/s':>17}",
+    ]
+    for row in r.rows:
+        cells = [f"{row.ops_s[name]:>8.1f} ({ratio(row.ratio[name]):>6})"
+                 for name in ("logins", "lookups", "presence")]
+        lines.append(f"{row.label:<15} {cells[0]:>17} {row.login_hash_ratio:>8.1%} "
+                     f"{cells[1]:>17} {cells[2]:>17}")
+    lines += ["", "CPU per request (server processes summed; + database backends)",
+              f"{'':<15} {'login':>17} {'lookup':>17} {'presence':>17} {'other cores':>12}"]
+    for row in r.rows:
+        cells = []
+        for name in ("logins", "lookups", "presence"):
+            server, db = row.server_us_per_op[name], row.database_us_per_op[name]
+            if name == "logins" and server is not None:
+                text = f"{server / 1000:.1f}ms"
+                text += "" if db is None else f" + {db / 1000:.1f}ms"
+            else:
+                text = _us(server) + ("" if db is None else f" + {_us(db)}")
+            cells.append(text)
+        other = "-" if row.other_cores_max is None else f"{row.other_cores_max:.2f}"
+        lines.append(f"{row.label:<15} {cells[0]:>17} {cells[1]:>17} {cells[2]:>17} "
+                     f"{other:>12}")
+    split = [row for row in r.rows if row.servers > 1]
+    if split:
+        lines.append("")
+        for row in split:
+            lines.append(f"{row.label}: answered by each server: " + "; ".join(
+                f"{name} " + " / ".join(str(n) for n in counts)
+                for name, counts in row.ops_by_server.items()))
+    everywhere = [note for note in r.runs[0].notes if all(note in run.notes for run in r.runs)]
+    for row, run in zip(r.rows, r.runs, strict=True):
+        lines += [f"note ({row.label}): {note}" for note in run.notes if note not in everywhere]
+    lines += [f"note: {note}" for note in everywhere]
     return "\n".join(lines)
 
 

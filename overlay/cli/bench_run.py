@@ -92,16 +92,40 @@ def run_transport(args: argparse.Namespace) -> int:
     return 0
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+"""``overlay.directory.server.store.POSTGRES_SCHEMES``, without importing the store."""
+
+
+def _usage_error(args: argparse.Namespace, message: str) -> int:
+    """One line and status 2, as argparse would exit, without its usage block."""
+    print(f"overlay bench {args.bench}: {message}", file=sys.stderr)
+    return 2
+
+
 def run_directory(args: argparse.Namespace) -> int:
+    postgres = args.db is not None and args.db.startswith(POSTGRES_SCHEMES)
+    if args.compare and not postgres:
+        return _usage_error(args, "--compare needs --db postgresql://... (the PostgreSQL "
+                                  "runs are compared with SQLite x1)")
+    if args.servers > 1 and not postgres:
+        return _usage_error(args, f"--servers {args.servers} needs --db postgresql://...: "
+                                  "a SQLite file serves one process")
+
     from overlay.bench import directory
-    from overlay.cli.bench_render import render_directory
+    from overlay.cli.bench_render import render_directory, render_directory_compare
 
     config = directory.BenchConfig(
         clients=args.clients, duration=args.duration,
         client_procs=args.client_procs or directory.default_client_procs(),
         contacts_each=args.contacts, hash_seconds=args.hash_seconds, max_ops=args.max_ops,
-        rate=args.rate)
-    _show(_run(directory.run, config), args, render_directory)
+        rate=args.rate, db=args.db, servers=args.servers)
+    if args.compare:
+        from overlay.bench import directory_compare
+
+        _show(_run(directory_compare.run, directory_compare.CompareConfig(config)), args,
+              render_directory_compare)
+    else:
+        _show(_run(directory.run, config), args, render_directory)
     return 0
 
 

@@ -1,7 +1,8 @@
 """A directory server on 127.0.0.1 on a real store, and clients to talk to it.
 
 The ``store`` fixture is parametrised over both engines: a real SQLite file, and a
-fresh schema in the session's throwaway PostgreSQL cluster (tests/directory/postgres.py),
+fresh schema in the session's throwaway PostgreSQL cluster (tests/directory/postgres.py;
+the ``postgres_cluster`` fixture is in tests/conftest.py, so that tests/bench has it too),
 so every test that uses ``directory`` runs on each.
 """
 
@@ -22,7 +23,7 @@ from overlay.directory.server.service import DirectoryConfig
 from overlay.directory.server.store import SqlStore, open_store
 from overlay.ids import Identity
 from tests.conftest import make_identity
-from tests.directory.postgres import Cluster, running_cluster
+from tests.directory.postgres import Cluster
 
 PASSWORD = "correct horse battery"
 
@@ -57,13 +58,6 @@ class RunningServer:
 
 
 ServerFactory = Callable[..., AbstractAsyncContextManager[RunningServer]]
-
-
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[Cluster]:
-    """Started on first use, once per session (about a second), stopped at the end."""
-    with running_cluster() as cluster:
-        yield cluster
 
 
 ENGINES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
