@@ -8,7 +8,7 @@ contact on another, the processes tell each other about changes, over
 PostgreSQL's LISTEN/NOTIFY (so an operator runs nothing beyond the database
 the servers already need):
 
-- every process LISTENs on one channel and publishes small events there
+- every process LISTENs on its directory's channel and publishes small events there
   (msgpack, base64, well under NOTIFY's 8,000-byte payload limit): presence
   changes, notices for a user, contact-set changes, key changes, supernodes
   joining and leaving, login attempts and registrations charged to a throttle;
@@ -32,6 +32,7 @@ when that is full, so a burst slows the listener rather than dropping news.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import secrets
 import threading
@@ -41,12 +42,14 @@ from typing import Any
 import msgpack
 import psycopg
 import trio
+from psycopg import sql
 
 from overlay.directory.server.store_pg import redact
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "overlay_directory"
+"""The prefix of every directory's channel; :func:`channel_for` adds the schema's mark."""
 HEARTBEAT = 5.0
 SILENCE = 20.0
 QUEUE = 1024
@@ -56,6 +59,24 @@ RETRY = 1.0
 
 Event = dict[str, Any]
 Deliver = Callable[[Event], Awaitable[None]]
+
+
+def channel_for(schema: str) -> str:
+    """The NOTIFY channel of the directory whose tables are in ``schema``.
+
+    Channels belong to the database, not to a schema: two directories in two schemas
+    of one database (a bench beside a real one, or two tenants) would otherwise
+    hear each other's presence.  The schema goes in as a short hash, since a channel
+    is an identifier of at most 63 bytes and a schema name may use all of them.
+    """
+    mark = hashlib.blake2b(schema.encode(), digest_size=8).hexdigest()
+    return f"{CHANNEL}_{mark}"
+
+
+def _channel_of(conn: psycopg.Connection[Any]) -> str:
+    """The channel for the schema this connection's tables resolve to (its search_path)."""
+    row = conn.execute("SELECT current_schema()").fetchone()
+    return channel_for(row[0] if row and row[0] else "public")
 
 
 def encode_event(event: Event) -> str:
@@ -128,7 +149,7 @@ class PostgresCluster:
         def hear(payload: str) -> None:
             event = decode_event(payload)
             if event is None:
-                log.warning("cluster: ignored a malformed event on %s", CHANNEL)
+                log.warning("cluster: ignored a malformed event on its channel")
                 return
             if event["o"] == self.origin:
                 return
@@ -138,7 +159,8 @@ class PostgresCluster:
             while not stop.is_set():
                 try:
                     with psycopg.connect(self.url, autocommit=True) as conn:
-                        conn.execute(f"LISTEN {CHANNEL}")
+                        conn.execute(sql.SQL("LISTEN {}").format(
+                            sql.Identifier(_channel_of(conn))))
                         trio.from_thread.run_sync(connected, trio_token=token)
                         while not stop.is_set():
                             for notify in conn.notifies(timeout=POLL):
@@ -159,14 +181,16 @@ class PostgresCluster:
     async def _send_outbox(self) -> None:
         """NOTIFY from one connection, so the others hear our events in our order."""
         conn: psycopg.Connection[Any] | None = None
+        channel = ""
 
         def send(payloads: list[str]) -> None:
-            nonlocal conn
+            nonlocal conn, channel
             if conn is None or conn.closed:
                 conn = psycopg.connect(self.url, autocommit=True)
+                channel = _channel_of(conn)
             with conn.transaction():  # one round trip's worth of commits for a batch
                 for payload in payloads:
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                    conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
         try:
             async for first in self._outbox:

@@ -9,8 +9,9 @@ whichever server an attacker talks to.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -167,3 +168,31 @@ async def test_login_throttle_holds_across_servers(postgres_cluster: Cluster) ->
             async with client(b, "alice") as owner:  # the owner is never locked out
                 await owner.login("alice", PASSWORD)
         nursery.cancel_scope.cancel()
+
+
+async def test_two_directories_in_two_schemas_of_one_database_do_not_hear_each_other(
+        postgres_cluster: Cluster) -> None:
+    """NOTIFY channels belong to the database: each directory's is named after its schema."""
+    first = postgres_cluster.url(postgres_cluster.fresh_schema())
+    other = postgres_cluster.url(postgres_cluster.fresh_schema())
+    heard: dict[str, list[str]] = {"same": [], "other": [], "speaker": []}
+    probed = trio.Event()
+
+    def hearer(name: str) -> Callable[[dict[str, Any]], Awaitable[None]]:
+        async def deliver(event: dict[str, Any]) -> None:
+            heard[name].append(event["t"])
+            if name == "same" and event["t"] == "probe":
+                probed.set()
+        return deliver
+
+    async with trio.open_nursery() as nursery:
+        for name, url in (("same", first), ("other", other)):
+            await nursery.start(PostgresCluster(url, heartbeat=0.2).run, hearer(name))
+        speaker = PostgresCluster(first, heartbeat=0.2)
+        await nursery.start(speaker.run, hearer("speaker"))
+        speaker.publish({"t": "probe"})
+        with trio.fail_after(10):
+            await probed.wait()
+        await trio.sleep(1.0)  # several heartbeats: the other schema's seat hears none
+        nursery.cancel_scope.cancel()
+    assert heard["other"] == [], heard["other"]
