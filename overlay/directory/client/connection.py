@@ -68,6 +68,9 @@ class LoginResult:
     token: bytes
     expires_at: int
     certificate: Certificate
+    observed: Address | None = None
+    """The source address:port the server saw for this connection (a NAT's public side);
+    None from a server that does not report it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,12 +263,14 @@ class DirectoryClient:
         body = (await self.request("login", username=username,
                                    sealed_password=self._sealed(password))).body
         return LoginResult(username, body["token"], body["expires_at"],
-                           self._verify(body.get("certificate")))
+                           self._verify(body.get("certificate")),
+                           _address_or_none(body.get("observed")))
 
     async def resume(self, token: bytes) -> LoginResult:
         body = (await self.request("resume", token=token)).body
         return LoginResult(body["username"], token, body["expires_at"],
-                           self._verify(body.get("certificate")))
+                           self._verify(body.get("certificate")),
+                           _address_or_none(body.get("observed")))
 
     async def logout(self) -> None:
         await self.request("logout")
