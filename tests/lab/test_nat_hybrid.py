@@ -87,7 +87,8 @@ class Running:
     def peer(self, host: str, user: str, peer: str, *args: str,
              listen: bool = True) -> subprocess.Popen[bytes]:
         argv = [sys.executable, PEER_SCRIPT, "--server", self.server, "--key", self.key,
-                "--user", user, "--peer", peer, "--state", str(self.scratch / user), *args]
+                "--user", user, "--peer", peer, "--state", str(self.scratch / user),
+                "--log", str(self.scratch / f"{user}.log"), *args]
         if listen:
             argv += ["--listen", f"{self.lab.host(host).address}:{CLIENT_PORT}"]
         return self.spawn(host, argv)
