@@ -145,6 +145,7 @@ class PunchService:
         self._observed_home: NodeId | None = None
         self._observe_sent = -OBSERVE_INTERVAL
         self._wake = trio.Event()
+        self._observed_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
 
     # --- what the edge client and status use ---------------------------------------------
@@ -153,10 +154,18 @@ class PunchService:
         if address is None or self.observed.get(who) == address:
             return
         self.observed[who] = address
+        self._observed_changed.set()
+        self._observed_changed = trio.Event()
         log.info("%s sees our outgoing port as %s (NAT mapping: %s)", who,
                  format_address(address), self.mapping().value)
         for peer in self.peers.values():
             peer.coordinator.set_candidates(self.candidates())
+
+    async def wait_observed(self, who: str) -> Address:
+        """What ``who`` (``directory``, ``supernode``) reports, once it has."""
+        while who not in self.observed:
+            await self._observed_changed.wait()
+        return self.observed[who]
 
     def local_address(self) -> Address | None:
         home = self._home()
