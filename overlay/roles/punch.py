@@ -56,9 +56,11 @@ from overlay.proto.punch import (
     PunchCoordinator,
     PunchKind,
     PunchMessage,
+    PunchState,
     SendPunch,
     classify_mapping,
 )
+from overlay.roles.status import PunchStatus
 
 log = logging.getLogger(__name__)
 
@@ -113,21 +115,6 @@ class PeerPunch:
     """Dials made for this peer in all."""
     successes: int = 0
     last_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PunchStatus:
-    """This client's part of ``overlay status`` about hole punching."""
-
-    enabled: bool
-    outgoing_port: int | None
-    observed: dict[str, Address] = field(default_factory=dict)
-    mapping: NatMapping = NatMapping.UNKNOWN
-
-    def to_json(self) -> dict[str, Any]:
-        return {"enabled": self.enabled, "outgoing_port": self.outgoing_port,
-                "observed": {who: format_address(a) for who, a in self.observed.items()},
-                "mapping": self.mapping.value}
 
 
 class PunchService:
@@ -210,7 +197,7 @@ class PunchService:
             self._nursery = nursery
             self.node.register_handler(MessageType.PUNCH, self._packet)
             task_status.started()
-            while True:
+            while self.node.is_edge:  # a promoted client is dialled: it punches no more
                 now = trio.current_time()
                 self._observe(now)
                 self._scan(now)
@@ -245,10 +232,14 @@ class PunchService:
     def _scan(self, now: float) -> None:
         """Start punching for new relayed conversations; notice direct links come and go."""
         locations = self.node.forwarder.locations
-        for channel in self.node.channels.channels():
-            peer = channel.peer
-            if peer not in self.peers and peer in locations and self.node.node_id < peer:
-                self._coordinator(peer, now).coordinator.start(now)
+        talking = {channel.peer for channel in self.node.channels.channels()}
+        for peer in talking - self.peers.keys():
+            if peer in locations and peer not in self.node.neighbours:
+                self._coordinator(peer, now).coordinator.start(now)  # a responder waits
+        for peer, state in list(self.peers.items()):
+            if (peer not in talking and not state.direct
+                    and state.coordinator.state is PunchState.RELAYED):
+                del self.peers[peer]  # the conversation is over: no more rounds for it
         for peer, state in self.peers.items():
             linked = peer in self.node.neighbours
             if linked == state.direct:

@@ -7,14 +7,12 @@ The records are what code reads (the chat terminal, the demo, the tests);
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from overlay.addresses import Address, format_address
 from overlay.ids import NodeId
-
-if TYPE_CHECKING:
-    from overlay.roles.punch import PunchStatus
+from overlay.proto.punch import NatMapping
 
 
 def _rtts_json(rtts: tuple[tuple[NodeId, float], ...]) -> dict[str, float]:
@@ -54,6 +52,21 @@ class Conversation:
         return {"peer": self.peer.hex(), "username": self.username, **self.path.to_json(),
                 "since_s": None if self.punch is None else self.punch["since_s"],
                 "punch": self.punch}
+
+
+@dataclass(frozen=True, slots=True)
+class PunchStatus:
+    """This client's part of ``overlay status`` about hole punching."""
+
+    enabled: bool
+    outgoing_port: int | None
+    observed: dict[str, Address] = field(default_factory=dict)
+    mapping: NatMapping = NatMapping.UNKNOWN
+
+    def to_json(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "outgoing_port": self.outgoing_port,
+                "observed": {who: format_address(a) for who, a in self.observed.items()},
+                "mapping": self.mapping.value}
 
 
 @dataclass(frozen=True, slots=True)
