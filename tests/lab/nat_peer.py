@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import logging
 import sys
@@ -97,10 +98,11 @@ async def main(args: argparse.Namespace) -> None:
         await nursery.start(role.run)
         say("ready", node_id=node.node_id.hex(), reachable=role.reachable,
             reason=role.reachability_reason, home=role.home.hex() if role.home else None)
+        faulthandler.cancel_dump_traceback_later()
         if args.send:
             await send(node, role, args)
         else:
-            await receive(node, role, args.receive)
+            await receive(node, role, args.receive, settled=args.settle)
         nursery.cancel_scope.cancel()
 
 
@@ -142,22 +144,28 @@ async def settle(role: EdgeClient, peer: Any) -> None:
     """Wait until punching towards ``peer`` is direct or has given up one round."""
     assert role.punch is not None
     attempts = role.punch.config.attempts
+    seen = False
     with trio.move_on_after(LIMIT):
         while True:
             status = role.punch.peer_status(peer)
+            if status is None and seen:
+                return  # the conversation ended and punching forgot the peer
+            seen = seen or status is not None
             if status is not None and (status["state"] == "direct" or (
                     status["state"] == "relayed" and status["attempts"] >= attempts)):
                 return
             await trio.sleep(0.2)
 
 
-async def receive(node: Node, role: EdgeClient, count: int) -> None:
+async def receive(node: Node, role: EdgeClient, count: int, *, settled: bool) -> None:
     got: list[bytes] = []
     with trio.fail_after(LIMIT * 2):
         channel = await node.accept_channel()
         async with channel:
             while len(got) < count:
                 got.append(await channel.receive())
+            if settled:
+                await settle(role, channel.peer)
             path = role.path_to(channel.peer)
             # Stay until the sender closes (or a few seconds): leaving at once could lose
             # our last acknowledgements with the link, and the sender would wait for them.
@@ -191,6 +199,8 @@ if __name__ == "__main__":
     parser.add_argument("--hold", action="store_true")
     parser.add_argument("--log", help="also log everything at INFO and above to this file")
     arguments = parser.parse_args()
+    # A peer stuck before it reports shows where (the tests wait 60 s for a line).
+    faulthandler.dump_traceback_later(50, repeat=True)
     if arguments.log:
         handler = logging.FileHandler(arguments.log)
         handler.setFormatter(logging.Formatter("%(relativeCreated)8.0f %(name)s: %(message)s"))

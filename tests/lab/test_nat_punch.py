@@ -157,7 +157,7 @@ def test_hard_nats_stay_relayed_after_three_logged_attempts(system: Running) -> 
     nats(system, "hard")
     try:
         receiver = system.peer("nat2-c1", "ivan", "jane", "--receive", "300", "--punch",
-                               listen=False)
+                               "--settle", listen=False)
         sender = system.peer("nat1-c1", "jane", "ivan", "--send", "300", "--punch",
                              "--interval", "0.01", "--settle", listen=False)
         system.event(receiver, "ivan")
