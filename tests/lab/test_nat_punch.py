@@ -14,6 +14,9 @@ three supernodes.  What this proves (issue #14):
 - behind two hard NATs (random ports) punching fails, after exactly three
   attempts that the client logs, and the conversation stays relayed and
   delivers everything.
+
+Each peer logs to ``SCRATCH/USER.log``; ``OVERLAY_LAB_KEEP=1`` keeps them after
+the run (the scratch directory is ``/tmp/ovl-*``).
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def system(netns_required: None, lab_timings: list[str]) -> Iterator[Running]:
         lab_timings.append(f"{PREFIX} (hole punching): setup {lab.setup_seconds or 0:.3f} s, "
                            f"teardown {teardown:.3f} s")
         assert lab.leftovers() == []
-        shutil.rmtree(scratch, ignore_errors=True) if not os.environ.get("KEEP") else None
+        if os.environ.get("OVERLAY_LAB_KEEP") != "1":  # 1: keep the peers' logs
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def nats(system: Running, mapping: Mapping) -> None:
