@@ -236,7 +236,7 @@ class EdgeClient:
             try:
                 resumed = await client.resume(self.token)
                 self.certificate = resumed.certificate
-                self._observed(resumed.observed)
+                self._observed(resumed.observed, client)
             except DirectoryError as exc:
                 if self.credentials.password is None or exc.status != 401:
                     raise
@@ -246,7 +246,7 @@ class EdgeClient:
                 raise DirectoryError(401, "no session: log in first (overlay account login)")
             login = await client.login(self.username, self.credentials.password)
             self.token, self.certificate = login.token, login.certificate
-            self._observed(login.observed)
+            self._observed(login.observed, client)
         listen = self.node.listen_address
         if listen is not None and self.reachable is None:
             result = await client.dialback(listen)
@@ -264,9 +264,13 @@ class EdgeClient:
             with contextlib.suppress(DirectoryError):
                 await self.locate(username, client)
 
-    def _observed(self, address: Address | None) -> None:
-        if self.punch is not None:
-            self.punch.set_observed("directory", address)
+    def _observed(self, address: Address | None, client: DirectoryClient) -> None:
+        """The server's report of our source address, if the connection left from the
+        outgoing port (a dial that fell back to an ephemeral port tells nothing about it)."""
+        local = client.local_address
+        if self.punch is None or local is None or local[1] != self.node.outgoing_port:
+            return
+        self.punch.set_observed("directory", address)
 
     async def _publish(self, client: DirectoryClient | None = None) -> None:
         client = client or self.directory.client

@@ -169,7 +169,9 @@ class PunchService:
         """Where the peer should dial us: what the observers saw, then our own address."""
         out: list[Candidate] = []
         local = self.local_address()
-        for address in [*self.observed.values(), *([local] if local else [])]:
+        port = self.node.outgoing_port
+        own = [] if local is None or port is None else [(local[0], port)]
+        for address in [*self.observed.values(), *own]:
             if address not in out and address[0] not in ("0.0.0.0", "::"):
                 out.append(address)
         return out
@@ -220,6 +222,9 @@ class PunchService:
             return
         if home == self._observed_home and "supernode" in self.observed:
             return
+        local = self.local_address()
+        if local is None or local[1] != self.node.outgoing_port:
+            return  # that link left from another port: its observation would mislead
         if now - self._observe_sent < OBSERVE_INTERVAL:
             return
         if home != self._observed_home:
@@ -269,7 +274,11 @@ class PunchService:
             return
         now = trio.current_time()
         if message.kind is PunchKind.OBSERVED:
-            if packet.src == self._home() and message.candidates:
+            local = self.local_address()
+            # Only what the supernode saw of a link from our outgoing port means anything
+            # (the attachment may have fallen back to an ephemeral port).
+            if (packet.src == self._home() and message.candidates and local is not None
+                    and local[1] == self.node.outgoing_port):
                 self.set_observed("supernode", message.candidates[0])
             return
         if message.kind is PunchKind.OBSERVE:

@@ -162,8 +162,8 @@ async def test_login_and_resume_report_the_address_the_server_sees(
     await registered(directory, "alice")
     async with directory.client("alice") as alice:
         login = await alice.login("alice", PASSWORD)
-        assert login.observed == alice._link.local_address
+        assert login.observed == alice.local_address
     async with directory.client("alice") as again:
         resumed = await again.resume(login.token)
-        assert resumed.observed == again._link.local_address
+        assert resumed.observed == again.local_address
         assert resumed.observed != login.observed  # another connection, another port

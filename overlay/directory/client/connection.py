@@ -214,6 +214,11 @@ class DirectoryClient:
     def node_id(self) -> NodeId:
         return self._link.core.identity.node_id
 
+    @property
+    def local_address(self) -> Address | None:
+        """This end of the connection (what the server reports as ``observed``, before NAT)."""
+        return self._link.local_address
+
     def notices(self) -> trio.MemoryReceiveChannel[Notice]:
         """Unasked messages from the server, in arrival order (closed when the link is)."""
         return self._notice_receive
