@@ -200,12 +200,13 @@ class PunchService:
             self.node.register_handler(MessageType.PUNCH, self._packet)
             task_status.started()
             while self.node.is_edge:  # a promoted client is dialled: it punches no more
+                self._wake = trio.Event()  # before the work: what happens during it counts
                 now = trio.current_time()
                 self._observe(now)
                 self._scan(now)
                 for peer, state in list(self.peers.items()):
                     state.coordinator.handle_timer(now)
-                    self._act(peer, state)
+                    self._act(peer, state, wake=False)  # the deadline is computed next
                 deadline = now + SCAN_INTERVAL
                 for state in self.peers.values():
                     timer = state.coordinator.get_timer()
@@ -213,7 +214,6 @@ class PunchService:
                         deadline = min(deadline, timer)
                 with trio.move_on_at(deadline):
                     await self._wake.wait()
-                self._wake = trio.Event()
 
     def _observe(self, now: float) -> None:
         """Ask the home supernode what it sees, once per home (again until it answers)."""
@@ -292,9 +292,10 @@ class PunchService:
             return
         state.coordinator.receive(message, now)
         self._act(packet.src, state)
-        self._wake.set()
 
-    def _act(self, peer: NodeId, state: PeerPunch) -> None:
+    def _act(self, peer: NodeId, state: PeerPunch, *, wake: bool = True) -> None:
+        """Carry out the coordinator's actions; ``wake``: the run loop must look at its
+        timer again (called from outside the loop)."""
         for action in state.coordinator.actions():
             if isinstance(action, SendPunch):
                 self.node.send_packet(MessageType.PUNCH, peer, action.message.to_body())
@@ -309,7 +310,8 @@ class PunchService:
                 log.info("punching to %s: %d attempts failed (%s); staying relayed, next "
                          "round in %.0f s", peer.short, action.attempts, state.last_error,
                          max(0.0, action.retry_at - trio.current_time()))
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     async def _dial(self, peer: NodeId, state: PeerPunch, action: Dial) -> None:
         """Dial every candidate from our outgoing port until one connects or time is up;
