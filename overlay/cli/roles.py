@@ -84,6 +84,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                         help="accept direct links here (default: do not listen, dial out only)")
     client.add_argument("--no-supernode", action="store_true",
                         help="refuse if the server asks this client to become a supernode")
+    client.add_argument("--no-punch", action="store_true",
+                        help="never try to turn a relayed conversation with another client "
+                             "into a direct link (hole punching); every outgoing connection "
+                             "then uses its own ephemeral port")
     client.set_defaults(run=run_client)
 
 
@@ -131,10 +135,13 @@ async def _client(args: argparse.Namespace) -> int:
     async def promote() -> None:
         print(f"promoted: {args.user} is now also a supernode", flush=True)
 
-    role = EdgeRole(credentials, server, key, EdgeConfig(supernode_ok=not args.no_supernode),
+    role = EdgeRole(credentials, server, key,
+                    EdgeConfig(supernode_ok=not args.no_supernode, punch=not args.no_punch),
                     on_promote=promote)
+    # One local port for every outgoing connection: the mapping hole punching reuses.
+    node_config = NodeConfig(listen=args.listen, outgoing_port=None if args.no_punch else 0)
     with stop_signals() as signals, StateDir(state_path) as state:
-        spec = PeerSpec(state.load_or_create_identity(), NodeConfig(listen=args.listen), role,
+        spec = PeerSpec(state.load_or_create_identity(), node_config, role,
                         control_path=state.control_socket)
         async with _stopped_by(signals), run_peer(spec) as peer:
             assert peer.edge is not None

@@ -146,12 +146,34 @@ def _render_role(role: dict[str, Any]) -> list[str]:
             if key == "reachability":
                 value = f"{'yes' if role.get('reachable') else 'no'} ({value})"
             lines.append(f"{label:<12}{value}")
+    punch = role.get("punch")
+    if punch:
+        seen = ", ".join(f"{who} sees {address}" for who, address in punch["observed"].items())
+        lines.append(f"{'nat':<12}{punch['mapping']} mapping"
+                     f"{f' ({seen})' if seen else ''}, punching from port "
+                     f"{punch['outgoing_port']}")
     conversations = role.get("conversations") or []
     if conversations:
         lines.append("")
         lines += _table(
-            ("CONVERSATION", "PATH", "VIA SUPERNODES"),
-            [(c.get("username") or c["peer"][:8], c["path"],
-              " -> ".join(v[:8] for v in c["via"]) or "-") for c in conversations],
+            ("CONVERSATION", "PATH", "SINCE", "VIA SUPERNODES", "PUNCH"),
+            [(c.get("username") or c["peer"][:8], c["path"], _since(c.get("since_s")),
+              " -> ".join(v[:8] for v in c["via"]) or "-", _punch(c.get("punch")))
+             for c in conversations],
         )
     return lines
+
+
+def _since(seconds: float | None) -> str:
+    """How long a conversation has been on its path, e.g. ``12 s`` or ``3 min``."""
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _punch(punch: dict[str, Any] | None) -> str:
+    """Hole punching towards one peer: its state and attempts so far."""
+    if punch is None:
+        return "-"
+    tries = punch["attempts"]
+    return f"{punch['state']}, {tries} attempt{'s' if tries != 1 else ''}"

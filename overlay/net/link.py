@@ -128,6 +128,17 @@ class Link:
     def peer_id(self) -> NodeId | None:
         return self.core.peer_id
 
+    @property
+    def local_address(self) -> Address | None:
+        """This end's address of a TCP link (None over other streams, as in the simulator)."""
+        if not isinstance(self._stream, trio.SocketStream):
+            return None
+        try:
+            name = self._stream.socket.getsockname()
+        except OSError:
+            return None
+        return (str(name[0]), int(name[1]))
+
     # --- public API -------------------------------------------------------------
 
     async def run(self) -> LinkDown:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import random
 import secrets
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -37,7 +38,7 @@ from overlay.net.link import Link
 from overlay.net.messaging import handle_control
 from overlay.net.neighbours import NodeLinks, PacketTrace
 from overlay.net.node_status import NodeStatistics, RoleStatus, node_status_json
-from overlay.net.transport import TcpTransport, Transport
+from overlay.net.transport import TcpTransport, Transport, reserve_port
 from overlay.proto.echo import EchoResult
 from overlay.proto.forwarding import Forwarder
 from overlay.proto.link import LinkState
@@ -71,7 +72,9 @@ class Node:
         self.config = config or NodeConfig()
         """The configuration the node was started with (promotion leaves it as given)."""
         self.listen_address: Address | None = None
-        self._transport: Transport = transport or TcpTransport()
+        self._transport: Transport = transport or TcpTransport(
+            None if self.config.outgoing_port is None else self.config.outgoing_port or None)
+        self._port_reservation: socket.socket | None = None
         self._control_path = control_path
         self._rng = rng or random.Random()
         self.core: NodeCore[Link] = NodeCore(self.node_id, self.config, rng=self._rng)
@@ -109,6 +112,12 @@ class Node:
     async def _running(self) -> AsyncIterator[None]:
         self._started_at = trio.current_time()
         self.core.start(self._started_at)
+        transport = self._transport
+        if (self.config.outgoing_port == 0 and isinstance(transport, TcpTransport)
+                and transport.local_port is None):
+            self._port_reservation = reserve_port()
+            transport.local_port = int(self._port_reservation.getsockname()[1])
+            log.debug("outgoing connections from port %d", transport.local_port)
         if self.trace is None and packet_log.isEnabledFor(logging.DEBUG):  # overlay -vv
             self.trace = _log_packet
         async with trio.open_nursery() as nursery:
@@ -134,6 +143,8 @@ class Node:
             finally:
                 await self.links.close_all()
                 nursery.cancel_scope.cancel()
+                if self._port_reservation is not None:
+                    self._port_reservation.close()
 
     # --- links --------------------------------------------------------------------
 
@@ -163,6 +174,17 @@ class Node:
                                    purpose=purpose, status=dialer)
         finally:
             self._dialers.remove(dialer)
+
+    @property
+    def transport(self) -> Transport:
+        """How this node dials (outgoing connections share one port if configured)."""
+        return self._transport
+
+    @property
+    def outgoing_port(self) -> int | None:
+        """The local port every outgoing connection uses, if there is one."""
+        transport = self._transport
+        return transport.local_port if isinstance(transport, TcpTransport) else None
 
     def disconnect(self, peer: NodeId, reason: str = "no longer wanted") -> None:
         """Close the link to ``peer`` if there is one (its dialer, if any, must be cancelled)."""

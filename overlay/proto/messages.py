@@ -65,6 +65,7 @@ class MessageType(IntEnum):
     TIME_EXCEEDED = 0x23
     UNREACHABLE = 0x24
     VIA = 0x25
+    PUNCH = 0x26
     DIRECTORY_REQUEST = 0x40
     DIRECTORY_RESPONSE = 0x41
     DIRECTORY_NOTICE = 0x42

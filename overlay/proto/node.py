@@ -99,6 +99,10 @@ class NodeConfig:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     default_ttl: int = DEFAULT_TTL
     channel: ChannelConfig = field(default_factory=ChannelConfig)
+    outgoing_port: int | None = None
+    """Dial every outgoing TCP connection from this one local port (0: a free one chosen
+    at start), so that a NAT maps them all to one public port, which hole punching
+    dials from (docs/roles.md, Hole punching); None: an ephemeral port per dial."""
     edge: bool = False
     """Start as an edge client: no routing, no relaying; what has no direct link goes to
     the home supernode (see :meth:`NodeCore.set_home`)."""

@@ -65,6 +65,10 @@ class PunchKind(enum.IntEnum):
     CONNECT = 0
     CONNECT_REPLY = 1
     SYNC = 2
+    OBSERVE = 3
+    """Edge client -> its supernode: which address do you see my link come from?"""
+    OBSERVED = 4
+    """The answer: one candidate, the link's remote address as the supernode sees it."""
 
 
 @dataclass(frozen=True, slots=True)

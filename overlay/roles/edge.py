@@ -30,7 +30,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -44,8 +44,10 @@ from overlay.ids import NodeId
 from overlay.net.node import Node
 from overlay.net.transport import TcpTransport, Transport
 from overlay.proto.messages import MessageType
+from overlay.proto.punch import PunchConfig
 from overlay.roles.directory_link import DirectoryLink
 from overlay.roles.probe import measure_candidates
+from overlay.roles.punch import PunchService
 from overlay.roles.selection import Attachment, choose_attachment
 from overlay.roles.status import Conversation, EdgeStatus, Path
 from overlay.roles.supernode import Supernode
@@ -72,6 +74,10 @@ class EdgeConfig:
     """Link directly to contacts that published a verified direct address."""
     only_supernodes: frozenset[NodeId] = frozenset()
     """Attach only to these supernodes (empty: any the directory lists)."""
+    punch: bool = True
+    """Try to turn relayed conversations with other edge clients into direct links (hole
+    punching, docs/roles.md); needs the node's ``outgoing_port``."""
+    punch_config: PunchConfig = field(default_factory=PunchConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +113,11 @@ class EdgeClient:
         self._transport = transport or TcpTransport()
         self._rng = rng or random.Random()
         self._on_promote = on_promote
+        # The directory connection leaves from the node's outgoing port (if it has one):
+        # the server's report of its source address is one of the punching candidates.
         self.directory = DirectoryLink(server, node.identity, server_key, self._connected,
-                                       self._notice, transport=transport, rng=self._rng)
+                                       self._notice, transport=transport or node.transport,
+                                       rng=self._rng)
         self.token: bytes | None = credentials.token
         self.certificate: Certificate | None = None
         """Our own, from the last login or resume: the chat layer seals under it."""
@@ -133,12 +142,18 @@ class EdgeClient:
         self._nursery: trio.Nursery | None = None
         self.supernode: Supernode | None = None
         """The supernode role this client runs once promoted."""
+        self.punch: PunchService | None = None
+        if self.config.punch and node.config.outgoing_port is not None and node.is_edge:
+            self.punch = PunchService(node, home=lambda: self.home,
+                                      config=self.config.punch_config, rng=self._rng)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:
         """Log in, attach, then keep attached; started() once the first home is up."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.punch is not None:
+                await nursery.start(self.punch.run)
             await nursery.start(self.directory.run)
             if self.node.is_edge:
                 nursery.start_soon(self._attach_loop_until_promoted)
@@ -177,7 +192,8 @@ class EdgeClient:
             if peer in seen:
                 continue
             seen.add(peer)
-            rows.append(Conversation(peer, names.get(peer), self.route_to(peer)))
+            punch = None if self.punch is None else self.punch.peer_status(peer)
+            rows.append(Conversation(peer, names.get(peer), self.route_to(peer), punch))
         return rows
 
     def route_to(self, peer: NodeId) -> Path:
@@ -209,6 +225,7 @@ class EdgeClient:
             conversations=tuple(self.conversations()),
             directory_connected=self.directory.client is not None,
             server=self.directory.address,
+            punch=None if self.punch is None else self.punch.status(),
         )
 
     # --- directory ------------------------------------------------------------------
@@ -217,7 +234,9 @@ class EdgeClient:
         """Runs after every (re)connection to the directory."""
         if self.token is not None:
             try:
-                self.certificate = (await client.resume(self.token)).certificate
+                resumed = await client.resume(self.token)
+                self.certificate = resumed.certificate
+                self._observed(resumed.observed, client)
             except DirectoryError as exc:
                 if self.credentials.password is None or exc.status != 401:
                     raise
@@ -227,6 +246,7 @@ class EdgeClient:
                 raise DirectoryError(401, "no session: log in first (overlay account login)")
             login = await client.login(self.username, self.credentials.password)
             self.token, self.certificate = login.token, login.certificate
+            self._observed(login.observed, client)
         listen = self.node.listen_address
         if listen is not None and self.reachable is None:
             result = await client.dialback(listen)
@@ -243,6 +263,14 @@ class EdgeClient:
         for username in list(self.peers):  # the world may have moved while we were away
             with contextlib.suppress(DirectoryError):
                 await self.locate(username, client)
+
+    def _observed(self, address: Address | None, client: DirectoryClient) -> None:
+        """The server's report of our source address, if the connection left from the
+        outgoing port (a dial that fell back to an ephemeral port tells nothing about it)."""
+        local = client.local_address
+        if self.punch is None or local is None or local[1] != self.node.outgoing_port:
+            return
+        self.punch.set_observed("directory", address)
 
     async def _publish(self, client: DirectoryClient | None = None) -> None:
         client = client or self.directory.client
@@ -296,6 +324,7 @@ class EdgeClient:
             scope.cancel()
         self._dialers.clear()
         self.attachment = None
+        self.punch = None  # a supernode is dialled, it does not punch (its task idles)
         self.node.promote()
         self.supernode = Supernode(self.node, self.direct_address,
                                    server=self.directory.servers,

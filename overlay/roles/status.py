@@ -7,11 +7,12 @@ The records are what code reads (the chat terminal, the demo, the tests);
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from overlay.addresses import Address, format_address
 from overlay.ids import NodeId
+from overlay.proto.punch import NatMapping
 
 
 def _rtts_json(rtts: tuple[tuple[NodeId, float], ...]) -> dict[str, float]:
@@ -44,9 +45,28 @@ class Conversation:
     peer: NodeId
     username: str | None
     path: Path
+    punch: dict[str, Any] | None = None
+    """Hole punching towards this peer (state, attempts, since when on this path), if any."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"peer": self.peer.hex(), "username": self.username, **self.path.to_json()}
+        return {"peer": self.peer.hex(), "username": self.username, **self.path.to_json(),
+                "since_s": None if self.punch is None else self.punch["since_s"],
+                "punch": self.punch}
+
+
+@dataclass(frozen=True, slots=True)
+class PunchStatus:
+    """This client's part of ``overlay status`` about hole punching."""
+
+    enabled: bool
+    outgoing_port: int | None
+    observed: dict[str, Address] = field(default_factory=dict)
+    mapping: NatMapping = NatMapping.UNKNOWN
+
+    def to_json(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "outgoing_port": self.outgoing_port,
+                "observed": {who: format_address(a) for who, a in self.observed.items()},
+                "mapping": self.mapping.value}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +87,7 @@ class EdgeStatus:
     directory_connected: bool
     server: Address
     """The directory server in use (or tried next: ``--server A --server B`` fails over)."""
+    punch: PunchStatus | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -83,6 +104,7 @@ class EdgeStatus:
             "conversations": [c.to_json() for c in self.conversations],
             "directory": "connected" if self.directory_connected else "unreachable",
             "server": format_address(self.server),
+            "punch": None if self.punch is None else self.punch.to_json(),
         }
 
 

@@ -29,8 +29,10 @@ from overlay.errors import OverlayError, RoleError
 from overlay.ids import NodeId
 from overlay.net.node import Node
 from overlay.net.transport import TcpTransport, Transport
+from overlay.proto.messages import MessageType
 from overlay.roles.directory_link import DirectoryLink
 from overlay.roles.probe import measure_candidates
+from overlay.roles.punch import answer_observe
 from overlay.roles.selection import choose_mesh
 from overlay.roles.status import SupernodeStatus
 
@@ -66,6 +68,8 @@ class Supernode:
         self.known: dict[NodeId, Address] = {}
         self.rtts: dict[NodeId, float] = {}
         self._refresh = trio.Event()
+        # Tell attached clients which address their link comes from (hole punching).
+        node.register_handler(MessageType.PUNCH, lambda packet: answer_observe(node, packet))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
                   ) -> None:

@@ -153,3 +153,17 @@ async def test_unreachable_server_is_one_clear_error() -> None:
         async with DirectoryClient.connect(("127.0.0.1", port), make_identity("alice"),
                                            server_key=None):
             pass
+
+
+async def test_login_and_resume_report_the_address_the_server_sees(
+        directory: RunningServer) -> None:
+    """The optional ``observed`` field (issue #14): the connection's source, as the server
+    sees it; behind a NAT that is the NAT's public side, a hole-punching candidate."""
+    await registered(directory, "alice")
+    async with directory.client("alice") as alice:
+        login = await alice.login("alice", PASSWORD)
+        assert login.observed == alice.local_address
+    async with directory.client("alice") as again:
+        resumed = await again.resume(login.token)
+        assert resumed.observed == again.local_address
+        assert resumed.observed != login.observed  # another connection, another port

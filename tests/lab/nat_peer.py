@@ -9,14 +9,27 @@ them.  It reports on stdout, one JSON object per line:
 - ``{"event": "ready", ...}`` once attached (reachability as the server saw it, home);
 - with ``--pause-at K``: ``{"event": "paused", "home": ...}`` after K messages, then it
   waits for a line on stdin (the test kills a supernode meanwhile);
+- with ``--punch``: ``{"event": "path", "path": "direct" | "relayed", "at": I}`` each
+  time the path to the peer changes while sending (I messages sent so far);
+- with ``--hold``: ``{"event": "acknowledged", "path": ...}`` once everything is
+  acknowledged, then it waits for a line on stdin before it closes the channel;
 - ``{"event": "sent", ...}`` once the peer acknowledged everything, or
   ``{"event": "received", ...}`` with what arrived (count, in order, duplicates).
+
+``--punch`` turns hole punching on (one outgoing port, docs/roles.md); without it
+the client never punches, so a conversation between two NAT-ed clients stays
+relayed.  ``--interval S`` paces the messages; ``--settle`` waits, after the last
+acknowledgement, until punching towards the peer is settled (direct, or a round
+of attempts given up) and reports it in ``sent``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
+import logging
 import sys
 from typing import Any
 
@@ -24,14 +37,16 @@ import trio
 
 from overlay.addresses import parse_address
 from overlay.directory.client.connection import DirectoryClient
-from overlay.errors import DirectoryError
+from overlay.errors import DirectoryError, TransportError
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
-from overlay.roles.edge import Credentials, EdgeClient
+from overlay.proto.punch import PunchConfig
+from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
 from overlay.state import load_identity
 
 PASSWORD = "correct horse battery"
 LIMIT = 60.0
+LINGER = 5.0
 
 
 def say(event: str, **fields: Any) -> None:
@@ -73,18 +88,21 @@ async def main(args: argparse.Namespace) -> None:
     async with DirectoryClient.connect(server, identity, server_key=key) as client:
         await befriend(client, args.user, args.peer)
     listen = parse_address(args.listen) if args.listen else None
-    config = NodeConfig(listen=listen, edge=True,
+    config = NodeConfig(listen=listen, edge=True, outgoing_port=0 if args.punch else None,
                         link=LinkConfig(hello_interval=0.5, dead_after=3))
+    edge = EdgeConfig(punch=args.punch, punch_config=PunchConfig(answer_timeout=3.0,
+                                                                 dial_timeout=5.0))
     async with Node(identity, config) as node, trio.open_nursery() as nursery:
         role = EdgeClient(node, Credentials(args.user, password=PASSWORD), server=server,
-                          server_key=key)
+                          server_key=key, config=edge)
         await nursery.start(role.run)
         say("ready", node_id=node.node_id.hex(), reachable=role.reachable,
             reason=role.reachability_reason, home=role.home.hex() if role.home else None)
+        faulthandler.cancel_dump_traceback_later()
         if args.send:
             await send(node, role, args)
         else:
-            await receive(node, role, args.receive)
+            await receive(node, role, args.receive, settled=args.settle)
         nursery.cancel_scope.cancel()
 
 
@@ -95,32 +113,76 @@ async def send(node: Node, role: EdgeClient, args: argparse.Namespace) -> None:
             if role.peers[args.peer].presence.home_node is not None:
                 break
             await trio.sleep(0.2)
+        path: Any = None
         async with node.open_channel(peer) as channel:
             for i in range(args.send):
+                if args.punch and (now := role.path_to(peer)["path"]) != path:
+                    path = now
+                    say("path", path=now, at=i)
                 await channel.send(b"message %d" % i)
+                if args.interval:
+                    await trio.sleep(args.interval)
                 if i + 1 == args.pause_at:
                     await channel.wait_acknowledged()
                     say("paused", sent=i + 1, home=role.home.hex() if role.home else None)
                     await trio.to_thread.run_sync(sys.stdin.readline)
             await channel.wait_acknowledged()
             stats = channel.statistics()
-    say("sent", count=args.send, path=role.path_to(peer), failovers=role.failovers,
-        home=role.home.hex() if role.home else None, retransmissions=stats.retransmissions)
+            if args.settle:
+                await settle(role, peer)
+            path = role.path_to(peer)  # before closing: the peer hangs up once we do
+            if args.hold:
+                say("acknowledged", path=path)
+                await trio.to_thread.run_sync(sys.stdin.readline)
+    punch = role.punch.peer_status(peer) if role.punch else None
+    say("sent", count=args.send, path=path, failovers=role.failovers,
+        home=role.home.hex() if role.home else None, retransmissions=stats.retransmissions,
+        punch=punch, mapping=role.punch.mapping().value if role.punch else None)
 
 
-async def receive(node: Node, role: EdgeClient, count: int) -> None:
+async def settle(role: EdgeClient, peer: Any) -> None:
+    """Wait until punching towards ``peer`` is direct or has given up one round."""
+    assert role.punch is not None
+    attempts = role.punch.config.attempts
+    seen = False
+    with trio.move_on_after(LIMIT):
+        while True:
+            status = role.punch.peer_status(peer)
+            if status is None and seen:
+                return  # the conversation ended and punching forgot the peer
+            seen = seen or status is not None
+            if status is not None and (status["state"] == "direct" or (
+                    status["state"] == "relayed" and status["attempts"] >= attempts)):
+                return
+            await trio.sleep(0.2)
+
+
+async def receive(node: Node, role: EdgeClient, count: int, *, settled: bool) -> None:
     got: list[bytes] = []
     with trio.fail_after(LIMIT * 2):
         channel = await node.accept_channel()
         async with channel:
             while len(got) < count:
                 got.append(await channel.receive())
+            if settled:
+                await settle(role, channel.peer)
+            path = role.path_to(channel.peer)
+            # Stay until the sender closes (or a few seconds): leaving at once could lose
+            # our last acknowledgements with the link, and the sender would wait for them.
+            with trio.move_on_after(LINGER), contextlib.suppress(TransportError):
+                while True:
+                    got.append(await channel.receive())  # (a duplicate, were there one)
     expected = [b"message %d" % i for i in range(count)]
     say("received", count=len(got), in_order=got == expected,
-        duplicates=len(got) - len(set(got)), home=role.home.hex() if role.home else None)
+        duplicates=len(got) - len(set(got)), home=role.home.hex() if role.home else None,
+        path=path)
 
 
 if __name__ == "__main__":
+    # Punching says what it tries and why it gave up: the hard-hard test reads it.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(name)s: %(message)s")
+    logging.getLogger("overlay.roles.punch").setLevel(logging.INFO)
     parser = argparse.ArgumentParser()
     parser.add_argument("--server", required=True)
     parser.add_argument("--key", required=True)
@@ -131,4 +193,17 @@ if __name__ == "__main__":
     parser.add_argument("--send", type=int, default=0)
     parser.add_argument("--receive", type=int, default=0)
     parser.add_argument("--pause-at", type=int, default=0)
-    trio.run(main, parser.parse_args())
+    parser.add_argument("--punch", action="store_true")
+    parser.add_argument("--interval", type=float, default=0.0)
+    parser.add_argument("--settle", action="store_true")
+    parser.add_argument("--hold", action="store_true")
+    parser.add_argument("--log", help="also log everything at INFO and above to this file")
+    arguments = parser.parse_args()
+    # A peer stuck before it reports shows where (the tests wait 60 s for a line).
+    faulthandler.dump_traceback_later(50, repeat=True)
+    if arguments.log:
+        handler = logging.FileHandler(arguments.log)
+        handler.setFormatter(logging.Formatter("%(relativeCreated)8.0f %(name)s: %(message)s"))
+        logging.getLogger("overlay").addHandler(handler)
+        logging.getLogger("overlay").setLevel(logging.INFO)
+    trio.run(main, arguments)

@@ -58,7 +58,10 @@ class Running:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], WAIT)
         if not ready:
-            raise AssertionError(f"{what}: nothing printed within {WAIT:g} s")
+            proc.kill()  # its stderr says where it was (nat_peer.py dumps its stacks)
+            err = proc.communicate(timeout=WAIT)[1] or b""
+            text = err.decode(errors="replace") if isinstance(err, bytes) else err
+            raise AssertionError(f"{what}: nothing printed within {WAIT:g} s: {text[-3000:]}")
         line = proc.stdout.readline()
         text = line.decode() if isinstance(line, bytes) else line
         if not text:
@@ -87,7 +90,8 @@ class Running:
     def peer(self, host: str, user: str, peer: str, *args: str,
              listen: bool = True) -> subprocess.Popen[bytes]:
         argv = [sys.executable, PEER_SCRIPT, "--server", self.server, "--key", self.key,
-                "--user", user, "--peer", peer, "--state", str(self.scratch / user), *args]
+                "--user", user, "--peer", peer, "--state", str(self.scratch / user),
+                "--log", str(self.scratch / f"{user}.log"), *args]
         if listen:
             argv += ["--listen", f"{self.lab.host(host).address}:{CLIENT_PORT}"]
         return self.spawn(host, argv)

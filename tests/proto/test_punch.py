@@ -23,6 +23,7 @@ from overlay.proto.punch import (
     classify_mapping,
     direct_expected,
 )
+from tests.proto.test_vectors import VALID
 
 A_CANDIDATES = (("203.0.113.1", 40001), ("100.64.1.10", 40001))
 B_CANDIDATES = (("203.0.113.2", 40002),)
@@ -259,3 +260,25 @@ def test_any_event_order_keeps_the_bounds(events: list[tuple[str, str, int, floa
                 assert action.candidates == B_CANDIDATES
             if isinstance(action, GaveUp):
                 assert action.retry_at > now
+
+
+def test_the_documented_punch_vectors_are_punch_messages() -> None:
+    """docs/protocol.md's PUNCH vectors carry bodies the punch codec reads back exactly."""
+    bodies = [v.expected_message() for v in VALID if v.name.startswith("PUNCH")]
+    parsed = [PunchMessage.from_body(getattr(m, "body", None)) for m in bodies]
+    assert [(p.kind, p.attempt) for p in parsed] == [(PunchKind.CONNECT, 1),
+                                                     (PunchKind.OBSERVED, 1)]
+    assert parsed[1].candidates == (("203.0.113.2", 40777),)
+    assert [p.to_body() for p in parsed] == [getattr(m, "body", None) for m in bodies]
+
+
+@pytest.mark.parametrize("kind", [PunchKind.OBSERVE, PunchKind.OBSERVED])
+def test_observe_messages_leave_the_coordinator_alone(kind: PunchKind) -> None:
+    """OBSERVE and OBSERVED are between a client and its supernode, not part of a punch."""
+    for side in (coordinator(initiator=True), coordinator(initiator=False)):
+        side.start(0.0)
+        side.actions()
+        before = (side.state, side.get_timer())
+        side.receive(PunchMessage(kind, 1, B_CANDIDATES if kind is PunchKind.OBSERVED else ()),
+                     1.0)
+        assert (side.state, side.get_timer()) == before and side.actions() == []

@@ -87,10 +87,12 @@ class Network:
         scope.cancel()
 
     async def start_client(self, name: str, *, listen: bool = False,
+                           outgoing_port: int | None = None,
                            **config: object) -> tuple[Node, EdgeClient]:
         role = EdgeRole(Credentials(name, password=PASSWORD), self.address, self.key,
                         EdgeConfig(refresh_interval=2.0, **config))  # type: ignore[arg-type]
-        node_config = NodeConfig(link=LINKS, listen=("127.0.0.1", 0) if listen else None)
+        node_config = NodeConfig(link=LINKS, listen=("127.0.0.1", 0) if listen else None,
+                                 outgoing_port=outgoing_port)
         peer, _scope = await self._run_peer(name, node_config, role)
         assert peer.edge is not None
         self.clients[name] = (peer.node, peer.edge)

@@ -68,6 +68,9 @@ class LoginResult:
     token: bytes
     expires_at: int
     certificate: Certificate
+    observed: Address | None = None
+    """The source address:port the server saw for this connection (a NAT's public side);
+    None from a server that does not report it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +214,11 @@ class DirectoryClient:
     def node_id(self) -> NodeId:
         return self._link.core.identity.node_id
 
+    @property
+    def local_address(self) -> Address | None:
+        """This end of the connection (what the server reports as ``observed``, before NAT)."""
+        return self._link.local_address
+
     def notices(self) -> trio.MemoryReceiveChannel[Notice]:
         """Unasked messages from the server, in arrival order (closed when the link is)."""
         return self._notice_receive
@@ -260,12 +268,14 @@ class DirectoryClient:
         body = (await self.request("login", username=username,
                                    sealed_password=self._sealed(password))).body
         return LoginResult(username, body["token"], body["expires_at"],
-                           self._verify(body.get("certificate")))
+                           self._verify(body.get("certificate")),
+                           _address_or_none(body.get("observed")))
 
     async def resume(self, token: bytes) -> LoginResult:
         body = (await self.request("resume", token=token)).body
         return LoginResult(body["username"], token, body["expires_at"],
-                           self._verify(body.get("certificate")))
+                           self._verify(body.get("certificate")),
+                           _address_or_none(body.get("observed")))
 
     async def logout(self) -> None:
         await self.request("logout")

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from overlay.addresses import format_address
 from overlay.directory.protocol import (
     Rejected,
     Status,
@@ -114,6 +115,7 @@ class AccountOperations(DirectoryState):
         await self._start_session(conn, user, token_hash, expires_at, now)
         return Status.OK, "logged in", {
             "token": token, "expires_at": expires_at, **self._identity_body(user, now),
+            "observed": format_address(conn.address),
         }
 
     async def _op_resume(self, conn: Connection, *, now: float, token: bytes) -> Reply:
@@ -128,6 +130,7 @@ class AccountOperations(DirectoryState):
         await self._start_session(conn, record.user, token_hash, record.expires_at, now)
         return Status.OK, "session resumed", {
             "expires_at": record.expires_at, **self._identity_body(record.user, now),
+            "observed": format_address(conn.address),
         }
 
     async def _op_logout(self, conn: Connection, *, now: float) -> Reply:

@@ -1,0 +1,375 @@
+"""Hole punching for an edge client: the trio driver of :mod:`overlay.proto.punch`.
+
+Why
+---
+Two edge clients behind NAT start every conversation relayed by supernodes
+(docs/roles.md).  When both NATs map a local port to one public port whatever
+the destination, the two can reach each other directly if they dial each
+other's public address at the same moment (TCP simultaneous open).  This
+module learns this client's public candidates, runs one
+:class:`~overlay.proto.punch.PunchCoordinator` per relayed conversation, dials
+when the coordinator says so, and hands a connection that came up to the node
+as an ordinary link.  From then on the forwarder sends the peer's packets over
+that link (an edge client's first choice is a direct neighbour), so the
+reliable channel simply continues on the new path; when the link dies the
+packets go back through the home supernode and the channel retransmits what
+was lost on the way.  Nothing here touches the channel itself.
+
+Observed addresses
+------------------
+Every outgoing connection of the node leaves from one local port
+(``NodeConfig.outgoing_port``).  The directory server reports the source
+address it sees in its login and resume answers; the home supernode answers a
+PUNCH ``OBSERVE`` with the address it sees (docs/protocol.md, PUNCH).  Those
+observed addresses are the candidates sent to the peer, and comparing them
+classifies the NAT (:func:`~overlay.proto.punch.classify_mapping`).
+
+The exchange runs in PUNCH packets (type 0x26) end to end over the relayed
+path; relays forward them without reading them (an unassigned routed type to
+an older node), so a peer that does not punch simply never answers and the
+conversation stays relayed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from overlay.addresses import Address, format_address
+from overlay.errors import MalformedMessage
+from overlay.ids import NodeId
+from overlay.net.link import Link
+from overlay.net.node import Node
+from overlay.net.transport import connect_from_port
+from overlay.proto.messages import MessageType, RoutedPacket
+from overlay.proto.punch import (
+    Candidate,
+    Dial,
+    GaveUp,
+    NatMapping,
+    PunchConfig,
+    PunchCoordinator,
+    PunchKind,
+    PunchMessage,
+    PunchState,
+    SendPunch,
+    classify_mapping,
+)
+from overlay.roles.status import PunchStatus
+
+log = logging.getLogger(__name__)
+
+TRY_TIMEOUT = 0.5
+"""One connect() of a punch; a refused or timed-out try is repeated until the window ends."""
+RETRY_PAUSE = 0.02
+OBSERVE_INTERVAL = 2.0
+"""How often an unanswered OBSERVE is sent again to the home supernode."""
+SCAN_INTERVAL = 1.0
+"""How often conversations are looked at for ones to punch (and direct links lost)."""
+
+
+def answer_observe(node: Node, packet: RoutedPacket) -> None:
+    """A supernode's side: tell a neighbour which address its link comes from.
+
+    Only a packet from the neighbour itself is answered (``src`` is linked here):
+    the answer is the link's remote address, the NAT's public side.
+    """
+    try:
+        message = PunchMessage.from_body(packet.body)
+    except MalformedMessage:
+        return
+    link = node.neighbours.get(packet.src)
+    if message.kind is not PunchKind.OBSERVE or link is None:
+        return
+    answer = PunchMessage(PunchKind.OBSERVED, message.attempt, (link.address,))
+    node.send_packet(MessageType.PUNCH, packet.src, answer.to_body())
+
+
+@dataclass(slots=True)
+class _Race:
+    """The candidates of one dial, racing: the first to connect wins, the rest stop."""
+
+    port: int
+    window: float
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    winner: list[tuple[trio.SocketStream, Address]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """The last failure (one entry at most)."""
+    tries: int = 0
+
+
+@dataclass(slots=True)
+class PeerPunch:
+    """One conversation's punching: its coordinator and what status shows of it."""
+
+    coordinator: PunchCoordinator
+    direct: bool = False
+    since: float = 0.0
+    """When the path last changed (trio time), or when the conversation was first seen."""
+    attempts: int = 0
+    """Dials made for this peer in all."""
+    successes: int = 0
+    last_error: str | None = None
+
+
+class PunchService:
+    """Runs hole punching for every relayed conversation of one edge client."""
+
+    def __init__(self, node: Node, *, home: Callable[[], NodeId | None],
+                 config: PunchConfig | None = None, rng: random.Random | None = None) -> None:
+        self.node = node
+        self._home = home
+        self.config = config or PunchConfig()
+        self._rng = rng or random.Random()
+        self.peers: dict[NodeId, PeerPunch] = {}
+        self.observed: dict[str, Address] = {}
+        """Who saw our outgoing port as what: ``directory``, ``supernode``."""
+        self._observed_home: NodeId | None = None
+        self._observe_sent = -OBSERVE_INTERVAL
+        self._wake = trio.Event()
+        self._observed_changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # --- what the edge client and status use ---------------------------------------------
+
+    def set_observed(self, who: str, address: Address | None) -> None:
+        if address is None or self.observed.get(who) == address:
+            return
+        self.observed[who] = address
+        self._observed_changed.set()
+        self._observed_changed = trio.Event()
+        log.info("%s sees our outgoing port as %s (NAT mapping: %s)", who,
+                 format_address(address), self.mapping().value)
+        for peer in self.peers.values():
+            peer.coordinator.set_candidates(self.candidates())
+
+    async def wait_observed(self, who: str) -> Address:
+        """What ``who`` (``directory``, ``supernode``) reports, once it has."""
+        while who not in self.observed:
+            await self._observed_changed.wait()
+        return self.observed[who]
+
+    def local_address(self) -> Address | None:
+        home = self._home()
+        link = self.node.neighbours.get(home) if home is not None else None
+        return link.local_address if link is not None else None
+
+    def mapping(self) -> NatMapping:
+        local = self.local_address()
+        if local is None:
+            return NatMapping.UNKNOWN
+        return classify_mapping(local, list(self.observed.values()))
+
+    def candidates(self) -> list[Candidate]:
+        """Where the peer should dial us: what the observers saw, then our own address."""
+        out: list[Candidate] = []
+        local = self.local_address()
+        port = self.node.outgoing_port
+        own = [] if local is None or port is None else [(local[0], port)]
+        for address in [*self.observed.values(), *own]:
+            if address not in out and address[0] not in ("0.0.0.0", "::"):
+                out.append(address)
+        return out
+
+    def path_since(self, peer: NodeId) -> float | None:
+        state = self.peers.get(peer)
+        return None if state is None else state.since
+
+    def peer_status(self, peer: NodeId) -> dict[str, Any] | None:
+        state = self.peers.get(peer)
+        if state is None:
+            return None
+        return {"state": state.coordinator.state.value, "attempts": state.attempts,
+                "successes": state.successes, "last_error": state.last_error,
+                "since_s": round(max(0.0, trio.current_time() - state.since), 3)}
+
+    def status(self) -> PunchStatus:
+        return PunchStatus(True, self.node.outgoing_port, dict(self.observed), self.mapping())
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self.node.register_handler(MessageType.PUNCH, self._packet)
+            task_status.started()
+            while self.node.is_edge:  # a promoted client is dialled: it punches no more
+                self._wake = trio.Event()  # before the work: what happens during it counts
+                now = trio.current_time()
+                self._observe(now)
+                self._scan(now)
+                for peer, state in list(self.peers.items()):
+                    state.coordinator.handle_timer(now)
+                    self._act(peer, state, wake=False)  # the deadline is computed next
+                deadline = now + SCAN_INTERVAL
+                for state in self.peers.values():
+                    timer = state.coordinator.get_timer()
+                    if timer is not None:
+                        deadline = min(deadline, timer)
+                with trio.move_on_at(deadline):
+                    await self._wake.wait()
+
+    def _observe(self, now: float) -> None:
+        """Ask the home supernode what it sees, once per home (again until it answers)."""
+        home = self._home()
+        if home is None or home not in self.node.neighbours:
+            return
+        if home == self._observed_home and "supernode" in self.observed:
+            return
+        local = self.local_address()
+        if local is None or local[1] != self.node.outgoing_port:
+            return  # that link left from another port: its observation would mislead
+        if now - self._observe_sent < OBSERVE_INTERVAL:
+            return
+        if home != self._observed_home:
+            self.observed.pop("supernode", None)
+            self._observed_home = home
+        self._observe_sent = now
+        self.node.send_packet(MessageType.PUNCH, home,
+                              PunchMessage(PunchKind.OBSERVE, 1).to_body())
+
+    def _scan(self, now: float) -> None:
+        """Start punching for new relayed conversations; notice direct links come and go."""
+        locations = self.node.forwarder.locations
+        talking = {channel.peer for channel in self.node.channels.channels()}
+        for peer in talking - self.peers.keys():
+            if peer in locations and peer not in self.node.neighbours:
+                self._coordinator(peer, now).coordinator.start(now)  # a responder waits
+        for peer, state in list(self.peers.items()):
+            if (peer not in talking and not state.direct
+                    and state.coordinator.state is PunchState.RELAYED):
+                del self.peers[peer]  # the conversation is over: no more rounds for it
+        for peer, state in self.peers.items():
+            linked = peer in self.node.neighbours
+            if linked == state.direct:
+                continue
+            state.direct, state.since = linked, now
+            if linked:
+                log.info("conversation with %s is direct now", peer.short)
+                state.coordinator.direct_up()
+            else:
+                log.info("direct link to %s lost: relayed again", peer.short)
+                state.coordinator.direct_down(now)
+
+    def _coordinator(self, peer: NodeId, now: float) -> PeerPunch:
+        state = self.peers.get(peer)
+        if state is None:
+            coordinator = PunchCoordinator(initiator=self.node.node_id < peer,
+                                           candidates=self.candidates(),
+                                           random=self._rng.random, config=self.config)
+            state = self.peers[peer] = PeerPunch(coordinator, since=now)
+        return state
+
+    def _packet(self, packet: RoutedPacket) -> None:
+        try:
+            message = PunchMessage.from_body(packet.body)
+        except MalformedMessage as exc:
+            log.debug("malformed PUNCH from %s: %s", packet.src.short, exc)
+            return
+        now = trio.current_time()
+        if message.kind is PunchKind.OBSERVED:
+            local = self.local_address()
+            # Only what the supernode saw of a link from our outgoing port means anything
+            # (the attachment may have fallen back to an ephemeral port).
+            if (packet.src == self._home() and message.candidates and local is not None
+                    and local[1] == self.node.outgoing_port):
+                self.set_observed("supernode", message.candidates[0])
+            return
+        if message.kind is PunchKind.OBSERVE:
+            return  # we observe for nobody: only supernodes answer
+        if message.kind is PunchKind.CONNECT and packet.src not in self.node.forwarder.locations:
+            return  # only edge clients punch (and we must know where to answer)
+        state = self.peers.get(packet.src)
+        if state is None and message.kind is PunchKind.CONNECT:
+            state = self._coordinator(packet.src, now)
+        if state is None:
+            return
+        state.coordinator.receive(message, now)
+        self._act(packet.src, state)
+
+    def _act(self, peer: NodeId, state: PeerPunch, *, wake: bool = True) -> None:
+        """Carry out the coordinator's actions; ``wake``: the run loop must look at its
+        timer again (called from outside the loop)."""
+        for action in state.coordinator.actions():
+            if isinstance(action, SendPunch):
+                self.node.send_packet(MessageType.PUNCH, peer, action.message.to_body())
+            elif isinstance(action, Dial):
+                state.attempts += 1
+                log.info("punching to %s: attempt %d, dialling %s", peer.short,
+                         action.attempt, ", ".join(format_address(c) for c in action.candidates)
+                         or "nothing")
+                assert self._nursery is not None
+                self._nursery.start_soon(self._dial, peer, state, action)
+            elif isinstance(action, GaveUp):
+                log.info("punching to %s: %d attempts failed (%s); staying relayed, next "
+                         "round in %.0f s", peer.short, action.attempts, state.last_error,
+                         max(0.0, action.retry_at - trio.current_time()))
+        if wake:
+            self._wake.set()
+
+    async def _dial(self, peer: NodeId, state: PeerPunch, action: Dial) -> None:
+        """Dial every candidate from our outgoing port until one connects or time is up;
+        run what connected as a link, and report whether it came up."""
+        port = self.node.outgoing_port
+        race = _Race(port or 0, self.config.dial_timeout * 0.6)
+        if port is not None and action.candidates:
+            async with trio.open_nursery() as nursery:
+                race.scope = nursery.cancel_scope
+                for candidate in action.candidates:
+                    nursery.start_soon(self._try_candidate, candidate, race)
+        coordinator = state.coordinator
+        winner = race.winner
+        if not winner:
+            state.last_error = race.errors[-1] if race.errors else "no candidate to dial"
+            coordinator.dial_result(action.attempt, False, trio.current_time())
+            self._act(peer, state)
+            return
+        stream, address = winner[0]
+        link = self.node.links.new_link(stream, address, initiator=coordinator.initiator,
+                                        expected_peer=peer)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_link, link)
+        with trio.move_on_after(self.config.dial_timeout * 0.3):
+            await self.node.wait_until(lambda: link.core.established_at is not None
+                                       or link.finished.is_set())
+        up = link.core.established_at is not None and peer in self.node.neighbours
+        if up:
+            state.successes += 1
+            log.info("punched through to %s at %s: direct link up", peer.short,
+                     format_address(address))
+        else:
+            state.last_error = "connected but the link handshake failed"
+            link.close()
+        coordinator.dial_result(action.attempt, up, trio.current_time())
+        self._act(peer, state)
+
+    async def _try_candidate(self, candidate: Address, race: _Race) -> None:
+        with trio.move_on_after(race.window):
+            while True:
+                try:
+                    with trio.fail_after(TRY_TIMEOUT):
+                        stream = await connect_from_port(candidate, race.port)
+                except (OSError, trio.TooSlowError) as exc:
+                    why = "no answer" if isinstance(exc, trio.TooSlowError) else str(exc)
+                    race.tries += 1
+                    race.errors[-1:] = [f"{format_address(candidate)}: {why}"]
+                    await trio.sleep(RETRY_PAUSE)
+                    continue
+                if race.winner:  # another candidate connected in the same moment
+                    await trio.aclose_forcefully(stream)
+                    return
+                race.winner.append((stream, candidate))
+                race.scope.cancel()
+                return
+
+    async def _run_link(self, link: Link) -> None:
+        down = await self.node.links.run_link(link)
+        if link.core.established_at is not None:
+            log.info("direct link %s ended: %s", format_address(link.address), down.describe())
+        self._wake.set()
