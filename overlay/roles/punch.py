@@ -36,7 +36,6 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
@@ -60,7 +59,7 @@ from overlay.proto.punch import (
     SendPunch,
     classify_mapping,
 )
-from overlay.roles.status import PunchStatus
+from overlay.roles.status import PunchProgress, PunchStatus
 
 log = logging.getLogger(__name__)
 
@@ -180,13 +179,13 @@ class PunchService:
         state = self.peers.get(peer)
         return None if state is None else state.since
 
-    def peer_status(self, peer: NodeId) -> dict[str, Any] | None:
+    def peer_status(self, peer: NodeId) -> PunchProgress | None:
         state = self.peers.get(peer)
         if state is None:
             return None
-        return {"state": state.coordinator.state.value, "attempts": state.attempts,
-                "successes": state.successes, "last_error": state.last_error,
-                "since_s": round(max(0.0, trio.current_time() - state.since), 3)}
+        return PunchProgress(state.coordinator.state.value, state.attempts, state.successes,
+                             state.last_error,
+                             round(max(0.0, trio.current_time() - state.since), 3))
 
     def status(self) -> PunchStatus:
         return PunchStatus(True, self.node.outgoing_port, dict(self.observed), self.mapping())

@@ -39,19 +39,35 @@ class Path:
 
 
 @dataclass(frozen=True, slots=True)
+class PunchProgress:
+    """Hole punching towards one peer: where the coordinator is, and how it went."""
+
+    state: str
+    attempts: int
+    successes: int
+    last_error: str | None
+    since_s: float
+    """Seconds on the conversation's current path (direct or relayed)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"state": self.state, "attempts": self.attempts, "successes": self.successes,
+                "last_error": self.last_error, "since_s": self.since_s}
+
+
+@dataclass(frozen=True, slots=True)
 class Conversation:
     """An open conversation of an edge client: with whom, and how it travels."""
 
     peer: NodeId
     username: str | None
     path: Path
-    punch: dict[str, Any] | None = None
-    """Hole punching towards this peer (state, attempts, since when on this path), if any."""
+    punch: PunchProgress | None = None
+    """Hole punching towards this peer, if any."""
 
     def to_json(self) -> dict[str, Any]:
         return {"peer": self.peer.hex(), "username": self.username, **self.path.to_json(),
-                "since_s": None if self.punch is None else self.punch["since_s"],
-                "punch": self.punch}
+                "since_s": None if self.punch is None else self.punch.since_s,
+                "punch": None if self.punch is None else self.punch.to_json()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,7 +137,8 @@ async def send(node: Node, role: EdgeClient, args: argparse.Namespace) -> None:
     punch = role.punch.peer_status(peer) if role.punch else None
     say("sent", count=args.send, path=path, failovers=role.failovers,
         home=role.home.hex() if role.home else None, retransmissions=stats.retransmissions,
-        punch=punch, mapping=role.punch.mapping().value if role.punch else None)
+        punch=None if punch is None else punch.to_json(),
+        mapping=role.punch.mapping().value if role.punch else None)
 
 
 async def settle(role: EdgeClient, peer: Any) -> None:
@@ -151,8 +152,8 @@ async def settle(role: EdgeClient, peer: Any) -> None:
             if status is None and seen:
                 return  # the conversation ended and punching forgot the peer
             seen = seen or status is not None
-            if status is not None and (status["state"] == "direct" or (
-                    status["state"] == "relayed" and status["attempts"] >= attempts)):
+            if status is not None and (status.state == "direct" or (
+                    status.state == "relayed" and status.attempts >= attempts)):
                 return
             await trio.sleep(0.2)
 

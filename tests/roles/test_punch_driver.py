@@ -103,7 +103,7 @@ async def test_three_attempts_at_exact_times_then_a_logged_give_up(
         for service in (service_a, service_b):
             status = service.peer_status(B_ID if service is service_a else A_ID)
             assert status is not None
-            assert (status["state"], status["attempts"]) == ("relayed", 3)
+            assert (status.state, status.attempts) == ("relayed", 3)
         gave_up = [r.getMessage() for r in caplog.records if "attempts failed" in r.getMessage()]
         retry_in = 60.0 * (0.5 + random.Random(7).random())
         assert gave_up == [f"punching to {B_ID.short}: 3 attempts failed (no candidate to "
@@ -149,11 +149,11 @@ async def test_a_direct_link_stops_punching_and_its_loss_is_noticed(
         a.neighbours[B_ID] = object()  # a direct link came up (whoever made it)
         await trio.sleep(1.0)
         status = service_a.peer_status(B_ID)
-        assert status is not None and status["state"] == "direct"
+        assert status is not None and status.state == "direct"
         since = service_a.path_since(B_ID)
         del a.neighbours[B_ID]
         await trio.sleep(1.0)
         status = service_a.peer_status(B_ID)
-        assert status is not None and status["state"] == "relayed"
+        assert status is not None and status.state == "relayed"
         assert service_a.path_since(B_ID) != since  # relayed again, since the loss
         nursery.cancel_scope.cancel()

@@ -104,7 +104,7 @@ def status_report(client: Client) -> str:
     conversations = status.conversations
     for row in conversations:
         name = row.username or row.peer.short
-        since = "" if row.punch is None else f" for {row.punch['since_s']:.0f} s"
+        since = "" if row.punch is None else f" for {row.punch.since_s:.0f} s"
         lines.append(f"  {name}: {row.path.describe()}{since}")
     if not conversations:
         lines.append("  no conversations open yet (one opens with the first message)")
