@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 
 from overlay.lab.errors import LabError
+from overlay.lab.nat_types import NatBehaviour, nat_behaviour, set_nat_behaviour
 from overlay.lab.netns import Lab, existing_namespaces, processes_in
 from overlay.lab.running import add_chat, add_prefix, add_start, run_dir
 from overlay.lab.topology import (
@@ -57,6 +58,7 @@ examples:
   bin/nat-lab up                         # 2 NATs x 1 client, 3 supernodes, 1 public client
   bin/nat-lab exec nat1-c1 -- ip route   # run a command on a host
   bin/nat-lab status
+  bin/nat-lab nat nat1 --firewall on     # how a NAT router maps ports and filters inbound
   bin/nat-lab start                      # the overlay in it: server, supernodes, clients
   bin/nat-lab chat nat1-c1               # chat as the user nat1-c1, on its host
   bin/nat-lab down
@@ -217,8 +219,55 @@ def cmd_exec(args: argparse.Namespace) -> int:
         raise LabError(f"cannot run {command[0]}: {exc.strerror}") from None
 
 
+# --- nat ---------------------------------------------------------------------
+
+
+def add_nat(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "nat", help="show or change how a NAT router maps ports and filters inbound",
+        description=(
+            "Show ROUTER's NAT behaviour, or change it: --mapping easy keeps a connection's "
+            "source port (one public port for every destination: hole punching can work), "
+            "hard picks a random port per connection; --firewall on drops unsolicited "
+            "inbound packets silently (as home routers do), off answers them with a TCP "
+            "RST (as built).  Change it before the connections it should govern: existing "
+            "mappings are flushed.  docs/nat-lab.md, \"NAT types\", says what to expect of "
+            "each pairing."),
+        epilog=("examples: bin/nat-lab nat nat1\n"
+                "          bin/nat-lab nat nat1 --firewall on   # then punching goes direct\n"
+                "          bin/nat-lab nat nat2 --mapping hard  # stays relayed"),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_prefix(parser)
+    parser.add_argument("router", metavar="ROUTER", help="a NAT router of the lab: natN")
+    parser.add_argument("--mapping", choices=("easy", "hard"), default=None,
+                        help="the port mapping (default: keep it)")
+    parser.add_argument("--firewall", choices=("on", "off"), default=None,
+                        help="drop unsolicited inbound packets (default: keep it)")
+    parser.set_defaults(run=cmd_nat)
+
+
+def cmd_nat(args: argparse.Namespace) -> int:
+    host_from_name(args.prefix, args.router)  # a name no lab can have: say so, root or not
+    if os.geteuid() != 0:
+        raise LabError("the NAT lab needs root")
+    lab = Lab.attach(args.prefix)
+    if not lab.is_up():
+        raise LabError(f"lab {args.prefix!r} is not up: run bin/nat-lab up first")
+    if lab.host(args.router).kind != "nat-router":
+        raise LabError(f"{args.router} is not a NAT router (they are named natN)")
+    now = nat_behaviour(lab, args.router)
+    if args.mapping is not None or args.firewall is not None:
+        wanted = NatBehaviour(args.mapping or now.mapping,
+                              firewall=now.firewall if args.firewall is None
+                              else args.firewall == "on")
+        set_nat_behaviour(lab, args.router, wanted)
+        now = nat_behaviour(lab, args.router)
+    print(f"{args.router}: {now.mapping} mapping, firewall {'on' if now.firewall else 'off'}")
+    return 0
+
+
 SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
-    add_up, add_down, add_status, add_exec, add_start, add_chat,
+    add_up, add_down, add_status, add_exec, add_nat, add_start, add_chat,
 )
 
 

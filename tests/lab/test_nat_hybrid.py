@@ -11,13 +11,17 @@ to its standby and every message still arrives exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import re
 import select
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ from tests.procs import short_tempdir
 PREFIX = lab_prefix("ovh")
 SCRATCH = lab_prefix("ovs")  # the lab `bin/nat-lab` builds in one test
 WAIT = 60.0
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 SERVER_PORT = 7000
 SUPERNODE_PORT = 7100
 CLIENT_PORT = 7200
@@ -231,3 +236,101 @@ def test_nat_lab_start_runs_the_whole_system(netns_required: None) -> None:
         assert down.returncode == 0, down.stderr
         assert "nothing is left" in down.stdout
 
+
+
+@pytest.mark.netns
+def test_two_lab_chats_behind_firewalled_easy_nats_go_direct(netns_required: None) -> None:
+    """The docs/nat-lab.md recipe: `nat` turns both routers' firewalls on, `start`, then
+    two `chat`s: the first message is relayed, the chats punch a hole, and a later
+    message goes direct (the interactive one on a real terminal, the other as JSON)."""
+    prefix = lab_prefix("ovd")
+    nat_lab = str(Path(__file__).resolve().parents[2] / "bin" / "nat-lab")
+    env = {**os.environ, "OVERLAY_NETNS_INSTALL": "0"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([nat_lab, *args, "--prefix", prefix], capture_output=True,
+                              text=True, timeout=WAIT * 2, check=False, env=env)
+
+    try:
+        assert run("up").returncode == 0
+        for router in ("nat1", "nat2"):
+            changed = run("nat", router, "--firewall", "on")
+            assert changed.returncode == 0, changed.stderr
+            assert changed.stdout == f"{router}: easy mapping, firewall on\n"
+        assert run("start").returncode == 0
+        listener = subprocess.Popen([nat_lab, "chat", "--prefix", prefix, "nat1-c1", "--",
+                                     "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env)
+        try:
+            assert listener.stdout is not None
+            ready, _, _ = select.select([listener.stdout], [], [], WAIT)
+            assert ready and json.loads(listener.stdout.readline())["event"] == "ready"
+            with Terminal([nat_lab, "chat", "--prefix", prefix, "nat2-c1"], env) as chat:
+                chat.expect("/help lists the commands")
+                chat.type("/msg nat1-c1 first\r")
+                chat.expect("first  [delivered")
+                for _ in range(int(WAIT)):
+                    chat.type("/status\r")
+                    if chat.expect("nat1-c1: ", then="\n").startswith("direct"):
+                        break
+                    time.sleep(1)
+                else:
+                    raise AssertionError(f"never direct:\n{chat.screen}")
+                chat.type("/msg nat1-c1 second\r")
+                chat.expect("second  [sent, direct]")
+                chat.expect("second  [delivered")
+                chat.type("/quit\r")
+        finally:
+            listener.terminate()
+            rest, _ = listener.communicate(timeout=WAIT)
+        paths = {e["text"]: e["path"] for e in map(json.loads, rest.splitlines())
+                 if e["event"] == "message"}
+        assert paths["first"].startswith("relayed via ") and paths["second"] == "direct", paths
+    finally:
+        down = run("down")
+        assert down.returncode == 0, down.stderr
+
+
+class Terminal:
+    """A command on a pseudo-terminal: type into it, wait for text on its screen."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.argv, self.env = argv, env
+        self.screen = ""
+        self._seen = 0
+
+    def __enter__(self) -> Terminal:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the command, on the terminal
+            os.execve(self.argv[0], self.argv, self.env)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+    def type(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def expect(self, text: str, *, then: str = "") -> str:
+        """Wait for ``text`` after what was already matched; return what follows it, up
+        to ``then`` (which must arrive too) when given."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            at = self.screen.find(text, self._seen)
+            end = -1 if at < 0 or not then else self.screen.find(then, at + len(text))
+            if at >= 0 and (not then or end >= 0):
+                self._seen = at + len(text)
+                return self.screen[self._seen:end] if then else ""
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {text!r} within {WAIT} s:\n{self.screen}"
+            ready, _, _ = select.select([self.fd], [], [], min(left, 0.5))
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:
+                    chunk = b""
+                assert chunk, f"the chat ended before {text!r}:\n{self.screen}"
+                self.screen += ANSI.sub("", chunk.decode(errors="replace"))

@@ -75,6 +75,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                         help="chat as this user")
     parser.add_argument("--listen", type=address_arg, default=None, metavar="HOST:PORT",
                         help="accept direct links here (default: do not listen, dial out only)")
+    parser.add_argument("--no-punch", action="store_true",
+                        help="keep every conversation with another client on its relayed path "
+                             "(no hole punching towards a direct link); outgoing connections "
+                             "then use ephemeral ports")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--to", type=username_arg, default=None, metavar="CONTACT",
                       help="send one message to CONTACT and exit once it is delivered")
@@ -172,10 +176,16 @@ def _tolerate_unprintable_output() -> None:
 async def _chat(args: argparse.Namespace, *, state_path: Path, server: ServerList,
                 key: bytes | None, credentials: Credentials, text: str | None) -> int:
     with stop_signals() as signals, StateDir(state_path) as state:
-        # A one-shot process leaves at once: it must not be asked to be a supernode.
-        role = EdgeRole(credentials, server, key, EdgeConfig(supernode_ok=text is None),
+        # A one-shot process leaves at once: it must not be asked to be a supernode, and a
+        # direct link it punched would outlive it by milliseconds, so it does not punch.
+        lasting = text is None
+        punch = lasting and not args.no_punch
+        role = EdgeRole(credentials, server, key,
+                        EdgeConfig(supernode_ok=lasting, punch=punch),
                         chat_history=state.path / f"chat-{args.user}.sqlite3")
-        spec = PeerSpec(state.load_or_create_identity(), NodeConfig(listen=args.listen),
+        # One local port for every outgoing connection: the mapping hole punching reuses.
+        node_config = NodeConfig(listen=args.listen, outgoing_port=0 if punch else None)
+        spec = PeerSpec(state.load_or_create_identity(), node_config,
                         role, control_path=state.control_socket)
         result = 0
         async with run_peer(spec, start=False) as peer, trio.open_nursery() as nursery:
