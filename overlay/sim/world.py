@@ -32,6 +32,10 @@ a password hash at Argon2id's minimum cost) instead of registering through
 the protocol: setup time is not what is measured.  The directory does its
 SQLite and hashing inline (``inline_blocking``), because a worker thread takes
 real time, during which the autojumping clock would leap past every timeout.
+
+A little over 400 lines for one job, building the world: the map, the hosts
+and links on it and the roles on the hosts are made in an order each step
+depends on, and every scenario starts from all of it.
 """
 
 from __future__ import annotations
