@@ -516,8 +516,24 @@ def encode_message(message: Message) -> bytes:
 
 
 def encode_message_payload(message: Message) -> bytes:
-    """The payload (no length prefix) of the frame carrying ``message``."""
+    """The payload (no length prefix) of the frame carrying ``message``.
+
+    The last ROUTE_UPDATE encoded is remembered by identity: the routing core sends
+    one update object to every neighbour, and encoding (the depth walk included) is
+    the bulk of the cost of a full table.  A message is immutable, and the one held
+    cannot be freed and its id reused while it is held.
+    """
+    global _last_update  # noqa: PLW0603 (a one-entry cache, see above)
+    if type(message) is RouteUpdate:
+        if message is _last_update[0]:
+            return _last_update[1]
+        payload = encode_payload([PROTOCOL_VERSION, message.header_type(), *message.fields()])
+        _last_update = (message, payload)
+        return payload
     return encode_payload([PROTOCOL_VERSION, message.header_type(), *message.fields()])
+
+
+_last_update: tuple[RouteUpdate | None, bytes] = (None, b"")
 
 
 def encode_close(close: Close, version: int = PROTOCOL_VERSION) -> bytes:
