@@ -74,11 +74,14 @@ def check_payload_size(payload: bytes) -> bytes:
     return payload
 
 
-def unpack(payload: bytes, max_depth: int = MAX_DEPTH) -> Any:
+def unpack(payload: bytes, max_depth: int = MAX_DEPTH, *, check_depth: bool = True) -> Any:
     """Decode one msgpack object under strict limits; hostile input -> MalformedMessage.
 
     ``max_depth`` is :data:`MAX_DEPTH` for a whole frame; a routed packet's body,
-    decoded apart from its header (one level), gets one level less.
+    decoded apart from its header (one level), gets one level less.  A caller that
+    proves a flat shape itself, touching no nested value on the way (a ROUTE_UPDATE,
+    :func:`~overlay.proto.messages.decode_message`), may skip the walk:
+    ``check_depth=False``.
     """
     if len(payload) > MAX_PAYLOAD:
         raise FrameTooLarge(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
@@ -98,7 +101,7 @@ def unpack(payload: bytes, max_depth: int = MAX_DEPTH) -> Any:
         # msgpack's own exceptions (ExtraData, FormatError, StackError, OutOfData)
         # and UnicodeDecodeError are all ValueError subclasses.
         raise MalformedMessage(f"undecodable msgpack: {str(exc) or type(exc).__name__}") from None
-    if type(obj) in _CONTAINERS and _depth(obj, 1, max_depth) > max_depth:
+    if check_depth and type(obj) in _CONTAINERS and _depth(obj, 1, max_depth) > max_depth:
         raise MalformedMessage(f"values nested more than {MAX_DEPTH} levels deep")
     return obj
 

@@ -353,9 +353,16 @@ class Router:
 
     def _receive_entry(self, neighbour: NodeId, entry: RouteEntry, expires_at: float,
                        now: float) -> None:
+        # The inner loop of convergence (every entry of every table from every
+        # neighbour): the lookups of _through, _feasible and _add are written out here.
         destination, seqno, metric = entry
         known = self._routes.get(destination)
-        route = _through(known, neighbour) if known is not None else None
+        route = None
+        if known is not None:
+            for held in known:
+                if held.neighbour == neighbour:
+                    route = held
+                    break
         if route is not None and route.seqno == seqno and route.advertised == metric:
             # A periodic refresh of what we already hold: nothing can change but the expiry,
             # except that a route that would still win but is still unfeasible asks again
@@ -367,32 +374,37 @@ class Router:
                 self._start_request(destination, now)
             return
         if destination == self.node_id:
-            if seqno_newer(entry.seqno, self.seqno):
+            if seqno_newer(seqno, self.seqno):
                 # Someone remembers a newer seqno of ours (we restarted): overtake it.
-                self.seqno = (entry.seqno + 1) % SEQNO_MODULUS
+                self.seqno = (seqno + 1) % SEQNO_MODULUS
                 self._mark_dirty(self.node_id, now)
             return
-        routes = self._routes.setdefault(destination, [])
-        feasible = self._feasible(destination, entry.seqno, entry.metric)
+        if metric == METRIC_INFINITY:
+            feasible = True
+        else:
+            fd = self._fd.get(destination)
+            feasible = fd is None or (
+                seqno_newer(seqno, fd[0]) if seqno != fd[0] else metric < fd[1])
         selected = self._selected.get(destination)
         if route is None:
-            if entry.metric == METRIC_INFINITY:
-                if not routes:
-                    del self._routes[destination]
+            if metric == METRIC_INFINITY:
                 return
             if not feasible:
                 self.counters.unfeasible_ignored += 1
-            route = Route(destination, neighbour, entry.seqno, entry.metric, 0, 0.0)
-            routes.append(route)
+            route = Route(destination, neighbour, seqno, metric, 0, 0.0)
+            if known is None:
+                self._routes[destination] = [route]
+            else:
+                known.append(route)
         elif not feasible and selected is route:
             # RFC 8966 3.5.4: an unfeasible update for the selected route is a retraction.
             self.counters.unfeasible_ignored += 1
         old_metric = route.metric
-        route.seqno = entry.seqno
-        route.advertised = entry.metric
-        route.metric = _add(entry.metric, self._neighbours[neighbour].cost)
+        route.seqno = seqno
+        route.advertised = metric
+        route.metric = _add(metric, self._neighbours[neighbour].cost)
         route.expires_at = expires_at
-        if entry.metric == METRIC_INFINITY:
+        if metric == METRIC_INFINITY:
             self._drop_route(route)
         elif selected is not None and selected is not route and (
                 route.metric >= selected.metric or not feasible):
@@ -436,12 +448,18 @@ class Router:
         current = self._selected.get(destination)
         routes = self._routes.get(destination, [])
         best: Route | None = None
+        # _usable written out, with the destination's feasibility distance looked up once.
+        fd = self._fd.get(destination)
         for route in routes:
-            if self._usable(route) and (
-                best is None
-                or route.metric < best.metric
-                or (route.metric == best.metric and route.neighbour < best.neighbour)
-            ):
+            if route.metric >= METRIC_INFINITY:
+                continue
+            if fd is not None and route.advertised != METRIC_INFINITY and not (
+                    seqno_newer(route.seqno, fd[0]) if route.seqno != fd[0]
+                    else route.advertised < fd[1]):
+                continue
+            if (best is None
+                    or route.metric < best.metric
+                    or (route.metric == best.metric and route.neighbour < best.neighbour)):
                 best = route
         if current is not None and current is not best and best is not None:
             current_ok = any(r is current for r in routes) and self._usable(current)
@@ -501,10 +519,11 @@ class Router:
                 return None
             return RouteEntry(destination, fd[0], METRIC_INFINITY)
         fd = self._fd.get(destination)
+        advertised = (route.seqno, route.metric)  # one tuple for both tables: memory at scale
         if (fd is None or seqno_newer(route.seqno, fd[0])
                 or (route.seqno == fd[0] and route.metric < fd[1])):
-            self._fd[destination] = (route.seqno, route.metric)
-        self._advertised[destination] = (route.seqno, route.metric)
+            self._fd[destination] = advertised
+        self._advertised[destination] = advertised
         return RouteEntry(destination, route.seqno, route.metric)
 
     def _flush(self, now: float) -> None:

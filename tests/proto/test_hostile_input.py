@@ -249,3 +249,46 @@ def test_unassigned_type_during_handshake_closes_instead_of_raising() -> None:
     core.receive_data(frame, now=0.0)
     assert core.state is LinkState.CLOSED
     assert MessageType.DATA in MessageType  # the enum itself is untouched
+
+
+def _per_entry_reference(entries: Any) -> bool:
+    """Whether a check of each entry on its own (the rule, protocol.md) accepts ``entries``."""
+    if type(entries) is not list:
+        return False
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 3:
+            return False
+        destination, seqno, metric = entry
+        if type(destination) is not bytes or len(destination) != 16:
+            return False
+        if type(seqno) is not int or not 0 <= seqno <= 0xFFFF:
+            return False
+        if type(metric) is not int or not 0 <= metric <= 2**32 - 1:
+            return False
+    return True
+
+
+route_entries = st.lists(
+    st.lists(st.binary(min_size=15, max_size=17) | st.integers(0, 2**32) | deep_values
+             | st.booleans() | st.text(max_size=2), min_size=2, max_size=4)
+    | st.tuples(st.binary(min_size=16, max_size=16), st.integers(0, 0xFFFF),
+                st.integers(0, 2**32 - 1)).map(list),
+    max_size=6,
+) | deep_values
+
+
+@given(route_entries, st.integers(0, 2**32) | deep_values)
+def test_route_update_bulk_decoding_refuses_exactly_what_each_entry_check_would(
+        entries: Any, interval: Any) -> None:
+    """A ROUTE_UPDATE skips the generic depth walk and is checked column by column
+    (#16): it must accept and refuse the same payloads as a check of each entry, and
+    refuse a deep value anywhere (as MalformedMessage, without recursing into it)."""
+    payload = msgpack.packb([PROTOCOL_VERSION, MessageType.ROUTE_UPDATE, interval, entries],
+                            use_bin_type=True)
+    ok = _per_entry_reference(entries) and type(interval) is int and interval < 2**32
+    if ok:
+        message = decode_message(payload)
+        assert nesting_depth(message.fields()) == (3 if entries else 2)
+    else:
+        with pytest.raises(MalformedMessage):
+            decode_message(payload)
