@@ -48,6 +48,7 @@ from overlay.directory.protocol import (
     MIN_PASSWORD_LEN,
     USERNAME_HELP,
     USERNAME_RULE,
+    password_weakness,
 )
 from overlay.errors import ConfigError, DirectoryError
 from overlay.ids import PUBLIC_KEY_LEN, Identity
@@ -122,7 +123,16 @@ def password_options() -> argparse.ArgumentParser:
 
 
 def read_password(args: argparse.Namespace, username: str, *, confirm: bool) -> str:
-    """From stdin if asked, else the environment, else the terminal (twice when choosing one)."""
+    """From stdin if asked, else the environment, else the terminal (twice when choosing one).
+
+    Choosing one (``confirm``), the server's rules are checked here first, right
+    after the first entry: a weak password is refused before it is typed again.
+    """
+    def acceptable(password: str) -> str:
+        if confirm and (weakness := password_weakness(username, password)) is not None:
+            raise ConfigError(weakness)
+        return password
+
     if args.password_stdin:
         line = sys.stdin.readline()
         if not line:
@@ -135,13 +145,15 @@ def read_password(args: argparse.Namespace, username: str, *, confirm: bool) -> 
     else:
         try:
             password = getpass.getpass(f"password for {username}: ")
+            if password:
+                acceptable(password)
             if confirm and getpass.getpass("repeat the password: ") != password:
                 raise ConfigError("the two passwords differ")
         except EOFError:
             raise ConfigError("no password given") from None
     if not password:
         raise ConfigError("the password is empty")
-    return password
+    return acceptable(password)
 
 
 # --- time for people ----------------------------------------------------------------------

@@ -7,8 +7,10 @@ a second to start.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
 import shutil
 import socket
 import stat
@@ -265,3 +267,33 @@ def test_every_subcommand_help_teaches(command: str, action: str,
     text = capsys.readouterr().out
     assert f"example: overlay {command}" in text
     assert "--server" in text and "--state" in text
+
+
+def test_a_weak_password_is_refused_before_it_is_typed_again_or_sent(
+        directory: Directory) -> None:
+    """The rules are checked on the first entry: no repeat prompt, no server contacted."""
+    state = directory.state("erin")
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens: a server contacted would be an error
+    piped = overlay("account", "register", "--state", str(state), "--server", dead,
+                    "--user", "erin", password="erinerinerin")
+    assert piped.returncode == 1
+    assert one_line(piped) == "overlay account: password must not contain the username"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: register on a terminal, as a person types it
+        argv = overlay_command("account", "register", "--state", str(state), "--server", dead,
+                               "--user", "erin")
+        os.execv(argv[0], argv)
+    screen = b""
+    try:
+        while b"password for erin: " not in screen:
+            screen += os.read(fd, 1024)
+        os.write(fd, b"short\n")
+        with contextlib.suppress(OSError):  # EIO once the child has gone
+            while chunk := os.read(fd, 1024):
+                screen += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 1
+    assert b"password too short: at least 10 characters" in screen
+    assert b"repeat" not in screen
