@@ -257,6 +257,7 @@ async def run(config: NatBenchConfig, progress: Progress) -> NatReport:
                 sessions.append(result)
                 progress(f"{pairing.name} {i + 1}/{config.repeat}: {result.outcome()}",
                          len(sessions) / total)
+                await trio.lowlevel.checkpoint()  # a Ctrl-C during the session stops here
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(system.stop)

@@ -10,6 +10,7 @@ kept here.
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -46,7 +47,8 @@ def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+    rank = math.ceil(q * len(ordered) - 1e-9)  # the smallest with q of them at or below
+    return ordered[min(len(ordered) - 1, max(0, rank - 1))]
 
 
 @dataclass(frozen=True)

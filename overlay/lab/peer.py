@@ -20,7 +20,7 @@ them.  It reports on stdout, one JSON object per line:
 - ``{"event": "sent", ...}`` once the peer acknowledged everything, or
   ``{"event": "received", ...}`` with what arrived (count, in order, duplicates).
 
-``--until-closed`` (a receiver) receives until the sender closes the channel
+``--until-closed`` (a receiver) receives until the sender's ``end`` message
 instead of a fixed count.  ``--punch`` turns hole punching on (one outgoing
 port, docs/roles.md); without it
 the client never punches, so a conversation between two NAT-ed clients stays
@@ -177,13 +177,25 @@ async def settle(role: EdgeClient, peer: Any) -> None:
             await trio.sleep(0.2)
 
 
+END = b"end"
+"""The last message of an ``--until-closed`` conversation (not counted)."""
+
+
 async def receive_until_closed(node: Node) -> None:
-    """Receive on the first channel until the sender closes it (bounded by ``LIMIT * 5``)."""
+    """Receive on the first channel until :data:`END` (bounded by ``LIMIT * 5``).
+
+    An end message, not the channel's close: a sender that exits right after
+    closing may take the close with it, and the receiver would wait on."""
     got: list[bytes] = []
     with trio.fail_after(LIMIT * 5):
         channel = await node.accept_channel()
         async with channel:
             with contextlib.suppress(TransportError):
+                while (message := await channel.receive()) != END:
+                    got.append(message)
+            # As in receive(): stay a moment, so our last acknowledgements get out
+            # (and a duplicate, were there one, would be counted).
+            with trio.move_on_after(1.0), contextlib.suppress(TransportError):
                 while True:
                     got.append(await channel.receive())
     expected = [b"message %d" % i for i in range(len(got))]

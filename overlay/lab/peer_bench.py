@@ -11,7 +11,9 @@ second window of K messages measures the path it ended on.  Around each
 window the peer prints ``{"event": "window", "phase": P}`` and waits for a
 line on stdin, and after it ``{"event": "window-done", "phase": P}`` and waits
 again: the bench reads the supernodes' counters meanwhile.  Last comes one
-``{"event": "session", ...}`` line with the figures (times are seconds):
+``{"event": "session", ...}`` line with the figures (times are seconds), once
+the receiver has acknowledged the closing ``end`` message; then the peer
+waits, still on the channel, until the bench stops it:
 
 - ``before`` / ``after``: each window's round trips (send to acknowledgement)
   and the paths seen at its start and end;
@@ -19,7 +21,8 @@ again: the bench reads the supernodes' counters meanwhile.  Last comes one
   ended (else its figures may include the direct path);
 - ``time_to_direct``: from the first message to the direct link, less the
   hold-off (None if it stayed relayed); ``path``, ``punch`` and ``mapping`` as
-  in ``sent`` of :mod:`overlay.lab.peer`; ``sent``: messages in all.
+  in ``sent`` of :mod:`overlay.lab.peer`; ``sent``: messages in all (the
+  closing ``end`` message, the receiver's cue, not counted).
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ def _settled(role: EdgeClient, peer: NodeId) -> bool:
 
 
 async def bench_session(node: Node, role: EdgeClient, args: argparse.Namespace) -> None:
-    from overlay.lab.peer import locate, say
+    from overlay.lab.peer import END, locate, say
 
     assert role.punch is not None, "a bench session punches (--punch)"
     peer = await locate(role, args.peer)
@@ -111,10 +114,15 @@ async def bench_session(node: Node, role: EdgeClient, args: argparse.Namespace) 
             sent += count
             say("window-done", phase="after")
             await _wait_for_go()
-            path = role.path_to(peer)  # before closing: the peer hangs up once we do
+            path = role.path_to(peer)
             punch = role.punch.peer_status(peer)
-    say("session", sent=sent, before=before, after=after, clean_before=clean,
-        time_to_direct=(None if direct_at is None
-                        else round(max(0.0, direct_at - first - args.start_delay), 6)),
-        path=path, punch=None if punch is None else punch.to_json(),
-        mapping=role.punch.mapping().value)
+            await channel.send(END)  # the receiver's cue to report (overlay.lab.peer)
+            await channel.wait_acknowledged()
+            # Reported before the channel closes: the bench has what it needs, and
+            # stops both peers once the receiver has reported too.
+            say("session", sent=sent, before=before, after=after, clean_before=clean,
+                time_to_direct=(None if direct_at is None
+                                else round(max(0.0, direct_at - first - args.start_delay), 6)),
+                path=path, punch=None if punch is None else punch.to_json(),
+                mapping=role.punch.mapping().value)
+            await _wait_for_go()
