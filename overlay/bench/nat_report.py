@@ -31,7 +31,7 @@ class Pairing:
 
     @property
     def name(self) -> str:
-        return f"{self.a}-{self.b}{'' if self.firewall else ' no-fw'}"
+        return f"{self.a}-{self.b}{'' if self.firewall else '-nofw'}"
 
     @property
     def direct_expected(self) -> bool:

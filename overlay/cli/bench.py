@@ -315,7 +315,7 @@ Needs root and network namespaces (docs/nat-lab.md); builds its own lab
 supernodes on the public side, one client behind each of two NAT routers.
 Pairings: easy-easy, easy-hard, hard-hard (easy: port-preserving MASQUERADE;
 hard: MASQUERADE --random), each with the routers' firewall (unsolicited
-inbound dropped) and without it (no-fw).  Each session: two fresh users and
+inbound dropped) and without it (-nofw).  Each session: two fresh users and
 processes; a conversation starts relayed, with punching held off for
 --start-delay seconds while --messages stop-and-wait messages measure the
 relayed path; then punching runs while messages flow, and --messages more
@@ -362,8 +362,8 @@ def _add_nat(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
     parser.set_defaults(run=run_nat, verbose_default=-2)
 
 
-NAT_PAIRINGS = ("easy-easy", "easy-hard", "hard-hard", "easy-easy no-fw", "easy-hard no-fw",
-                "hard-hard no-fw")
+NAT_PAIRINGS = ("easy-easy", "easy-hard", "hard-hard", "easy-easy-nofw", "easy-hard-nofw",
+                "hard-hard-nofw")
 """The names of ``overlay.bench.nat.PAIRINGS``."""
 
 

@@ -29,7 +29,7 @@ def test_expected_pairings_failures_and_hard_hard_delivery() -> None:
     pairings = (Pairing("easy", "easy"), Pairing("easy", "hard"), Pairing("hard", "hard"))
     assert [p.direct_expected for p in pairings] == [True, False, False]
     assert [p.name for p in pairings] == ["easy-easy", "easy-hard", "hard-hard"]
-    assert Pairing("hard", "hard", firewall=False).name == "hard-hard no-fw"
+    assert Pairing("hard", "hard", firewall=False).name == "hard-hard-nofw"
     sessions = [direct("easy-easy", 1, 0.5, 1), direct("easy-easy", 2, 1.5, 2),
                 SessionResult("easy-easy", 3, error="sender printed nothing in time"),
                 relayed("easy-hard", 4), relayed("hard-hard", 5),
