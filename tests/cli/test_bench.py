@@ -32,7 +32,7 @@ def test_the_nat_pairings_and_defaults_are_the_benchs() -> None:
     from overlay.bench import nat
     from overlay.cli.main import build_parser
 
-    assert bench.NAT_PAIRINGS == tuple(p.name for p in nat.PAIRINGS)
+    assert tuple(p.name for p in nat.PAIRINGS) == bench.NAT_PAIRINGS
     args = build_parser(["bench", "nat"]).parse_args(["bench", "nat"])
     config = nat.NatBenchConfig()
     assert (int(args.repeat), int(args.messages), float(args.start_delay),
