@@ -149,7 +149,7 @@ def summarise_pairing(pairing: Pairing, results: list[SessionResult]) -> Pairing
         pairing.name, pairing.direct_expected, len(results), len(results) - len(ok),
         len(direct), sum(r.delivered for r in ok),
         None if not times else round(statistics.median(times), 3),
-        _quantile(times, 0.9),
+        None if not times else round(_quantile(times, 0.9) or 0.0, 3),
         round(sum(r.attempts for r in direct) / len(direct), 2) if direct else None,
         median([r.before_rtt_ms for r in ok]), median([r.after_rtt_ms for r in ok]),
         round(statistics.median(ratios), 3) if ratios else None,
