@@ -328,6 +328,8 @@ round trip after the upgrade as a ratio to the same session's relayed one,
 supernode bytes sent and packets forwarded per window; overall, the share
 direct where a direct path is expected, and the share of hard-hard sessions
 that delivered everything by relay.  One progress line per session on stderr.
+Ctrl-C (or SIGTERM) stops the run after the session under way (at most
+--session-timeout), removes the lab and exits 130.
 """
 """The nat bench's help text (its module docstring is :mod:`overlay.bench.nat`)."""
 
