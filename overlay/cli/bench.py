@@ -22,6 +22,7 @@ from overlay.cli.bench_run import (
     run_chat,
     run_directory,
     run_hybrid,
+    run_nat,
     run_routing,
     run_storm,
     run_transport,
@@ -78,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                common: argparse.ArgumentParser) -> None:
     bench = subparsers.add_parser(
         "bench", parents=[common],
-        help="run a benchmark (routing, transport, directory, chat, hybrid)",
+        help="run a benchmark (routing, transport, directory, chat, hybrid, nat)",
         description="Benchmarks.  Each prints its figures; --json puts them on stdout.",
     )
     kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -232,8 +233,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     storm.add_argument("--json", action="store_true", help="print the figures as JSON")
     storm.set_defaults(run=run_storm, verbose_default=-2)
 
-    _add_chat(kinds, common)
-    _add_hybrid(kinds, common)
+    for add in (_add_chat, _add_hybrid, _add_nat):
+        add(kinds, common)
 
 
 def _add_chat(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -304,6 +305,68 @@ def _add_hybrid(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
                              f"(default {defaults.rate:g})")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.set_defaults(run=run_hybrid, verbose_default=-2)
+
+
+NAT_DESCRIPTION = """\
+`overlay bench nat`: hole punching over every NAT pairing of the real-NAT lab, repeated.
+
+Needs root and network namespaces (docs/nat-lab.md); builds its own lab
+(namespaces PREFIX-*), removes it afterwards.  A directory server and three
+supernodes on the public side, one client behind each of two NAT routers.
+Pairings: easy-easy, easy-hard, hard-hard (easy: port-preserving MASQUERADE;
+hard: MASQUERADE --random), each with the routers' firewall (unsolicited
+inbound dropped) and without it (-nofw).  Each session: two fresh users and
+processes; a conversation starts relayed, with punching held off for
+--start-delay seconds while --messages stop-and-wait messages measure the
+relayed path; then punching runs while messages flow, and --messages more
+measure the path it ended on.  The supernodes' counters are read around both
+windows.
+
+Per pairing: sessions ending direct, time from the first message to the
+direct link (median, p90; the hold-off not counted), dials per success, the
+round trip after the upgrade as a ratio to the same session's relayed one,
+supernode bytes sent and packets forwarded per window; overall, the share
+direct where a direct path is expected, and the share of hard-hard sessions
+that delivered everything by relay.  One progress line per session on stderr.
+Ctrl-C (or SIGTERM) stops the run after the session under way (at most
+--session-timeout), removes the lab and exits 130.
+"""
+"""The nat bench's help text (its module docstring is :mod:`overlay.bench.nat`)."""
+
+
+def _add_nat(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    parser = kinds.add_parser(
+        "nat", parents=[common],
+        help="hole punching over every NAT pairing in the real-NAT lab (needs root)",
+        description=NAT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example: sudo bin/overlay bench nat --repeat 5\n"
+               "         sudo bin/overlay bench nat --pairings easy-easy,hard-hard "
+               "--repeat 1 --json")
+    # Numbers are checked by run_nat, so that a bad one is one line (and status 2).
+    parser.add_argument("--repeat", default="5", metavar="K",
+                        help="sessions per pairing (default 5)")
+    parser.add_argument("--pairings", default=None, metavar="NAME,...",
+                        help="which pairings, of " + ", ".join(NAT_PAIRINGS)
+                             + " (default all)")
+    parser.add_argument("--messages", default="100", metavar="N",
+                        help="stop-and-wait messages in each measured window (default 100)")
+    parser.add_argument("--start-delay", default="5", metavar="SECONDS",
+                        help="punching held off this long, for the relayed window "
+                             "(default 5)")
+    parser.add_argument("--session-timeout", default="90", metavar="SECONDS",
+                        help="bound on one session (default 90)")
+    parser.add_argument("--time-limit", default="1800", metavar="SECONDS",
+                        help="no session starts after this long (default 1800)")
+    parser.add_argument("--prefix", default="ovb", metavar="P",
+                        help="the lab's name: its namespaces are P-HOST (default ovb)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.set_defaults(run=run_nat, verbose_default=-2)
+
+
+NAT_PAIRINGS = ("easy-easy", "easy-hard", "hard-hard", "easy-easy-nofw", "easy-hard-nofw",
+                "hard-hard-nofw")
+"""The names of ``overlay.bench.nat.PAIRINGS``."""
 
 
 def _scenarios(text: str) -> frozenset[str]:

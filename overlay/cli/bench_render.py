@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from overlay.bench.chat import ChatReport
     from overlay.bench.directory import DirectoryReport
     from overlay.bench.directory_compare import CompareReport
+    from overlay.bench.nat_report import NatReport
     from overlay.bench.routing import RoutingReport
     from overlay.bench.storm import StormReport
     from overlay.bench.transport import TransportReport
@@ -303,3 +304,39 @@ def _num(value: Any) -> str:
     if isinstance(value, float):
         return f"{value + 0.0:g}"  # + 0.0 turns a rounded -0.0 into 0 ("-0 s" reads as a bug)
     return str(value)
+
+
+def render_nat(report: NatReport) -> str:
+    """One row per pairing, then the two targets."""
+    def num(value: float | None, fmt: str = ".3f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    lines = [
+        f"{report.repeat} session(s) per pairing, {report.messages} stop-and-wait messages "
+        f"per window; {report.wall_s:.0f} s",
+        f"{'pairing':<16} {'expect':<7} {'direct':>7} {'deliv':>6} {'t->direct':>9} "
+        f"{'p90':>6} {'dials/ok':>8} {'rtt rel':>8} {'rtt aft':>8} {'ratio':>6} "
+        f"{'SN bytes bef':>12} {'aft':>7} {'fwd bef':>7} {'aft':>5}",
+    ]
+    for p in report.pairings:
+        lines.append(
+            f"{p.pairing:<16} {'direct' if p.direct_expected else 'relay':<7} "
+            f"{p.direct:>3}/{p.sessions:<3} {p.delivered:>2}/{p.sessions:<3} "
+            f"{num(p.time_to_direct_median_s):>8}s {num(p.time_to_direct_p90_s):>5}s "
+            f"{num(p.attempts_per_success, '.2f'):>8} {num(p.relayed_rtt_ms):>6}ms "
+            f"{num(p.after_rtt_ms):>6}ms {num(p.rtt_ratio, '.2f'):>6} "
+            f"{num(p.before_bytes, '.0f'):>12} {num(p.after_bytes, '.0f'):>7} "
+            f"{num(p.before_forwarded, '.0f'):>7} {num(p.after_forwarded, '.0f'):>5}"
+            + (f"  ({p.failed} failed)" if p.failed else ""))
+    share = report.direct_share_where_expected
+    hard = report.hard_hard_delivered_share
+    lines += [
+        f"direct where expected: {'-' if share is None else f'{share:.0%}'} (target >= 90%)",
+        f"hard-hard delivered by relay: {'-' if hard is None else f'{hard:.0%}'} "
+        "(target 100%)",
+    ]
+    errors = [s for s in report.sessions if s.error]
+    lines += [f"session {s.number} ({s.pairing}) failed: {s.error}" for s in errors]
+    if report.stopped_early:
+        lines.append("stopped early: --time-limit reached; the table covers what ran")
+    return "\n".join(lines)

@@ -166,3 +166,48 @@ def run_hybrid(args: argparse.Namespace) -> int:
     config = hybrid.HybridBenchConfig(world=world, scenarios=args.scenarios)
     _show(_run(hybrid.run, config, virtual_time=True), args, render_hybrid)
     return 0
+
+
+def run_nat(args: argparse.Namespace) -> int:
+    """Check the numbers (one line each), then the lab (one line, status 1), then run."""
+    from overlay.cli.bench import NAT_PAIRINGS
+    from overlay.cli.common import positive_float, positive_int
+
+    numbers: dict[str, float] = {}
+    for option, parse in (("repeat", positive_int), ("messages", positive_int),
+                          ("start_delay", positive_float),
+                          ("session_timeout", positive_float), ("time_limit", positive_float)):
+        try:
+            numbers[option] = parse(getattr(args, option))
+        except argparse.ArgumentTypeError as exc:
+            return _usage_error(args, f"--{option.replace('_', '-')} {exc}")
+    chosen = NAT_PAIRINGS
+    if args.pairings is not None:
+        chosen = tuple(p.strip() for p in args.pairings.split(",") if p.strip())
+        unknown = [p for p in chosen if p not in NAT_PAIRINGS]
+        if unknown or not chosen:
+            return _usage_error(args, f"--pairings: choose among {', '.join(NAT_PAIRINGS)}; "
+                                      f"got {args.pairings!r}")
+    if numbers["session_timeout"] <= numbers["start_delay"] + 20:
+        return _usage_error(args, "--session-timeout must exceed --start-delay by more "
+                                  "than 20 s (the relayed window, punching, the second window)")
+
+    from overlay.bench import nat
+    from overlay.cli.bench_render import render_nat
+    from overlay.lab import LabError, available
+
+    reason = available()
+    if reason is not None:
+        raise LabError(f"needs the NAT lab: {reason}")
+    pairings = tuple(p for p in nat.PAIRINGS if p.name in chosen)
+    config = nat.NatBenchConfig(
+        pairings=pairings, repeat=int(numbers["repeat"]), messages=int(numbers["messages"]),
+        start_delay=numbers["start_delay"], session_timeout=numbers["session_timeout"],
+        time_limit=numbers["time_limit"], prefix=args.prefix)
+
+    def lines(phase: str, fraction: float) -> None:
+        print(f"{phase} ({fraction:.0%})", file=sys.stderr, flush=True)
+
+    report = run_interruptibly(nat.run, config, lines)
+    _show(report, args, render_nat)
+    return 0

@@ -58,6 +58,8 @@ def link_json(stats: LinkStatistics) -> dict[str, Any]:
         "pings_sent": stats.pings_sent,
         "pongs_received": stats.pongs_received,
         "missed_pongs": stats.missed_pongs,
+        "bytes_sent": stats.bytes_sent,
+        "bytes_received": stats.bytes_received,
     }
 
 

@@ -112,10 +112,16 @@ class PunchConfig:
     """A dial not reported by then has failed (the driver's own connect timeout is shorter)."""
     retry_after: float = 60.0
     retry_max: float = 3600.0
+    start_delay: float = 0.0
+    """Seconds a new relayed conversation stays relayed before the initiator's first
+    attempt.  0 in use (try at once); ``overlay bench nat`` holds punching off for a
+    moment to measure the relayed path of the very conversation it then upgrades."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.attempts <= 255:
             raise LocalProtocolError("attempts must be 1-255")
+        if self.start_delay < 0:
+            raise LocalProtocolError("start_delay must not be negative")
         if min(self.answer_timeout, self.dial_timeout, self.retry_after) <= 0:
             raise LocalProtocolError("timeouts must be positive")
         if self.retry_max < self.retry_after:
@@ -179,9 +185,13 @@ class PunchCoordinator:
     # --- events in -------------------------------------------------------------------
 
     def start(self, now: float) -> None:
-        """A relayed conversation began: try at once (the initiator; the responder waits)."""
+        """A relayed conversation began: try at once, or after ``start_delay`` (the
+        initiator; the responder waits)."""
         if self.initiator and self.state is PunchState.RELAYED:
-            self._begin_attempt(1, now)
+            if self.config.start_delay > 0:
+                self._timer = now + self.config.start_delay  # handle_timer begins attempt 1
+            else:
+                self._begin_attempt(1, now)
 
     def set_candidates(self, candidates: Sequence[Candidate]) -> None:
         """The local candidates changed (a new observed address): used from the next message."""

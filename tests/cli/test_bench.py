@@ -26,3 +26,16 @@ def test_the_hybrid_defaults_and_scenarios_are_the_benchs() -> None:
 
 def test_the_chat_help_is_the_chat_bench_docstring() -> None:
     assert (chat.__doc__ or "").replace("``", "`") == bench.CHAT_DESCRIPTION
+
+
+def test_the_nat_pairings_and_defaults_are_the_benchs() -> None:
+    from overlay.bench import nat
+    from overlay.cli.main import build_parser
+
+    assert tuple(p.name for p in nat.PAIRINGS) == bench.NAT_PAIRINGS
+    args = build_parser(["bench", "nat"]).parse_args(["bench", "nat"])
+    config = nat.NatBenchConfig()
+    assert (int(args.repeat), int(args.messages), float(args.start_delay),
+            float(args.session_timeout), float(args.time_limit), args.prefix) == (
+        config.repeat, config.messages, config.start_delay, config.session_timeout,
+        config.time_limit, config.prefix)

@@ -39,7 +39,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 SERVER_PORT = 7000
 SUPERNODE_PORT = 7100
 CLIENT_PORT = 7200
-PEER_SCRIPT = str(Path(__file__).with_name("nat_peer.py"))
+PEER = ["-m", "overlay.lab.peer"]  # the lab peer program (overlay/lab/peer.py)
 
 
 class Running:
@@ -63,7 +63,7 @@ class Running:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], WAIT)
         if not ready:
-            proc.kill()  # its stderr says where it was (nat_peer.py dumps its stacks)
+            proc.kill()  # its stderr says where it was (the peer dumps its stacks)
             err = proc.communicate(timeout=WAIT)[1] or b""
             text = err.decode(errors="replace") if isinstance(err, bytes) else err
             raise AssertionError(f"{what}: nothing printed within {WAIT:g} s: {text[-3000:]}")
@@ -94,7 +94,7 @@ class Running:
 
     def peer(self, host: str, user: str, peer: str, *args: str,
              listen: bool = True) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, PEER_SCRIPT, "--server", self.server, "--key", self.key,
+        argv = [sys.executable, *PEER, "--server", self.server, "--key", self.key,
                 "--user", user, "--peer", peer, "--state", str(self.scratch / user),
                 "--log", str(self.scratch / f"{user}.log"), *args]
         if listen:

@@ -1,7 +1,7 @@
 """Hole punching on a real NAT: two NAT-ed clients start relayed and end on a direct link.
 
 Real processes in network namespaces (docs/nat-lab.md), the overlay's own
-edge clients (tests/lab/nat_peer.py with ``--punch``), a directory server and
+edge clients (overlay/lab/peer.py with ``--punch``), a directory server and
 three supernodes.  What this proves (issue #14):
 
 - behind two easy NATs (port-preserving MASQUERADE, firewall dropping

@@ -179,6 +179,21 @@ def test_direct_down_retries_later() -> None:
     assert (a.state, a.attempt) == (PunchState.AWAIT_REPLY, 1)
 
 
+def test_a_start_delay_holds_the_first_attempt_off_exactly_that_long() -> None:
+    a = coordinator(True, PunchConfig(start_delay=3.0))
+    a.start(10.0)
+    assert (a.state, a.get_timer(), a.actions()) == (PunchState.RELAYED, 13.0, [])
+    a.handle_timer(12.999)
+    assert a.state is PunchState.RELAYED and a.actions() == []
+    a.handle_timer(13.0)
+    [sent] = a.actions()
+    assert isinstance(sent, SendPunch) and sent.message.kind is PunchKind.CONNECT
+    assert (a.state, a.attempt) == (PunchState.AWAIT_REPLY, 1)
+    b = coordinator(False, PunchConfig(start_delay=3.0))
+    b.start(10.0)  # the responder waits for CONNECT, delay or not
+    assert (b.state, b.get_timer()) == (PunchState.RELAYED, None)
+
+
 def test_message_round_trip_and_refusals() -> None:
     message = PunchMessage(PunchKind.CONNECT, 3, A_CANDIDATES)
     assert PunchMessage.from_body(message.to_body()) == message
@@ -191,7 +206,8 @@ def test_message_round_trip_and_refusals() -> None:
 
 
 def test_config_refuses_nonsense() -> None:
-    for kwargs in ({"attempts": 0}, {"dial_timeout": 0}, {"retry_after": 10, "retry_max": 5}):
+    for kwargs in ({"attempts": 0}, {"dial_timeout": 0}, {"retry_after": 10, "retry_max": 5},
+                   {"start_delay": -1}):
         with pytest.raises(LocalProtocolError):
             PunchConfig(**kwargs)
 

@@ -1,6 +1,8 @@
-"""One user of the NAT lab tests: an edge client that sends or receives numbered messages.
+"""One user of the NAT lab: an edge client that sends or receives numbered messages.
 
-Run inside a lab host (``python tests/lab/nat_peer.py ...``).  It registers
+The lab tests (tests/lab/) and ``overlay bench nat`` (:mod:`overlay.bench.nat`)
+both run it, which is why it lives in the package and not among the tests.
+Run inside a lab host (``python -m overlay.lab.peer ...``).  It registers
 USER (if new), makes PEER a contact (asking, or accepting PEER's request),
 starts an edge client (`overlay.roles.edge.EdgeClient`, as `overlay client`
 does) and then either sends COUNT messages on one reliable channel or receives
@@ -13,10 +15,14 @@ them.  It reports on stdout, one JSON object per line:
   time the path to the peer changes while sending (I messages sent so far);
 - with ``--hold``: ``{"event": "acknowledged", "path": ...}`` once everything is
   acknowledged, then it waits for a line on stdin before it closes the channel;
+- with ``--bench K`` (a sender, with ``--punch``): :mod:`overlay.lab.peer_bench`'s
+  session, which reports ``window`` / ``window-done`` events and a ``session`` one;
 - ``{"event": "sent", ...}`` once the peer acknowledged everything, or
   ``{"event": "received", ...}`` with what arrived (count, in order, duplicates).
 
-``--punch`` turns hole punching on (one outgoing port, docs/roles.md); without it
+``--until-closed`` (a receiver) receives until the sender's ``end`` message
+instead of a fixed count.  ``--punch`` turns hole punching on (one outgoing
+port, docs/roles.md); without it
 the client never punches, so a conversation between two NAT-ed clients stays
 relayed.  ``--interval S`` paces the messages; ``--settle`` waits, after the last
 acknowledgement, until punching towards the peer is settled (direct, or a round
@@ -38,6 +44,7 @@ import trio
 from overlay.addresses import parse_address
 from overlay.directory.client.connection import DirectoryClient
 from overlay.errors import DirectoryError, TransportError
+from overlay.ids import NodeId
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
 from overlay.proto.punch import PunchConfig
@@ -90,8 +97,8 @@ async def main(args: argparse.Namespace) -> None:
     listen = parse_address(args.listen) if args.listen else None
     config = NodeConfig(listen=listen, edge=True, outgoing_port=0 if args.punch else None,
                         link=LinkConfig(hello_interval=0.5, dead_after=3))
-    edge = EdgeConfig(punch=args.punch, punch_config=PunchConfig(answer_timeout=3.0,
-                                                                 dial_timeout=5.0))
+    edge = EdgeConfig(punch=args.punch, punch_config=PunchConfig(
+        answer_timeout=3.0, dial_timeout=5.0, start_delay=args.start_delay))
     async with Node(identity, config) as node, trio.open_nursery() as nursery:
         role = EdgeClient(node, Credentials(args.user, password=PASSWORD), server=server,
                           server_key=key, config=edge)
@@ -99,20 +106,32 @@ async def main(args: argparse.Namespace) -> None:
         say("ready", node_id=node.node_id.hex(), reachable=role.reachable,
             reason=role.reachability_reason, home=role.home.hex() if role.home else None)
         faulthandler.cancel_dump_traceback_later()
-        if args.send:
+        if args.bench:
+            from overlay.lab.peer_bench import bench_session
+
+            await bench_session(node, role, args)
+        elif args.send:
             await send(node, role, args)
+        elif args.until_closed:
+            await receive_until_closed(node)
         else:
             await receive(node, role, args.receive, settled=args.settle)
         nursery.cancel_scope.cancel()
 
 
-async def send(node: Node, role: EdgeClient, args: argparse.Namespace) -> None:
+async def locate(role: EdgeClient, user: str) -> NodeId:
+    """``user``'s node id, once its presence names a home (it may not be attached yet)."""
     with trio.fail_after(LIMIT):
-        while True:  # the peer may not be attached (no home in its presence) yet
-            peer = await role.locate(args.peer)
-            if role.peers[args.peer].presence.home_node is not None:
-                break
+        while True:
+            peer = await role.locate(user)
+            if role.peers[user].presence.home_node is not None:
+                return peer
             await trio.sleep(0.2)
+
+
+async def send(node: Node, role: EdgeClient, args: argparse.Namespace) -> None:
+    peer = await locate(role, args.peer)
+    with trio.fail_after(LIMIT):
         path: Any = None
         async with node.open_channel(peer) as channel:
             for i in range(args.send):
@@ -158,6 +177,32 @@ async def settle(role: EdgeClient, peer: Any) -> None:
             await trio.sleep(0.2)
 
 
+END = b"end"
+"""The last message of an ``--until-closed`` conversation (not counted)."""
+
+
+async def receive_until_closed(node: Node) -> None:
+    """Receive on the first channel until :data:`END` (bounded by ``LIMIT * 5``).
+
+    An end message, not the channel's close: a sender that exits right after
+    closing may take the close with it, and the receiver would wait on."""
+    got: list[bytes] = []
+    with trio.fail_after(LIMIT * 5):
+        channel = await node.accept_channel()
+        async with channel:
+            with contextlib.suppress(TransportError):
+                while (message := await channel.receive()) != END:
+                    got.append(message)
+            # As in receive(): stay a moment, so our last acknowledgements get out
+            # (and a duplicate, were there one, would be counted).
+            with trio.move_on_after(1.0), contextlib.suppress(TransportError):
+                while True:
+                    got.append(await channel.receive())
+    expected = [b"message %d" % i for i in range(len(got))]
+    say("received", count=len(got), in_order=got == expected,
+        duplicates=len(got) - len(set(got)))
+
+
 async def receive(node: Node, role: EdgeClient, count: int, *, settled: bool) -> None:
     got: list[bytes] = []
     with trio.fail_after(LIMIT * 2):
@@ -179,7 +224,7 @@ async def receive(node: Node, role: EdgeClient, count: int, *, settled: bool) ->
         path=path)
 
 
-if __name__ == "__main__":
+def cli() -> None:
     # Punching says what it tries and why it gave up: the hard-hard test reads it.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(name)s: %(message)s")
@@ -198,6 +243,10 @@ if __name__ == "__main__":
     parser.add_argument("--interval", type=float, default=0.0)
     parser.add_argument("--settle", action="store_true")
     parser.add_argument("--hold", action="store_true")
+    parser.add_argument("--until-closed", action="store_true")
+    parser.add_argument("--bench", type=int, default=0, metavar="K")
+    parser.add_argument("--start-delay", type=float, default=0.0)
+    parser.add_argument("--session-limit", type=float, default=60.0)
     parser.add_argument("--log", help="also log everything at INFO and above to this file")
     arguments = parser.parse_args()
     # A peer stuck before it reports shows where (the tests wait 60 s for a line).
@@ -208,3 +257,7 @@ if __name__ == "__main__":
         logging.getLogger("overlay").addHandler(handler)
         logging.getLogger("overlay").setLevel(logging.INFO)
     trio.run(main, arguments)
+
+
+if __name__ == "__main__":
+    cli()
