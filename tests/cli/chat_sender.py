@@ -1,6 +1,6 @@
 """A user who writes to someone without the chat's consent: the tests' hostile sender.
 
-Run as ``python tests/cli/chat_sender.py ...`` (a real process, like tests/lab/nat_peer.py).
+Run as ``python tests/cli/chat_sender.py ...`` (a real process, like overlay/lab/peer.py).
 It logs in as USER, attaches as an edge client, and sends one properly sealed chat
 message to the node TO_NODE (public key TO_KEY, attached to supernode TO_HOME) on a
 reliable channel, without asking the directory: what a stranger who learned those three
