@@ -113,10 +113,13 @@ class Running:
                 proc.communicate(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def system(netns_required: None, lab_timings: list[str]) -> Iterator[Running]:
-    lab = Lab(LabConfig(prefix=PREFIX, nat_networks=2, clients_per_nat=1, supernodes=3,
-                        public_clients=1))
+@contextlib.contextmanager
+def running_system(prefix: str, what: str, lab_timings: list[str], *,
+                   public_clients: int) -> Iterator[Running]:
+    """A lab of two NATs (one client each) and three supernodes, the system started in it;
+    torn down after, its times recorded.  ``OVERLAY_LAB_KEEP=1`` keeps the peers' logs."""
+    lab = Lab(LabConfig(prefix=prefix, nat_networks=2, clients_per_nat=1, supernodes=3,
+                        public_clients=public_clients))
     scratch = short_tempdir()
     running = Running(lab, scratch)
     try:
@@ -126,10 +129,17 @@ def system(netns_required: None, lab_timings: list[str]) -> Iterator[Running]:
     finally:
         running.stop()
         teardown = lab.down()
-        lab_timings.append(f"{PREFIX} (hybrid system): setup {lab.setup_seconds or 0:.3f} s, "
+        lab_timings.append(f"{prefix} ({what}): setup {lab.setup_seconds or 0:.3f} s, "
                            f"teardown {teardown:.3f} s")
         assert lab.leftovers() == []
-        shutil.rmtree(scratch, ignore_errors=True)
+        if os.environ.get("OVERLAY_LAB_KEEP") != "1":
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def system(netns_required: None, lab_timings: list[str]) -> Iterator[Running]:
+    with running_system(PREFIX, "hybrid system", lab_timings, public_clients=1) as running:
+        yield running
 
 
 @pytest.mark.netns

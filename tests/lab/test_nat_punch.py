@@ -22,8 +22,6 @@ the run (the scratch directory is ``/tmp/ovl-*``).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,33 +29,17 @@ from typing import Any
 
 import pytest
 
-from overlay.lab import Lab, LabConfig
 from overlay.lab.nat_types import Mapping, NatBehaviour, set_nat_behaviour
 from tests.lab.conftest import lab_prefix
-from tests.lab.test_nat_hybrid import WAIT, Running
-from tests.procs import short_tempdir
+from tests.lab.test_nat_hybrid import WAIT, Running, running_system
 
 PREFIX = lab_prefix("ovn")
 
 
 @pytest.fixture(scope="module")
 def system(netns_required: None, lab_timings: list[str]) -> Iterator[Running]:
-    lab = Lab(LabConfig(prefix=PREFIX, nat_networks=2, clients_per_nat=1, supernodes=3,
-                        public_clients=0))
-    scratch = short_tempdir()
-    running = Running(lab, scratch)
-    try:
-        lab.up()
-        running.start_system()
+    with running_system(PREFIX, "hole punching", lab_timings, public_clients=0) as running:
         yield running
-    finally:
-        running.stop()
-        teardown = lab.down()
-        lab_timings.append(f"{PREFIX} (hole punching): setup {lab.setup_seconds or 0:.3f} s, "
-                           f"teardown {teardown:.3f} s")
-        assert lab.leftovers() == []
-        if os.environ.get("OVERLAY_LAB_KEEP") != "1":  # 1: keep the peers' logs
-            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def nats(system: Running, mapping: Mapping) -> None:
