@@ -38,7 +38,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("supernode", "roles", "run a supernode: part of the routing mesh, relays for edge clients"),
     ("client", "roles", "run an edge client: log in, attach to the nearest supernode"),
     ("chat", "chat", "chat with contacts: interactive, one message (--to), or a JSON stream"),
-    ("bench", "bench", "run a benchmark (routing, transport, directory, chat, hybrid)"),
+    ("bench", "bench", "run a benchmark (routing, transport, directory, chat, hybrid, nat)"),
     ("demo", "demo", "run a server, supernodes and chat users on 127.0.0.1; show a conversation"),
 )
 """``(command, module in overlay.cli, one-line help)``.  Only the module of the command
