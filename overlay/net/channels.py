@@ -141,7 +141,13 @@ class Channel:
         self.abort("close timed out")
 
     async def wait_acknowledged_or_closed(self) -> None:
-        while self.core.state is not ChannelState.CLOSED and self.core.buffered_bytes > 0:
+        """Until the peer has acknowledged our FIN (and so every message before it).
+
+        Not merely the data: a process that leaves once its data is acknowledged, with
+        its FIN still queued, takes the FIN with it, and the peer is left waiting for an
+        end that never comes (until its keepalive gives up).
+        """
+        while self.core.state is not ChannelState.CLOSED and not self.core.fin_acknowledged:
             await self._wait()
 
     def abort(self, reason: str = "aborted") -> None:

@@ -570,8 +570,13 @@ class ReliableChannel:
 
     # --- endings ------------------------------------------------------------------------
 
+    @property
+    def fin_acknowledged(self) -> bool:
+        """Our FIN (so every byte before it) has been acknowledged by the peer."""
+        return self._fin_seq is not None and self._snd_una > self._fin_seq
+
     def _maybe_closed(self) -> None:
-        fin_acked = self._fin_seq is not None and self._snd_una > self._fin_seq
+        fin_acked = self.fin_acknowledged
         if fin_acked and self._peer_finished and self.state is not ChannelState.CLOSED:
             if self._ack_due:  # the peer's FIN still needs its ACK
                 self._outgoing.append(self._segment(SegmentKind.ACK, self._snd_nxt))

@@ -106,3 +106,29 @@ async def test_a_fail_fast_channel_gives_up_at_the_first_report_and_others_ride_
             await hasty.wait_open()
         assert patient.core.state is ChannelState.SYN_SENT  # a soft error: it retries
         patient.abort("test over")
+
+
+async def test_a_closed_channel_s_end_has_reached_the_peer_when_aclose_returns() -> None:
+    """A sender that leaves once ``aclose`` returns must not take its FIN with it: the
+    peer has seen the end by then (it once returned when the data alone was acknowledged,
+    and a peer waiting for the end waited for its keepalive to give up)."""
+    async with line(3) as nodes:
+        first, last = nodes[0], nodes[-1]
+        ended = trio.Event()
+
+        async def server() -> None:
+            async with await last.accept_channel() as channel:
+                with contextlib.suppress(ChannelClosed):
+                    while True:
+                        await channel.receive()
+                ended.set()
+
+        with trio.fail_after(LIMIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server)
+                channel = first.open_channel(last.node_id)
+                await channel.send(b"the only message")
+                await channel.wait_acknowledged()  # as a sender does before it says done
+                await channel.aclose()
+                assert channel.core.fin_acknowledged  # the peer has the end: leaving is safe
+                await ended.wait()
