@@ -22,6 +22,7 @@ import trio
 from overlay.addresses import Address
 from overlay.chat.service import Chat
 from overlay.directory.client.connection import DirectoryClient
+from overlay.directory.protocol import password_weakness
 from overlay.directory.server.listener import DirectoryServer
 from overlay.directory.server.store import Store
 from overlay.ids import SEED_LEN, Identity, NodeId
@@ -99,6 +100,8 @@ class LocalNetwork:
                        only_supernodes: frozenset[NodeId] = frozenset()) -> User:
         """Register ``name``, start its edge client and its chat; returns once attached."""
         password = secrets.token_urlsafe(16)
+        while password_weakness(name, password) is not None:  # e.g. "bob" inside it, by chance
+            password = secrets.token_urlsafe(16)
         role = EdgeRole(Credentials(name, password=password), self.address, self.key,
                         EdgeConfig(only_supernodes=only_supernodes),
                         chat_history=self.workdir / f"chat-{name}.sqlite3")
