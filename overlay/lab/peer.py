@@ -37,6 +37,7 @@ import faulthandler
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -45,15 +46,20 @@ from overlay.addresses import parse_address
 from overlay.directory.client.connection import DirectoryClient
 from overlay.errors import DirectoryError, TransportError
 from overlay.ids import NodeId
+from overlay.lab.stalls import report_if_stuck
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
 from overlay.proto.punch import PunchConfig
 from overlay.roles.edge import Credentials, EdgeClient, EdgeConfig
 from overlay.state import load_identity
 
+log = logging.getLogger("overlay.lab.peer")
+
 PASSWORD = "correct horse battery"
 LIMIT = 60.0
 LINGER = 5.0
+STALL_REPORT = 45.0
+"""Log the task tree if not ready by then (the tests give up waiting at 60 s)."""
 
 
 def say(event: str, **fields: Any) -> None:
@@ -67,12 +73,15 @@ async def befriend(client: DirectoryClient, user: str, peer: str) -> None:
     except DirectoryError as exc:
         if exc.status != 409:
             raise
+    log.info("%s registered; logging in", user)
     await client.login(user, PASSWORD)
+    log.info("%s logged in; making %s a contact", user, peer)
     with trio.fail_after(LIMIT):
         while True:
             states = {c.username: c.state for c in await client.contacts()}
             state = states.get(peer)
             if state == "accepted":
+                log.info("%s and %s are contacts", user, peer)
                 return
             try:
                 if state == "incoming":
@@ -89,7 +98,21 @@ async def befriend(client: DirectoryClient, user: str, peer: str) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    async with trio.open_nursery() as nursery:
+        watchdog = trio.CancelScope()
+
+        async def watch() -> None:
+            with watchdog:
+                await report_if_stuck(STALL_REPORT, "start-up (register, befriend, attach)")
+
+        nursery.start_soon(watch)
+        await run_peer(args, ready=watchdog.cancel)
+
+
+async def run_peer(args: argparse.Namespace, *, ready: Callable[[], None]) -> None:
+    """Befriend the peer, attach, then send or receive; ``ready()`` once attached."""
     identity = load_identity(args.state)
+    log.info("connecting to the directory at %s", args.server)
     server = parse_address(args.server)
     key = bytes.fromhex(args.key)
     async with DirectoryClient.connect(server, identity, server_key=key) as client:
@@ -100,11 +123,13 @@ async def main(args: argparse.Namespace) -> None:
     edge = EdgeConfig(punch=args.punch, punch_config=PunchConfig(
         answer_timeout=3.0, dial_timeout=5.0, start_delay=args.start_delay))
     async with Node(identity, config) as node, trio.open_nursery() as nursery:
+        log.info("node up; starting the edge client")
         role = EdgeClient(node, Credentials(args.user, password=PASSWORD), server=server,
                           server_key=key, config=edge)
         await nursery.start(role.run)
         say("ready", node_id=node.node_id.hex(), reachable=role.reachable,
             reason=role.reachability_reason, home=role.home.hex() if role.home else None)
+        ready()
         faulthandler.cancel_dump_traceback_later()
         if args.bench:
             from overlay.lab.peer_bench import bench_session
@@ -249,7 +274,8 @@ def cli() -> None:
     parser.add_argument("--session-limit", type=float, default=60.0)
     parser.add_argument("--log", help="also log everything at INFO and above to this file")
     arguments = parser.parse_args()
-    # A peer stuck before it reports shows where (the tests wait 60 s for a line).
+    # A peer stuck before it reports shows where (the tests wait 60 s for a line): the
+    # trio task tree (report_if_stuck) and, were the event loop itself blocked, threads.
     faulthandler.dump_traceback_later(50, repeat=True)
     if arguments.log:
         handler = logging.FileHandler(arguments.log)

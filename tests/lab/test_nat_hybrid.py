@@ -52,6 +52,8 @@ class Running:
         self.key = ""
         self.server = f"{lab.host('server').address}:{SERVER_PORT}"
         self.supernodes: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
+        self.logs: dict[int, Path] = {}
+        """Each peer's --log file by pid: a failure message quotes its end."""
 
     def spawn(self, host: str, argv: list[str]) -> subprocess.Popen[bytes]:
         proc = self.lab.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -66,13 +68,20 @@ class Running:
             proc.kill()  # its stderr says where it was (the peer dumps its stacks)
             err = proc.communicate(timeout=WAIT)[1] or b""
             text = err.decode(errors="replace") if isinstance(err, bytes) else err
-            raise AssertionError(f"{what}: nothing printed within {WAIT:g} s: {text[-3000:]}")
+            raise AssertionError(f"{what}: nothing printed within {WAIT:g} s: {text[-3000:]}"
+                                 f"{self._log_tail(proc)}")
         line = proc.stdout.readline()
         text = line.decode() if isinstance(line, bytes) else line
         if not text:
             err = proc.stderr.read() if proc.stderr else b""
             raise AssertionError(f"{what} exited: {err.decode(errors='replace')[-2000:]}")
         return text.strip()
+
+    def _log_tail(self, proc: subprocess.Popen[Any]) -> str:
+        path = self.logs.get(proc.pid)
+        if path is None or not path.exists():
+            return ""
+        return f"\n-- the end of {path.name}:\n{path.read_text(errors='replace')[-3000:]}"
 
     def event(self, proc: subprocess.Popen[Any], what: str) -> dict[str, Any]:
         event: dict[str, Any] = json.loads(self.line(proc, what))
@@ -99,7 +108,9 @@ class Running:
                 "--log", str(self.scratch / f"{user}.log"), *args]
         if listen:
             argv += ["--listen", f"{self.lab.host(host).address}:{CLIENT_PORT}"]
-        return self.spawn(host, argv)
+        proc = self.spawn(host, argv)
+        self.logs[proc.pid] = self.scratch / f"{user}.log"
+        return proc
 
     def stop(self) -> None:
         for proc in self.procs:
