@@ -84,6 +84,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX name_requests_by_name ON name_requests(username);
     """,
+    # version 3: repair what a race left before version 3's locking (see _serialise):
+    # a request to a name registered meanwhile (kept as a name request for a name
+    # that now exists, seen by nobody) becomes that user's incoming request, and two
+    # users who asked each other at once are contacts
+    """
+    INSERT INTO contacts (user_id, peer_id, state, since)
+        SELECT n.user_id, u.id, 'requested', n.since
+        FROM name_requests n JOIN users u ON u.username = n.username
+        WHERE n.user_id <> u.id AND NOT EXISTS (
+            SELECT 1 FROM contacts r WHERE r.user_id = u.id AND r.peer_id = n.user_id)
+        ON CONFLICT (user_id, peer_id) DO NOTHING;
+    DELETE FROM name_requests WHERE username IN (SELECT username FROM users);
+    UPDATE contacts SET state = 'accepted' WHERE state = 'requested' AND EXISTS (
+        SELECT 1 FROM contacts r
+        WHERE r.user_id = contacts.peer_id AND r.peer_id = contacts.user_id)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -195,6 +211,13 @@ class SqlStore(ABC):
     def _reading(self) -> AbstractContextManager[Execute]:
         """Reads outside any write transaction (each statement sees committed data)."""
 
+    @abstractmethod
+    def _serialise(self, execute: Execute, key: str) -> None:
+        """Hold ``key`` until the current transaction ends: a transaction that looks
+        and then writes (does the name exist? did they ask us already?) must not
+        interleave with another writing the same thing, or a request is lost between
+        them (two server processes, or two worker threads, at once)."""
+
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
         """One statement in its own (durable) transaction; returns its row count."""
         with self._transaction() as execute:
@@ -213,6 +236,7 @@ class SqlStore(ABC):
         node_id = NodeId.from_public_key(public_key)
         try:
             with self._transaction() as execute:
+                self._serialise(execute, _name_key(username))  # vs add_name_request
                 row = execute(
                     "INSERT INTO users (username, password_hash, public_key, node_id,"
                     " created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
@@ -282,23 +306,36 @@ class SqlStore(ABC):
                         (user_id, peer_id))
         return None if row is None else str(row[0])
 
-    def add_request(self, user_id: int, peer_id: int, now: int) -> None:
-        self._write("INSERT INTO contacts (user_id, peer_id, state, since)"
-                    " VALUES (?, ?, 'requested', ?)", (user_id, peer_id, now))
+    def add_request(self, user_id: int, peer_id: int, now: int) -> bool:
+        """``user_id`` asks ``peer_id``; True if that made them contacts instead, because
+        ``peer_id`` had asked first (perhaps a moment ago, on another server process)."""
+        with self._transaction() as execute:
+            self._serialise(execute, _pair_key(user_id, peer_id))
+            row = execute("SELECT state FROM contacts WHERE user_id = ? AND peer_id = ?",
+                          (peer_id, user_id)).fetchone()
+            if row is not None:
+                self._accept_rows(execute, peer_id, user_id, now)
+                return True
+            execute("INSERT INTO contacts (user_id, peer_id, state, since)"
+                    " VALUES (?, ?, 'requested', ?) ON CONFLICT (user_id, peer_id) DO NOTHING",
+                    (user_id, peer_id, now))
+            return False
 
     def accept(self, requester_id: int, acceptor_id: int, now: int) -> None:
         """Turn requester's request into a contact in both directions, atomically."""
         with self._transaction() as execute:
-            execute(
-                "UPDATE contacts SET state = 'accepted', since = ?"
-                " WHERE user_id = ? AND peer_id = ?", (now, requester_id, acceptor_id),
-            )
-            execute(
-                "INSERT INTO contacts (user_id, peer_id, state, since)"
+            self._serialise(execute, _pair_key(requester_id, acceptor_id))
+            self._accept_rows(execute, requester_id, acceptor_id, now)
+
+    @staticmethod
+    def _accept_rows(execute: Execute, requester_id: int, acceptor_id: int,
+                     now: int) -> None:
+        execute("UPDATE contacts SET state = 'accepted', since = ?"
+                " WHERE user_id = ? AND peer_id = ?", (now, requester_id, acceptor_id))
+        execute("INSERT INTO contacts (user_id, peer_id, state, since)"
                 " VALUES (?, ?, 'accepted', ?)"
                 " ON CONFLICT (user_id, peer_id) DO UPDATE SET state = 'accepted', since = ?",
-                (acceptor_id, requester_id, now, now),
-            )
+                (acceptor_id, requester_id, now, now))
 
     def name_requested(self, user_id: int, username: str) -> bool:
         """Whether ``user_id`` asked for ``username`` while nobody had that name."""
@@ -306,9 +343,16 @@ class SqlStore(ABC):
                         (user_id, username))
         return row is not None
 
-    def add_name_request(self, user_id: int, username: str, now: int) -> None:
-        self._write("INSERT INTO name_requests (user_id, username, since) VALUES (?, ?, ?)",
-                    (user_id, username, now))
+    def add_name_request(self, user_id: int, username: str, now: int) -> bool:
+        """Keep a request to a name nobody has; False (nothing kept) if somebody
+        registered it since the caller looked: then it is a request to that user."""
+        with self._transaction() as execute:
+            self._serialise(execute, _name_key(username))  # vs create_user
+            if execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
+                return False
+            execute("INSERT INTO name_requests (user_id, username, since) VALUES (?, ?, ?)"
+                    " ON CONFLICT (user_id, username) DO NOTHING", (user_id, username, now))
+            return True
 
     def remove_name_request(self, user_id: int, username: str) -> int:
         return self._write("DELETE FROM name_requests WHERE user_id = ? AND username = ?",
@@ -416,6 +460,18 @@ class Store(SqlStore):
     @contextmanager
     def _reading(self) -> Iterator[Execute]:
         yield self._db.execute
+
+    def _serialise(self, execute: Execute, key: str) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already makes every write transaction of the
+        file wait for the one before it, whatever it touches."""
+
+
+def _name_key(username: str) -> str:
+    return f"name:{username}"
+
+
+def _pair_key(a: int, b: int) -> str:
+    return f"pair:{min(a, b)}:{max(a, b)}"
 
 
 def _user(row: tuple[object, ...]) -> UserRecord:

@@ -11,7 +11,10 @@ the schema in PostgreSQL's types, the migrations, and the connections:
   write survives a crash of the overlay server and of the database (given the
   database's own ``fsync = on``, its default), whatever the role's defaults say;
 - ``overlay_schema`` records the schema version; migrations run under an
-  advisory lock, so two servers starting at once do not both migrate.
+  advisory lock, so two servers starting at once do not both migrate;
+- a write that first looks (is the name taken? did they ask us already?) holds a
+  transaction-scoped advisory lock on what it looks at (:meth:`_serialise`):
+  READ COMMITTED alone would let two such transactions pass each other.
 
 Statements are written with ``?`` placeholders and turned into psycopg's
 ``%s`` here; every value goes as a parameter, never into the SQL text.
@@ -28,7 +31,13 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import psycopg_pool
 
-from overlay.directory.server.store import Execute, SqlStore, StorageFull, is_storage_full
+from overlay.directory.server.store import (
+    MIGRATIONS,
+    Execute,
+    SqlStore,
+    StorageFull,
+    is_storage_full,
+)
 from overlay.errors import ConfigError
 
 MIGRATIONS_PG: tuple[str, ...] = (
@@ -69,6 +78,8 @@ MIGRATIONS_PG: tuple[str, ...] = (
     );
     CREATE INDEX name_requests_by_name ON name_requests(username);
     """,
+    # version 3 (SQLite's version 3: the same repair, in the same SQL)
+    MIGRATIONS[2],
 )
 SCHEMA_VERSION_PG = len(MIGRATIONS_PG)
 MIGRATION_LOCK = 0x6F766C79  # pg_advisory_xact_lock key: "ovly"
@@ -164,6 +175,12 @@ class PostgresStore(SqlStore):
     def _reading(self) -> Iterator[Execute]:
         with self._pool.connection() as conn:
             yield _executor(conn)
+
+    def _serialise(self, execute: Execute, key: str) -> None:
+        """A transaction-scoped advisory lock on the key's 64-bit hash: other
+        transactions of any server process that serialise on it wait for our COMMIT
+        (a hash collision only makes two unrelated writes wait for each other)."""
+        execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (key,))
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -14,6 +18,7 @@ from overlay.directory.server.store import (
     SqlStore,
     Store,
     UsernameTaken,
+    UserRecord,
     open_store,
 )
 from overlay.directory.server.store_pg import MIGRATIONS_PG, PostgresStore, redact
@@ -85,6 +90,92 @@ def test_name_requests_become_the_new_users_requests(store: SqlStore) -> None:
         [("alice", "incoming", alice.id)]
     assert not store.name_requested(alice.id, "bob")
     assert store.contact_state(alice.id, bob.id) == "requested"
+
+
+def test_a_name_registered_since_the_caller_looked_is_not_kept_as_a_name_request(
+        store: SqlStore) -> None:
+    # The service looked up "bob" (nobody), then bob registered, then it stores the
+    # request: kept as a name request it would never reach bob (registration converted
+    # the requests it found, and this one was not there yet).
+    alice = store.create_user("alice", "h", make_identity("alice").public_key, 1)
+    bob = store.create_user("bob", "h", make_identity("bob").public_key, 2)
+    assert store.add_name_request(alice.id, "bob", 3) is False
+    assert not store.name_requested(alice.id, "bob")
+    assert store.contacts(alice.id) == store.contacts(bob.id) == []
+    assert store.add_name_request(alice.id, "carol", 3) is True
+
+
+def test_asking_someone_who_asked_us_makes_contacts(store: SqlStore) -> None:
+    alice = store.create_user("alice", "h", make_identity("alice").public_key, 1)
+    bob = store.create_user("bob", "h", make_identity("bob").public_key, 1)
+    assert store.add_request(alice.id, bob.id, 2) is False
+    assert store.add_request(bob.id, alice.id, 3) is True  # both asked: a yes, not two asks
+    assert [(c.username, c.state) for c in store.contacts(alice.id)] == [("bob", "accepted")]
+    assert [(c.username, c.state) for c in store.contacts(bob.id)] == [("alice", "accepted")]
+
+
+@pytest.mark.postgres
+def test_concurrent_asks_and_registrations_on_postgres_lose_no_request(
+        postgres_cluster: Cluster) -> None:
+    """Two server processes' transactions at once (threads on the pool, a barrier to
+    line them up): each round ends with one contact, or one request the new user sees."""
+    store = PostgresStore(postgres_cluster.url(postgres_cluster.fresh_schema()))
+
+    def at_once(*calls: Callable[[], object]) -> list[object]:
+        barrier = threading.Barrier(len(calls))
+
+        def lined_up(call: Callable[[], object]) -> object:
+            barrier.wait(timeout=10)
+            return call()
+
+        with ThreadPoolExecutor(len(calls)) as pool:
+            futures = [pool.submit(lined_up, call) for call in calls]
+            return [future.result(timeout=30) for future in futures]
+
+    try:
+        for i in range(15):
+            a = store.create_user(f"a{i}", "h", make_identity(f"a{i}").public_key, 1)
+            b = store.create_user(f"b{i}", "h", make_identity(f"b{i}").public_key, 1)
+            outcomes = at_once(partial(store.add_request, a.id, b.id, 2),
+                               partial(store.add_request, b.id, a.id, 2))
+            assert sorted(outcomes) == [False, True]  # one asked, the other's ask was a yes
+            assert store.contact_state(a.id, b.id) == store.contact_state(b.id, a.id) \
+                == "accepted"
+            name = f"new{i}"
+            kept, new = at_once(
+                partial(store.add_name_request, a.id, name, 2),
+                partial(store.create_user, name, "h", make_identity(name).public_key, 2))
+            assert isinstance(new, UserRecord)
+            # Kept first: the registration converted it.  Registered first: nothing kept
+            # (the service then asks the user).  Never a name request nobody sees.
+            assert store.contact_state(a.id, new.id) == ("requested" if kept else None)
+            assert not store.name_requested(a.id, name)
+    finally:
+        store.close()
+
+
+def test_version_3_repairs_what_the_race_left_in_an_older_file(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite3"
+    with sqlite3.connect(path) as db:  # a version 2 file, as the race left it
+        for script in MIGRATIONS[:2]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version = 2")
+        for uid, name in ((1, "alice"), (2, "bob"), (3, "carol"), (4, "dave")):
+            db.execute("INSERT INTO users VALUES (?, ?, 'h', x'00', x'00', 1, NULL)",
+                       (uid, name))
+        db.execute("INSERT INTO name_requests VALUES (1, 'bob', 5)")  # bob never saw it
+        db.execute("INSERT INTO name_requests VALUES (1, 'erin', 5)")  # still nobody
+        db.execute("INSERT INTO contacts VALUES (3, 4, 'requested', 6)")  # asked at once
+        db.execute("INSERT INTO contacts VALUES (4, 3, 'requested', 6)")
+    store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION
+    assert [(c.username, c.state) for c in store.contacts(2)] == [("alice", "incoming")]
+    assert [(c.username, c.state) for c in store.contacts(1)] == \
+        [("bob", "outgoing"), ("erin", "outgoing")]
+    assert store.name_requested(1, "erin") and not store.name_requested(1, "bob")
+    assert [(c.username, c.state) for c in store.contacts(3)] == [("dave", "accepted")]
+    assert [(c.username, c.state) for c in store.contacts(4)] == [("carol", "accepted")]
+    store.close()
 
 
 def test_both_engines_have_every_schema_version() -> None:

@@ -62,9 +62,14 @@ class ContactOperations(DirectoryState):
                            "withdraw some first (contacts remove)")
         if other is None:
             # Kept as if the user existed (it reaches whoever registers the name).
-            await self._db(self._store.add_name_request, me.id, username, int(now))
+            if not await self._db(self._store.add_name_request, me.id, username, int(now)):
+                # Registered since we looked: ask the user (at most once more: a name,
+                # once registered, stays so while the account exists).
+                return await self._op_contact_request(conn, now=now, username=username)
+        elif await self._db(self._store.add_request, me.id, other.id, int(now)):
+            # They asked us meanwhile (the store looked again, under its lock): a yes.
+            return self._accepted(me, other)
         else:
-            await self._db(self._store.add_request, me.id, other.id, int(now))
             self._notify_user(username, "contact_request", {"username": me.username})
         return Status.CREATED, f"asked {username}", {"state": "outgoing"}
 
@@ -81,6 +86,10 @@ class ContactOperations(DirectoryState):
 
     async def _accept(self, me: UserRecord, requester: UserRecord, now: float) -> Reply:
         await self._db(self._store.accept, requester.id, me.id, int(now))
+        return self._accepted(me, requester)
+
+    def _accepted(self, me: UserRecord, requester: UserRecord) -> Reply:
+        """Tell both (and their other connections) that they are contacts now."""
         self._contacts_changed(me.username, requester.username, accepted=True)
         self._notify_user(requester.username, "contact_accepted", {"username": me.username})
         for a, b in ((me.username, requester.username), (requester.username, me.username)):
