@@ -16,10 +16,9 @@ database column rather than to "everything else".  (PostgreSQL's shared
 background processes, the WAL writer and the checkpointer, are not counted:
 they serve every database of the cluster.)
 
-Not isolated by a schema: the servers' LISTEN/NOTIFY channel
-(``overlay_directory``) is per database, so benchmark servers on a database
-where real servers run would hear their events and be heard by them.  Run the
-bench on a database of its own (docs/benchmarks.md says so).
+The servers' LISTEN/NOTIFY channel is per schema too
+(:func:`overlay.directory.server.cluster.channel_for`), so a run on a database where
+real servers run neither hears their events nor is heard by them.
 
 psycopg is imported only when a PostgreSQL URL is given.
 """

@@ -151,7 +151,8 @@ class DirectoryReport:
     database: str
     """The SQLite file's name, or the URL without its password and the run's schema."""
     servers: list[str]
-    """The server processes' addresses; user i is a client of server i mod N."""
+    """The server processes' addresses; user i is a client of server (i // P) mod N
+    (P worker processes: :func:`~overlay.bench.directory_phases.server_of`)."""
     setup: Setup
     hash: HashRate
     logins: Phase

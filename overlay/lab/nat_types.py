@@ -48,15 +48,18 @@ class NatBehaviour:
 def set_nat_behaviour(lab: Lab, router: str, behaviour: NatBehaviour) -> None:
     """Rewrite ``router``'s NAT and inbound-filter rules to ``behaviour``.
 
-    Existing connections keep their conntrack entries (and so their mapping):
-    change the behaviour before the connections it should govern.
+    Then the router's connection tracking is flushed (``conntrack -F``, from Debian's
+    conntrack package, which bin/nat-lab and the CI install with iproute2 and
+    iptables): a mapping made under the old rules would otherwise keep its port.
+    Connections alive across the change lose their mappings, so change the
+    behaviour before the connections it should govern.
     """
     host = lab.host(router)
     if host.kind != "nat-router":
         raise LabError(f"{host.name} is not a NAT router")
     if behaviour.mapping not in ("easy", "hard"):
         raise LabError(f"unknown NAT mapping {behaviour.mapping!r}: use easy or hard")
-    iptables = _tool("iptables")
+    iptables, conntrack = _tool("iptables"), _tool("conntrack")
 
     def rule(*args: str) -> None:
         _command(lab.command(host, [iptables, "-w", "5", *args]))
@@ -76,9 +79,7 @@ def set_nat_behaviour(lab: Lab, router: str, behaviour: NatBehaviour) -> None:
         rule("-A", _FIREWALL_CHAIN, "-j", "DROP")
         rule("-I", "INPUT", "-i", ROUTER_WAN_IFACE, "-j", _FIREWALL_CHAIN)
     # Connections mapped under the old rules would keep their ports: forget them.
-    conntrack = _tool_or_none("conntrack")
-    if conntrack is not None:
-        _command(lab.command(host, [conntrack, "-F"]))
+    _command(lab.command(host, [conntrack, "-F"]))
 
 
 def nat_behaviour(lab: Lab, router: str) -> NatBehaviour:
@@ -89,10 +90,3 @@ def nat_behaviour(lab: Lab, router: str) -> NatBehaviour:
     filter_rules = _command(lab.command(host, [iptables, "-w", "5", "-S"]))
     mapping: Mapping = "hard" if "--random" in nat_rules else "easy"
     return NatBehaviour(mapping, firewall=f"-j {_FIREWALL_CHAIN}" in filter_rules)
-
-
-def _tool_or_none(name: str) -> str | None:
-    try:
-        return _tool(name)
-    except LabError:
-        return None

@@ -14,13 +14,9 @@ found by their environment without confusing them with anyone else's.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,45 +25,15 @@ import pytest
 
 from overlay.bench.directory_db import with_params
 from overlay.bench.directory_phases import server_of
+from tests.bench.benchprocs import bench_env, bench_tmpdir, processes_with, stop_leftovers
 from tests.directory.postgres import Cluster
-from tests.procs import WAIT, overlay_command, short_tempdir, wait_until
+from tests.procs import WAIT, overlay_command, wait_until
 
 SMALL = ("--clients", "4", "--duration", "0.5", "--hash-seconds", "0.3", "--client-procs", "2")
 PHASE_FIELDS = {"name", "offered_s", "ops", "seconds", "ops_s", "p50_ms", "p99_ms", "errors",
                 "errors_by_kind", "first_error", "late", "notices", "notices_s", "cpu",
                 "server_us_per_op", "clients_us_per_op", "ops_by_server",
                 "database_us_per_op"}
-
-
-def processes_with(tmpdir: Path) -> list[int]:
-    """Live processes whose environment names ``tmpdir`` (the bench's children carry it)."""
-    marker = f"TMPDIR={tmpdir}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-        except OSError:
-            continue
-        if marker in environ.split(b"\0") and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-@contextmanager
-def bench_tmpdir() -> Iterator[Path]:
-    """A TMPDIR of the run's own, removed whatever the test's outcome."""
-    tmpdir = short_tempdir()
-    try:
-        yield tmpdir
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def bench_env(tmpdir: Path) -> dict[str, str]:
-    return {**os.environ, "TMPDIR": str(tmpdir)}
 
 
 def test_small_run_reports_every_phase_and_leaves_nothing_behind() -> None:
@@ -129,11 +95,7 @@ def check_interrupted_run(tmpdir: Path) -> None:
         wait_until(lambda: processes_with(tmpdir) == [], "no process left", timeout=5)
         assert list(tmpdir.iterdir()) == []
     finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait()
-        for pid in processes_with(tmpdir):
-            os.kill(pid, signal.SIGKILL)
+        stop_leftovers(bench, tmpdir)
 
 
 def test_users_are_spread_evenly_over_servers_within_each_worker() -> None:
@@ -267,11 +229,7 @@ def test_an_interrupted_postgresql_run_drops_its_schema(postgres_cluster: Cluste
             assert b"Traceback" not in stderr
             wait_until(lambda: processes_with(tmpdir) == [], "no process left", timeout=5)
         finally:
-            if bench.poll() is None:
-                bench.kill()
-                bench.wait()
-            for pid in processes_with(tmpdir):
-                os.kill(pid, signal.SIGKILL)
+            stop_leftovers(bench, tmpdir)
     assert schemas(postgres_cluster) == before
 
 

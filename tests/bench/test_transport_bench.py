@@ -9,7 +9,6 @@ the run, whether it ends or is interrupted.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.test_directory_bench import bench_env, bench_tmpdir, processes_with
+from tests.bench.benchprocs import bench_env, bench_tmpdir, processes_with, stop_leftovers
 from tests.procs import WAIT, overlay_command, wait_until
 
 TINY = ("--hops", "0,1", "--size", "512", "--count", "40", "--pings", "5",
@@ -130,11 +129,7 @@ def check_interrupted_run(tmpdir: Path) -> None:
         wait_until(lambda: processes_with(tmpdir) == [], "no process left", timeout=10)
         assert list(tmpdir.iterdir()) == []
     finally:
-        if bench.poll() is None:
-            bench.kill()
-            bench.wait()
-        for pid in processes_with(tmpdir):
-            os.kill(pid, signal.SIGKILL)
+        stop_leftovers(bench, tmpdir)
 
 
 def test_time_limit_ends_the_run_with_one_line_and_no_process_left() -> None:
