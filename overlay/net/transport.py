@@ -109,7 +109,8 @@ async def connect_from_port(address: Address, local_port: int) -> trio.SocketStr
     one connection results (RFC 9293, section 3.5).
     """
     host, port = address
-    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                          flags=socket.AI_NUMERICHOST)  # never a lookup
     if not infos:
         raise OSError(errno.EADDRNOTAVAIL, f"cannot resolve {host}")
     family, _, _, _, sockaddr = infos[0]

@@ -49,12 +49,15 @@ NAT stays relayed (port guessing, as Tailscale does, is not attempted).
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from overlay.errors import LocalProtocolError, MalformedMessage
 
 Candidate = tuple[str, int]
+MAX_HOST_LENGTH = 45
+"""The longest IPv6 text form (with an embedded IPv4 address)."""
 """A host and port a peer may be dialled at: observed (public) or local."""
 
 MAX_CANDIDATES = 8
@@ -96,11 +99,25 @@ class PunchMessage:
         parsed = []
         for item in candidates:
             if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
-                    or not 0 < len(item[0]) <= 255 or type(item[1]) is not int
-                    or not 0 < item[1] < 65536):
+                    or type(item[1]) is not int or not 0 < item[1] < 65536):
                 raise MalformedMessage("a candidate is [host, port] with a port 1-65535")
-            parsed.append((item[0], item[1]))
+            parsed.append((_dialable_ip(item[0]), item[1]))
         return cls(PunchKind(kind), attempt, tuple(parsed))
+
+
+def _dialable_ip(host: str) -> str:
+    """``host`` if it is an IPv4 or IPv6 address one could dial, else MalformedMessage.
+
+    Never a name: a stranger's candidate must not make us look anything up (nor
+    reach the resolver with text it chokes on), and an address that is nobody's
+    (unspecified, multicast) is no candidate."""
+    try:
+        address = ipaddress.ip_address(host) if len(host) <= MAX_HOST_LENGTH else None
+    except ValueError:
+        address = None
+    if address is None or address.is_unspecified or address.is_multicast:
+        raise MalformedMessage(f"a candidate host is an IPv4 or IPv6 address, not {host[:64]!r}")
+    return host
 
 
 @dataclass(frozen=True)

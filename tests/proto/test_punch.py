@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import ipaddress
 from dataclasses import dataclass, field
 
 import pytest
@@ -203,6 +204,26 @@ def test_message_round_trip_and_refusals() -> None:
                 [0, 1, [["h", 1]] * 9], [0, 1, "x"]):
         with pytest.raises(MalformedMessage):
             PunchMessage.from_body(bad)
+
+
+def test_a_candidate_host_is_an_address_never_a_name() -> None:
+    # A name would make the dialling peer ask its resolver (and some text makes the
+    # resolver raise UnicodeError, which once escaped the punch driver).
+    for host in ("a" * 64, "..", "example.com", "localhost", "0.0.0.0", "::", "224.0.0.1",
+                 "ff02::1", "1.2.3", "203.0.113.5 ", "2001:db8::1" + "0" * 40):
+        with pytest.raises(MalformedMessage, match="IPv4 or IPv6 address"):
+            PunchMessage.from_body([0, 1, [[host, 7000]]])
+    for host in ("127.0.0.1", "203.0.113.5", "::1", "2001:db8::1", "::ffff:192.0.2.1"):
+        assert PunchMessage.from_body([0, 1, [[host, 7000]]]).candidates == ((host, 7000),)
+
+
+@given(st.text(max_size=80))
+def test_any_host_text_is_an_address_or_malformed(host: str) -> None:
+    try:
+        [(parsed, _)] = PunchMessage.from_body([1, 1, [[host, 1]]]).candidates
+    except MalformedMessage:
+        return
+    assert ipaddress.ip_address(parsed)
 
 
 def test_config_refuses_nonsense() -> None:
