@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from overlay.lab import Lab, LabConfig
+from overlay.lab.pipes import LineReader
 from tests.lab.conftest import lab_prefix
 from tests.procs import short_tempdir
 
@@ -54,6 +55,8 @@ class Running:
         self.supernodes: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
         self.logs: dict[int, Path] = {}
         """Each peer's --log file by pid: a failure message quotes its end."""
+        self.readers: dict[int, LineReader] = {}
+        """Each process's stdout lines (the only reader of that pipe)."""
 
     def spawn(self, host: str, argv: list[str]) -> subprocess.Popen[bytes]:
         proc = self.lab.popen(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -63,15 +66,17 @@ class Running:
 
     def line(self, proc: subprocess.Popen[Any], what: str) -> str:
         assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
-        if not ready:
+        reader = self.readers.get(proc.pid)
+        if reader is None:
+            reader = self.readers[proc.pid] = LineReader(proc.stdout)
+        line = reader.readline(WAIT)
+        if line is None:
             proc.kill()  # its stderr says where it was (the peer dumps its stacks)
             err = proc.communicate(timeout=WAIT)[1] or b""
             text = err.decode(errors="replace") if isinstance(err, bytes) else err
             raise AssertionError(f"{what}: nothing printed within {WAIT:g} s: {text[-3000:]}"
                                  f"{self._log_tail(proc)}")
-        line = proc.stdout.readline()
-        text = line.decode() if isinstance(line, bytes) else line
+        text = line.decode(errors="replace")
         if not text:
             err = proc.stderr.read() if proc.stderr else b""
             raise AssertionError(f"{what} exited: {err.decode(errors='replace')[-2000:]}")
