@@ -465,6 +465,9 @@ class PunchService:
             log.info("punched through to %s at %s (%s): direct link up", peer.short,
                      format_address(address), how)
             coordinator.direct_up()
+            if not state.direct:  # the scan would notice a second later: the time is now
+                state.direct, state.since = True, trio.current_time()
+                log.info("conversation with %s is direct now", peer.short)
         else:
             state.last_error = f"{how} connection, but the link handshake failed"
             link.close()
