@@ -42,8 +42,8 @@ run as the same link a dial would have made (the punch's initiator is the
 handshake's initiator, the peer's id is expected).  Anything else is closed
 at once, unread; so a stranger gets nothing from the port and costs one
 accept.  The link is an edge client's ordinary direct link: the node core
-runs no routing over it, relays nothing for it and refuses an ATTACH on it
-(docs/roles.md).
+runs no routing over it, relays nothing for others and refuses an attachment
+(ATTACH EDGE) on it (docs/roles.md).
 """
 
 from __future__ import annotations
