@@ -4,7 +4,11 @@ A directory server, three supernodes and four users: alice and bob behind
 "NAT" (they do not listen, so nobody can dial them), carol and dave
 reachable.  They log in, become contacts and exchange messages; the demo
 prints each message with its path (direct, or relayed through which
-supernodes) and the time until the recipient's receipt came back.
+supernodes) and the time until the recipient's receipt came back.  alice's
+and bob's conversation starts relayed; meanwhile their clients punch a hole
+(docs/roles.md, Hole punching: on 127.0.0.1 the first SYN is accepted on the
+other's outgoing port), the demo waits for the upgrade, says when it came,
+and their last message goes direct.
 Everything runs in this one process, so Ctrl-C or the end of the demo leaves
 nothing behind.  ``--interactive`` then leaves you in the chat as alice.
 """
@@ -29,19 +33,25 @@ from overlay.lab.local_network import LocalNetwork, User, local_network
 from overlay.net.node import Node
 
 USERS = (("alice", False), ("bob", False), ("carol", True), ("dave", True))
+"""Each user and whether it listens; those that do not punch holes."""
+PUNCHED = ("alice", "bob", "")
 HOMES = {"alice": ("sn1",), "bob": ("sn3",), "carol": ("sn2", "sn3"), "dave": ("sn1", "sn2")}
 """On one machine every supernode is equally near, so the demo spreads the users."""
 SCRIPT = (
     ("alice", "bob", "Hi Bob! We are both behind NAT, so supernodes relay this."),
-    ("bob", "alice", "Hi Alice, got it. Neither of us can dial the other."),
+    ("bob", "alice", "Hi Alice, got it. Our clients try to punch a hole meanwhile."),
     ("alice", "carol", "Carol, you are reachable: this goes straight to you."),
     ("carol", "alice", "Direct link, no relay. Welcome!"),
     ("bob", "dave", "Dave, I dialled you directly."),
     ("dave", "bob", "And I answer on the same link."),
     ("carol", "dave", "Two reachable peers: direct, of course."),
     ("dave", "alice", "Alice, you dialled me when you looked me up: I answer on that link."),
-    ("bob", "alice", "Still relayed between us two, through both our home supernodes."),
+    PUNCHED,
+    ("bob", "alice", "Our clients punched a hole: no supernode carries this any more."),
 )
+"""The conversation; PUNCHED: wait until alice and bob are direct, and say so."""
+PUNCH_PATIENCE = 10.0
+"""How long the demo waits for alice's and bob's upgrade before it says they stayed relayed."""
 
 
 @dataclass(slots=True)
@@ -50,7 +60,11 @@ class Line:
     recipient: str
     text: str
     path: str
+    """The path the message was sent on (a relayed message may be acknowledged after an
+    upgrade: what it crossed is what counts)."""
     latency: float | None
+    event: bool = False
+    """Not a message: what happened to a conversation (``text`` says it)."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -61,12 +75,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
         help="run a server, supernodes and chat users on 127.0.0.1; show a conversation",
         description=(
             "Start a directory server, three supernodes and four users on 127.0.0.1: "
-            "alice and bob do not listen (like clients behind NAT: only supernodes can "
-            "carry their messages), carol and dave are reachable (direct links).  The users "
+            "alice and bob do not listen (like clients behind NAT: supernodes carry their "
+            "first messages), carol and dave are reachable (direct links).  The users "
             "log in, become contacts and chat; every message is sealed end to end and "
-            "acknowledged by its recipient.  The demo prints the conversation with each "
-            "message's path and delivery time, then stops everything.  Nothing is left "
-            "running and nothing is kept on disk."
+            "acknowledged by its recipient.  Meanwhile alice's and bob's clients punch a "
+            "hole and their conversation moves to a direct link: the demo waits for it "
+            "(up to 10 s) and says when it came.  The demo prints the conversation with "
+            "each message's path and delivery time, then stops everything.  Nothing is "
+            "left running and nothing is kept on disk."
         ),
     )
     parser.add_argument("--timeout", type=positive_float, default=30.0, metavar="SECONDS",
@@ -124,7 +140,8 @@ async def _build(network: LocalNetwork) -> None:
         print(f"  {name}     {format_address(node.listen_address)}  {node.node_id}")
     for name, listen in USERS:
         allowed = frozenset(network.supernodes[sn].node_id for sn in HOMES[name])
-        user = await network.add_user(name, listen=listen, only_supernodes=allowed)
+        user = await network.add_user(name, listen=listen, punch=not listen,
+                                      only_supernodes=allowed)
         edge = user.edge
         where = (f"reachable at {format_address(edge.direct_address)}"
                  if edge.direct_address else "behind NAT: dials out only")
@@ -156,9 +173,15 @@ async def _linked(node: Node, peers: set[NodeId]) -> None:
 
 async def _converse(network: LocalNetwork) -> list[Line]:
     lines = []
+    started = trio.current_time()
     for sender, recipient, text in SCRIPT:
+        if (sender, recipient, text) == PUNCHED:
+            lines.append(await _wait_punched(network, sender, recipient, started))
+            continue
         chat = network.users[sender].chat
         message_id = await chat.send(recipient, text)
+        peer_node = network.users[recipient].node.node_id
+        path = network.users[sender].edge.path_to(peer_node)
         delivered: ChatEvent | None = None
         async for event in chat.events:
             if event.kind == "delivered" and event.id == message_id:
@@ -166,8 +189,6 @@ async def _converse(network: LocalNetwork) -> list[Line]:
                 break
             if event.kind == "error" and event.peer == recipient:
                 break
-        peer_node = network.users[recipient].node.node_id
-        path = network.users[sender].edge.path_to(peer_node)
         via = " -> ".join(network.name_of(node) for node in path["via"])
         lines.append(Line(sender, recipient, text,
                           "direct" if path["path"] == "direct" else f"relayed via {via}",
@@ -175,18 +196,39 @@ async def _converse(network: LocalNetwork) -> list[Line]:
     return lines
 
 
+async def _wait_punched(network: LocalNetwork, a: str, b: str, started: float) -> Line:
+    """Wait (at most PUNCH_PATIENCE) until ``a`` has a direct link to ``b``; the event line."""
+    user, peer = network.users[a], network.users[b].node.node_id
+    with trio.move_on_after(PUNCH_PATIENCE):
+        await user.node.wait_until(lambda: user.edge.path_to(peer)["path"] == "direct")
+    punch = user.edge.punch
+    state = None if punch is None else punch.peers.get(peer)
+    since = None if punch is None else punch.path_since(peer)
+    if user.edge.path_to(peer)["path"] != "direct" or state is None or since is None:
+        why = "" if state is None or state.last_error is None else f" ({state.last_error})"
+        return Line(a, b, f"still relayed: no hole punched{why}", "relayed", None, event=True)
+    attempts = f"{state.attempts} attempt{'s' if state.attempts != 1 else ''}"
+    text = (f"hole punched {max(0.0, since - started):.1f} s into the conversation: "
+            f"direct now ({attempts})")
+    return Line(a, b, text, "direct", None, event=True)
+
+
 def _print_conversation(network: LocalNetwork, lines: list[Line], elapsed: float) -> None:
     print("\n  conversation (each message sealed for its recipient; relays see ciphertext)\n")
     for line in lines:
+        if line.event:
+            print(f"  {line.sender:>5} <> {line.recipient:<5}  {line.text}")
+            continue
         took = "not delivered" if line.latency is None else \
             f"delivered in {line.latency * 1000:.1f} ms"
         print(f"  {line.sender:>5} -> {line.recipient:<5}  {line.text}")
         print(f"  {'':>5}    {'':<5}  {took}, {line.path}")
-    latencies = [line.latency for line in lines if line.latency is not None]
-    relayed = sum(line.path.startswith("relayed") for line in lines)
+    messages = [line for line in lines if not line.event]
+    latencies = [line.latency for line in messages if line.latency is not None]
+    relayed = sum(line.path.startswith("relayed") for line in messages)
     median = f"{statistics.median(latencies) * 1000:.1f} ms" if latencies else "-"
-    print(f"\n  {len(latencies)} of {len(lines)} delivered; {relayed} relayed, "
-          f"{len(lines) - relayed} direct; median delivery {median}; "
+    print(f"\n  {len(latencies)} of {len(messages)} delivered; {relayed} relayed, "
+          f"{len(messages) - relayed} direct; median delivery {median}; "
           f"{elapsed:.1f} s from start")
 
 

@@ -4,8 +4,11 @@ A directory server (its database in a temporary directory), supernodes, and
 chat users, each an edge client with its own node key.  Users that do not
 listen model clients behind NAT: nobody can dial them, so their conversations
 are relayed by supernodes; users that listen pass the server's dial-back and
-get direct links.  Everything lives in one nursery, so leaving the ``async
-with`` (or Ctrl-C) stops it all: there is no process to leave behind.
+get direct links.  A user that does not listen but punches (``punch=True``:
+one outgoing port, docs/roles.md, Hole punching) accepts a punch on that
+port, so two of them start relayed and then move to a direct link.
+Everything lives in one nursery, so leaving the ``async with`` (or Ctrl-C)
+stops it all: there is no process to leave behind.
 """
 
 from __future__ import annotations
@@ -96,16 +99,19 @@ class LocalNetwork:
         self.supernodes[name] = peer.node
         return peer.node
 
-    async def add_user(self, name: str, *, listen: bool,
+    async def add_user(self, name: str, *, listen: bool, punch: bool = False,
                        only_supernodes: frozenset[NodeId] = frozenset()) -> User:
-        """Register ``name``, start its edge client and its chat; returns once attached."""
+        """Register ``name``, start its edge client and its chat; returns once attached.
+
+        ``punch``: dial out from one port and punch holes with other punching users."""
         password = secrets.token_urlsafe(16)
         while password_weakness(name, password) is not None:  # e.g. "bob" inside it, by chance
             password = secrets.token_urlsafe(16)
         role = EdgeRole(Credentials(name, password=password), self.address, self.key,
                         EdgeConfig(only_supernodes=only_supernodes),
                         chat_history=self.workdir / f"chat-{name}.sqlite3")
-        config = NodeConfig(listen=("127.0.0.1", 0) if listen else None, link=LINKS)
+        config = NodeConfig(listen=("127.0.0.1", 0) if listen else None, link=LINKS,
+                            outgoing_port=0 if punch else None)
         peer = await self._spawn(config, role)
         async with DirectoryClient.connect(self.address, peer.node.identity,
                                            server_key=self.key) as client:

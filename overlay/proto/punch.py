@@ -25,8 +25,24 @@ start at once) runs up to ``attempts`` attempts, numbered from 1:
    candidates ``rtt / 2`` later, when SYNC has about reached the responder,
    which dials the initiator's candidates as soon as SYNC arrives.
 
-An attempt fails if no answer comes within ``answer_timeout`` or if the dial
-fails (the driver reports it, or nothing is reported within ``dial_timeout``).
+Dialling is per candidate.  A connect that fails (refused: the other NAT
+answered an early SYN with a RST; or unanswered) is tried again after
+``redial_pause`` (times a jitter factor in [0.5, 1.5), so that the two sides'
+tries do not lock in phase), up to ``redials`` tries per attempt in all and
+only while the attempt's dial is younger than ``redial_window`` (0.6 of
+``dial_timeout``: 3 s).  Where a NAT
+answers an early SYN with a RST, the RST also removes the sender's own
+mapping, so a direct connection needs one side's SYN to pass the other NAT
+while that side's mapping is open: many quick tries at independent moments
+make that likely (docs/nat-lab.md, NAT types).  Both peers also accept a
+connection on their outgoing port from an address among the other's
+candidates (:meth:`PunchCoordinator.accepts`): a SYN that arrives when no
+dial of ours is in flight, through a mapping still open or on a network
+without NAT, then becomes the link as well (:meth:`direct_up`).
+
+An attempt fails if no answer comes within ``answer_timeout``, if every
+candidate's tries are used up, if the connection made fails its handshake
+(the driver reports it), or if no direct link is up within ``dial_timeout``.
 A failed attempt is followed at once by the next one; after the last, the
 pair stays relayed and a new round starts after ``retry_after`` (doubling per
 failed round up to ``retry_max``, times a jitter factor in [0.5, 1.5) drawn
@@ -127,6 +143,15 @@ class PunchConfig:
     """How long the initiator waits for CONNECT_REPLY, and the responder for SYNC."""
     dial_timeout: float = 5.0
     """A dial not reported by then has failed (the driver's own connect timeout is shorter)."""
+    redials: int = 400
+    """Connect tries after the first per attempt, over all candidates: bounded, because a
+    refused try costs a SYN and a RST, and fast, because each try is a short chance."""
+    redial_pause: float = 0.002
+    """The pause before a failed candidate is tried again, times jitter in [0.5, 1.5)."""
+    redial_window: float | None = None
+    """No try starts later than this after the attempt's dial began (at most
+    ``dial_timeout``; None: 0.6 of it, leaving time for the handshake of a late
+    connection)."""
     retry_after: float = 60.0
     retry_max: float = 3600.0
     start_delay: float = 0.0
@@ -139,10 +164,20 @@ class PunchConfig:
             raise LocalProtocolError("attempts must be 1-255")
         if self.start_delay < 0:
             raise LocalProtocolError("start_delay must not be negative")
-        if min(self.answer_timeout, self.dial_timeout, self.retry_after) <= 0:
+        if min(self.answer_timeout, self.dial_timeout, self.retry_after,
+               self.redial_pause, self.tries_window) <= 0:
             raise LocalProtocolError("timeouts must be positive")
+        if self.redials < 0:
+            raise LocalProtocolError("redials must not be negative")
+        if self.tries_window > self.dial_timeout:
+            raise LocalProtocolError("redial_window must not exceed dial_timeout")
         if self.retry_max < self.retry_after:
             raise LocalProtocolError("retry_max must be at least retry_after")
+
+    @property
+    def tries_window(self) -> float:
+        """``redial_window`` as it applies."""
+        return self.dial_timeout * 0.6 if self.redial_window is None else self.redial_window
 
 
 class PunchState(enum.Enum):
@@ -163,10 +198,14 @@ class SendPunch:
 
 @dataclass(frozen=True, slots=True)
 class Dial:
-    """Dial the peer at ``candidates`` now, from the local port outgoing links use."""
+    """Dial the peer at ``candidates`` now, from the local port outgoing links use; report
+    each candidate's failure (:meth:`PunchCoordinator.dial_failed`) and the connection
+    made (:meth:`PunchCoordinator.dial_result`).  ``redial``: 0 for an attempt's first
+    dial (all the peer's candidates), else the number of this try again (one candidate)."""
 
     candidates: tuple[Candidate, ...]
     attempt: int
+    redial: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +237,13 @@ class PunchCoordinator:
         self._sent_connect_at = 0.0
         self._peer_candidates: tuple[Candidate, ...] = ()
         self._actions: list[PunchAction] = []
+        self._dial_started = 0.0
+        self._redials = 0
+        """Tries again made in this attempt's dial."""
+        self._dialling: set[Candidate] = set()
+        """Candidates with a connect in flight (their failure not yet reported)."""
+        self._redial_at: list[tuple[float, Candidate, int]] = []
+        """Candidates to try again: when, which, and the try's number."""
 
     # --- events in -------------------------------------------------------------------
 
@@ -239,8 +285,27 @@ class PunchCoordinator:
                 return
             self._dial(now)
 
+    def dial_failed(self, attempt: int, candidate: Candidate, now: float) -> None:
+        """One connect to ``candidate`` in ``attempt`` failed (refused, unreachable, no
+        answer): try it again soon while the attempt's budget lasts, else give it up; the
+        attempt fails when no candidate is left."""
+        if (self.state is not PunchState.DIALING or attempt != self.attempt
+                or candidate not in self._dialling):
+            return
+        self._dialling.discard(candidate)
+        pause = self.config.redial_pause * (0.5 + self._random())
+        if (self._redials < self.config.redials
+                and now + pause <= self._dial_started + self.config.tries_window):
+            self._redials += 1
+            self._redial_at.append((now + pause, candidate, self._redials))
+        elif not self._dialling and not self._redial_at:
+            self._attempt_failed(now)
+            return
+        self._dial_timer()
+
     def dial_result(self, attempt: int, success: bool, now: float) -> None:
-        """The driver's report on the dial of ``attempt``."""
+        """The driver's report on the connection a dial of ``attempt`` made (success: the
+        link is up), or that there was nothing to dial."""
         if self.state is not PunchState.DIALING or attempt != self.attempt:
             return
         if success:
@@ -248,11 +313,18 @@ class PunchCoordinator:
         else:
             self._attempt_failed(now)
 
+    def accepts(self, address: Candidate) -> bool:
+        """Whether a connection arriving on our outgoing port from ``address`` may be the
+        peer's punch: it comes from one of the candidates the peer sent us, and we are
+        not direct already.  (The link handshake then proves who it is.)"""
+        return self.state is not PunchState.DIRECT and address in self._peer_candidates
+
     def direct_up(self) -> None:
-        """A direct link to the peer is up (whoever made it): rest."""
+        """A direct link to the peer is up (whoever made it, dialled or accepted): rest."""
         self.state = PunchState.DIRECT
         self.failed_rounds = 0
         self._timer = None
+        self._stop_dialling()
 
     def direct_down(self, now: float) -> None:
         """The direct link died: the conversation is relayed again; a new round later."""
@@ -265,7 +337,10 @@ class PunchCoordinator:
         if self._timer is None or now < self._timer:
             return
         self._timer = None
-        if self.state is PunchState.DIAL_SOON:
+        dial_deadline = self._dial_started + self.config.dial_timeout
+        if self.state is PunchState.DIALING and now < dial_deadline:
+            self._redial_due(now)
+        elif self.state is PunchState.DIAL_SOON:
             self._dial(now)
         elif self.state is PunchState.RELAYED:
             if self.initiator:
@@ -298,10 +373,32 @@ class PunchCoordinator:
 
     def _dial(self, now: float) -> None:
         self.state = PunchState.DIALING
+        self._dial_started = now
+        self._redials = 0
+        self._dialling = set(self._peer_candidates)
+        self._redial_at = []
         self._emit(Dial(self._peer_candidates, self.attempt))
         self._timer = now + self.config.dial_timeout
 
+    def _redial_due(self, now: float) -> None:
+        """Try again the candidates whose pause is over; the timer goes to the next."""
+        due = [entry for entry in self._redial_at if entry[0] <= now]
+        self._redial_at = [entry for entry in self._redial_at if entry[0] > now]
+        for _, candidate, number in due:
+            self._dialling.add(candidate)
+            self._emit(Dial((candidate,), self.attempt, redial=number))
+        self._dial_timer()
+
+    def _dial_timer(self) -> None:
+        deadline = self._dial_started + self.config.dial_timeout
+        self._timer = min([deadline, *(entry[0] for entry in self._redial_at)])
+
+    def _stop_dialling(self) -> None:
+        self._dialling = set()
+        self._redial_at = []
+
     def _attempt_failed(self, now: float) -> None:
+        self._stop_dialling()
         if not self.initiator:
             self.state = PunchState.RELAYED  # the initiator times out too and tries again
             self._timer = None

@@ -28,12 +28,30 @@ The exchange runs in PUNCH packets (type 0x26) end to end over the relayed
 path; relays forward them without reading them (an unassigned routed type to
 an older node), so a peer that does not punch simply never answers and the
 conversation stays relayed.
+
+Listening on the outgoing port
+------------------------------
+A SYN of the peer's that reaches us while no dial of ours is in flight (on a
+network without NAT such as 127.0.0.1, or through a NAT mapping that our
+earlier, timed-out try left open) would be answered with a RST.  So the
+service also listens on the outgoing port (SO_REUSEADDR and SO_REUSEPORT, as
+libp2p does for hole punching).  What it accepts there is only ever a punch:
+a connection from an address the coordinator of a conversation being punched
+accepts (one of that peer's candidates), at most one at a time per peer,
+run as the same link a dial would have made (the punch's initiator is the
+handshake's initiator, the peer's id is expected).  Anything else is closed
+at once, unread; so a stranger gets nothing from the port and costs one
+accept.  The link is an edge client's ordinary direct link: the node core
+runs no routing over it, relays nothing for others and refuses an attachment
+(ATTACH EDGE) on it (docs/roles.md).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import random
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -44,7 +62,7 @@ from overlay.errors import MalformedMessage
 from overlay.ids import NodeId
 from overlay.net.link import Link
 from overlay.net.node import Node
-from overlay.net.transport import connect_from_port
+from overlay.net.transport import connect_from_port, reusable_socket
 from overlay.proto.messages import MessageType, RoutedPacket
 from overlay.proto.punch import (
     Candidate,
@@ -64,8 +82,9 @@ from overlay.roles.status import PunchProgress, PunchStatus
 log = logging.getLogger(__name__)
 
 TRY_TIMEOUT = 0.5
-"""One connect() of a punch; a refused or timed-out try is repeated until the window ends."""
-RETRY_PAUSE = 0.02
+"""One connect() of a punch; whether a failed one is tried again is the coordinator's call."""
+LISTEN_BACKLOG = 8
+"""Connections the kernel queues on the outgoing port before we accept: a punch needs one."""
 OBSERVE_INTERVAL = 2.0
 """How often an unanswered OBSERVE is sent again to the home supernode."""
 SCAN_INTERVAL = 1.0
@@ -90,19 +109,6 @@ def answer_observe(node: Node, packet: RoutedPacket) -> None:
 
 
 @dataclass(slots=True)
-class _Race:
-    """The candidates of one dial, racing: the first to connect wins, the rest stop."""
-
-    port: int
-    window: float
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    winner: list[tuple[trio.SocketStream, Address]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    """The last failure (one entry at most)."""
-    tries: int = 0
-
-
-@dataclass(slots=True)
 class PeerPunch:
     """One conversation's punching: its coordinator and what status shows of it."""
 
@@ -111,9 +117,22 @@ class PeerPunch:
     since: float = 0.0
     """When the path last changed (trio time), or when the conversation was first seen."""
     attempts: int = 0
-    """Dials made for this peer in all."""
+    """Attempts dialled for this peer in all (a try again within one is not another)."""
+    connects: int = 0
+    """connect() calls made for this peer in all."""
     successes: int = 0
+    """Direct links punched, dialled or accepted on the outgoing port."""
+    inbound: int = 0
+    """Of those, how many were accepted."""
     last_error: str | None = None
+    connection: bool = False
+    """A connection of this punch is in its link handshake: no second one is taken."""
+    tries: set[trio.CancelScope] = field(default_factory=set)
+    """The connects in flight, cancelled when a direct link is up."""
+
+    def stop_tries(self) -> None:
+        for scope in self.tries:
+            scope.cancel()
 
 
 class PunchService:
@@ -133,6 +152,10 @@ class PunchService:
         self._wake = trio.Event()
         self._observed_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self.listening: Address | None = None
+        """Where punches are accepted (the outgoing port), once listening."""
+        self.refused_inbound = 0
+        """Connections on the outgoing port closed unread: not from a peer being punched."""
 
     # --- what the edge client and status use ---------------------------------------------
 
@@ -197,6 +220,9 @@ class PunchService:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             self.node.register_handler(MessageType.PUNCH, self._packet)
+            listener = await self._listen()
+            if listener is not None:
+                nursery.start_soon(self._accept_punches, listener)
             task_status.started()
             while self.node.is_edge:  # a promoted client is dialled: it punches no more
                 self._wake = trio.Event()  # before the work: what happens during it counts
@@ -213,6 +239,64 @@ class PunchService:
                         deadline = min(deadline, timer)
                 with trio.move_on_at(deadline):
                     await self._wake.wait()
+            nursery.cancel_scope.cancel()  # the listener too: a supernode listens elsewhere
+
+    async def _listen(self) -> trio.SocketListener | None:
+        """A listening socket on the outgoing port (module docstring), or None if the
+        port cannot be listened on (punching then works only when SYNs cross)."""
+        port = self.node.outgoing_port
+        if port is None:
+            return None
+        sock = reusable_socket(socket.AF_INET)
+        try:
+            await sock.bind(("0.0.0.0", port))
+            sock.listen(LISTEN_BACKLOG)
+        except OSError as exc:
+            sock.close()
+            log.warning("cannot listen on outgoing port %d (%s): a punch then needs the "
+                        "two SYNs to cross", port, exc.strerror or exc)
+            return None
+        self.listening = ("0.0.0.0", port)
+        log.debug("accepting punches on port %d", port)
+        return trio.SocketListener(sock)
+
+    async def _accept_punches(self, listener: trio.SocketListener) -> None:
+        async with listener:
+            while True:
+                try:
+                    stream = await listener.accept()
+                except OSError as exc:  # e.g. EMFILE: wait rather than spin
+                    if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
+                                         errno.ENOMEM, errno.ECONNABORTED):
+                        raise
+                    await trio.sleep(0.1)
+                    continue
+                try:
+                    remote = stream.socket.getpeername()
+                except OSError:
+                    await trio.aclose_forcefully(stream)
+                    continue
+                address: Address = (str(remote[0]), int(remote[1]))
+                peer = self._punching_from(address)
+                if peer is None:
+                    self.refused_inbound += 1
+                    log.debug("closed a connection on the outgoing port from %s: no punch "
+                              "expects it", format_address(address))
+                    await trio.aclose_forcefully(stream)
+                    continue
+                state = self.peers[peer]
+                state.connection = True
+                assert self._nursery is not None
+                self._nursery.start_soon(self._adopt, peer, state, stream, address, None)
+
+    def _punching_from(self, address: Address) -> NodeId | None:
+        """The peer whose punch ``address`` may be: its coordinator accepts it, no direct
+        link is up, and no connection of that punch is in its handshake already."""
+        for peer, state in self.peers.items():
+            if (not state.connection and peer not in self.node.neighbours
+                    and state.coordinator.accepts(address)):
+                return peer
+        return None
 
     def _observe(self, now: float) -> None:
         """Ask the home supernode what it sees, once per home (again until it answers)."""
@@ -299,10 +383,12 @@ class PunchService:
             if isinstance(action, SendPunch):
                 self.node.send_packet(MessageType.PUNCH, peer, action.message.to_body())
             elif isinstance(action, Dial):
-                state.attempts += 1
-                log.info("punching to %s: attempt %d, dialling %s", peer.short,
-                         action.attempt, ", ".join(format_address(c) for c in action.candidates)
-                         or "nothing")
+                if action.redial == 0:
+                    state.attempts += 1
+                    log.info("punching to %s: attempt %d, dialling %s", peer.short,
+                             action.attempt, ", ".join(format_address(c)
+                                                       for c in action.candidates)
+                             or "nothing")
                 assert self._nursery is not None
                 self._nursery.start_soon(self._dial, peer, state, action)
             elif isinstance(action, GaveUp):
@@ -313,59 +399,81 @@ class PunchService:
             self._wake.set()
 
     async def _dial(self, peer: NodeId, state: PeerPunch, action: Dial) -> None:
-        """Dial every candidate from our outgoing port until one connects or time is up;
-        run what connected as a link, and report whether it came up."""
+        """One connect() from our outgoing port per candidate of ``action``; each failure
+        goes to the coordinator (which may have it tried again), the first connection to
+        :meth:`_adopt`."""
         port = self.node.outgoing_port
-        race = _Race(port or 0, self.config.dial_timeout * 0.6)
-        if port is not None and action.candidates:
-            async with trio.open_nursery() as nursery:
-                race.scope = nursery.cancel_scope
-                for candidate in action.candidates:
-                    nursery.start_soon(self._try_candidate, candidate, race)
-        coordinator = state.coordinator
-        winner = race.winner
-        if not winner:
-            state.last_error = race.errors[-1] if race.errors else "no candidate to dial"
-            coordinator.dial_result(action.attempt, False, trio.current_time())
+        if port is None or not action.candidates:
+            state.last_error = "no candidate to dial"
+            state.coordinator.dial_result(action.attempt, False, trio.current_time())
             self._act(peer, state)
             return
-        stream, address = winner[0]
+        async with trio.open_nursery() as nursery:
+            for candidate in action.candidates:
+                nursery.start_soon(self._try_candidate, peer, state, action.attempt,
+                                   candidate, port)
+
+    async def _try_candidate(self, peer: NodeId, state: PeerPunch, attempt: int,
+                             candidate: Address, port: int) -> None:
+        stream: trio.SocketStream | None = None
+        scope = trio.CancelScope()
+        state.tries.add(scope)
+        try:
+            with scope:
+                state.connects += 1
+                try:
+                    with trio.fail_after(TRY_TIMEOUT):
+                        stream = await connect_from_port(candidate, port)
+                except (OSError, trio.TooSlowError) as exc:
+                    why = "no answer" if isinstance(exc, trio.TooSlowError) else (
+                        exc.strerror or str(exc)).lower()
+                    state.last_error = f"{format_address(candidate)}: {why}"
+        finally:
+            state.tries.discard(scope)
+        if stream is None:
+            if not scope.cancelled_caught:
+                state.coordinator.dial_failed(attempt, candidate, trio.current_time())
+                self._act(peer, state)
+            return
+        if state.connection or peer in self.node.neighbours:
+            await trio.aclose_forcefully(stream)  # another candidate, or an accept, was first
+            return
+        state.connection = True
+        await self._adopt(peer, state, stream, candidate, attempt)
+
+    async def _adopt(self, peer: NodeId, state: PeerPunch, stream: trio.SocketStream,
+                     address: Address, attempt: int | None) -> None:
+        """Run the link handshake on a punch's connection (dialled in ``attempt``, or
+        accepted on the outgoing port: None) and report whether the link came up."""
+        coordinator = state.coordinator
         link = self.node.links.new_link(stream, address, initiator=coordinator.initiator,
                                         expected_peer=peer)
         assert self._nursery is not None
         self._nursery.start_soon(self._run_link, link)
-        with trio.move_on_after(self.config.dial_timeout * 0.3):
-            await self.node.wait_until(lambda: link.core.established_at is not None
-                                       or link.finished.is_set())
+        try:
+            with trio.move_on_after(self.config.dial_timeout * 0.3):
+                await self.node.wait_until(lambda: link.core.established_at is not None
+                                           or link.finished.is_set())
+        finally:
+            state.connection = False
         up = link.core.established_at is not None and peer in self.node.neighbours
+        how = "dialled" if attempt is not None else "accepted"
         if up:
             state.successes += 1
-            log.info("punched through to %s at %s: direct link up", peer.short,
-                     format_address(address))
+            state.inbound += attempt is None
+            state.stop_tries()
+            log.info("punched through to %s at %s (%s): direct link up", peer.short,
+                     format_address(address), how)
+            coordinator.direct_up()
+            if not state.direct:  # the scan would notice a second later: the time is now
+                state.direct, state.since = True, trio.current_time()
+                log.info("conversation with %s is direct now", peer.short)
         else:
-            state.last_error = "connected but the link handshake failed"
+            state.last_error = f"{how} connection, but the link handshake failed"
             link.close()
-        coordinator.dial_result(action.attempt, up, trio.current_time())
+            if attempt is not None:
+                coordinator.dial_result(attempt, False, trio.current_time())
         self._act(peer, state)
-
-    async def _try_candidate(self, candidate: Address, race: _Race) -> None:
-        with trio.move_on_after(race.window):
-            while True:
-                try:
-                    with trio.fail_after(TRY_TIMEOUT):
-                        stream = await connect_from_port(candidate, race.port)
-                except (OSError, trio.TooSlowError) as exc:
-                    why = "no answer" if isinstance(exc, trio.TooSlowError) else str(exc)
-                    race.tries += 1
-                    race.errors[-1:] = [f"{format_address(candidate)}: {why}"]
-                    await trio.sleep(RETRY_PAUSE)
-                    continue
-                if race.winner:  # another candidate connected in the same moment
-                    await trio.aclose_forcefully(stream)
-                    return
-                race.winner.append((stream, candidate))
-                race.scope.cancel()
-                return
 
     async def _run_link(self, link: Link) -> None:
         down = await self.node.links.run_link(link)

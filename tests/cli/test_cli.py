@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import signal
 import subprocess
 import time
@@ -176,9 +177,20 @@ def test_demo_runs_the_whole_system_and_prints_the_conversation() -> None:
         assert f"  {name} " in out
     assert out.count("behind NAT: dials out only") == 2
     assert out.count("reachable at 127.0.0.1:") == 2
-    assert "alice -> bob" in out
-    assert "relayed via sn1 -> sn3" in out  # both behind NAT: their homes relay
-    assert "direct" in out  # reachable users get direct links
+    lines = out.splitlines()
+    first = lines.index("  alice -> bob    Hi Bob! We are both behind NAT, so supernodes "
+                        "relay this.")
+    # Both behind NAT: their homes relay the first message (sent before any punch).
+    assert lines[first + 1].endswith(", relayed via sn1 -> sn3")
+    assert "direct" in lines[first + 5]  # alice -> carol: reachable users get direct links
+    # Then their clients punch a hole: the demo shows the upgrade, and the last message
+    # between the two goes direct.
+    punched = [line for line in lines if line.startswith("  alice <> bob    ")]
+    assert len(punched) == 1 and "hole punched" in punched[0], out
+    assert "direct now (" in punched[0]
+    last = lines.index(punched[0]) + 1
+    assert lines[last].startswith("    bob -> alice  Our clients punched a hole")
+    assert lines[last + 1].endswith(", direct")
     assert "9 of 9 delivered" in out
     assert "stopped cleanly" in out
     assert "Traceback" not in result.stderr
@@ -396,6 +408,17 @@ def test_demo_interactive_leaves_you_in_the_chat_as_alice() -> None:
             if "bob here: got your 'are you a bot?'" in line:
                 break
         assert any("bob here" in line for line in seen), "".join(seen)
+        # The scripted part ended with alice and bob punched through: /status says so.
+        proc.stdin.write("/status\n")
+        proc.stdin.flush()
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if line.lstrip().startswith("bob:"):
+                break
+        assert re.search(r"^\s*bob: direct for \d+ s$", seen[-1]), "".join(seen)
         proc.stdin.write("/quit\n")
         proc.stdin.close()
         assert proc.wait(timeout=30) == 0

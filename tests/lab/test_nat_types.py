@@ -95,10 +95,12 @@ def test_punch_outcome_per_pairing(lab: Lab, mapping_a: str, mapping_b: str,
     print(f"{mapping_a}-{mapping_b} firewall={firewall}: {results}")
     if expected and not firewall and not all(r["direct"] for r in results):
         # A router without a firewall answers a SYN that beats the other side's own
-        # SYN with RST, and that RST ends the sender's mapping too (conntrack holds
-        # the 5-tuple closed for 10 s): direct only if the first SYNs cross, a race
-        # on this lab's microsecond wire (docs/nat-lab.md).  What must hold then is
-        # the mechanism: every try refused, none lost.
+        # SYN with RST, and that RST ends the sender's mapping too (conntrack drops
+        # an entry whose only reply is a RST): each mapping is open for about one
+        # router-to-router round trip per try, and this probe's tries, 20 ms apart
+        # and in step on both sides, meet only if the first ones do (docs/nat-lab.md;
+        # the overlay tries again after a jittered ~2 ms pause instead).  What must
+        # hold then is the mechanism: every try refused, none lost.
         assert all(r["why"] == "ConnectionRefusedError" for r in results), results
         return
     assert [r["direct"] for r in results] == [expected, expected], results

@@ -1,4 +1,5 @@
-"""The hole-punch coordinator: exact virtual times, stale messages, bounded attempts."""
+"""The hole-punch coordinator: exact virtual times, stale messages, bounded attempts and
+tries, which inbound connections are a punch."""
 
 from __future__ import annotations
 
@@ -141,6 +142,96 @@ def test_a_failed_dial_report_starts_the_next_attempt_at_once() -> None:
     assert pair.a.attempt == 2 and pair.a.state is PunchState.AWAIT_REPLY
 
 
+def dialling_pair(config: PunchConfig) -> RelayedPair:
+    """A pair whose sides both dial at 0.12 s (relayed one-way delay 40 ms)."""
+    pair = RelayedPair(delay=0.040, a=coordinator(True, config), b=coordinator(False, config))
+    pair.a.start(0.0)
+    pair.run_until(0.12)
+    assert [(round(t, 6), who, d.redial) for t, who, d in pair.dials] == [
+        (0.12, "a", 0), (0.12, "b", 0)]
+    pair.dials.clear()
+    return pair
+
+
+def test_a_refused_candidate_is_tried_again_after_the_jittered_pause_within_the_budget(
+        ) -> None:
+    pair = dialling_pair(PunchConfig(redials=2, redial_pause=0.002))
+    a, target = pair.a, B_CANDIDATES[0]
+    # Refused at 121 ms: tried again 2 ms x (0.5 + 0.5) later, as try number 1.
+    a.dial_failed(1, target, 0.121)
+    assert a.get_timer() == pytest.approx(0.123)
+    pair.run_until(0.1229)
+    assert pair.dials == []
+    pair.run_until(0.123)
+    assert [(round(t, 6), d.candidates, d.attempt, d.redial) for t, _, d in pair.dials] == [
+        (0.123, (target,), 1, 1)]
+    a.dial_failed(1, target, 0.124)
+    a.dial_failed(1, target, 0.124)  # a second report of the same try: ignored
+    pair.run_until(0.126)
+    assert [d.redial for _, _, d in pair.dials] == [1, 2]
+    assert a.state is PunchState.DIALING and a.attempt == 1
+    # The budget is spent: the third refusal ends the attempt and the next begins at once.
+    a.dial_failed(1, target, 0.127)
+    assert (a.state, a.attempt) == (PunchState.AWAIT_REPLY, 2)
+    assert [x.message.kind for x in a.actions() if isinstance(x, SendPunch)] == [
+        PunchKind.CONNECT]
+
+
+def test_no_try_starts_after_the_redial_window() -> None:
+    pair = dialling_pair(PunchConfig(redial_pause=0.002, redial_window=0.010))
+    a, target = pair.a, B_CANDIDATES[0]
+    a.dial_failed(1, target, 0.127)  # 0.129 <= 0.12 + 0.01: once more
+    pair.run_until(0.129)
+    assert [(round(t, 6), d.redial) for t, _, d in pair.dials] == [(0.129, 1)]
+    a.dial_failed(1, target, 0.1285 + 0.001)  # a try at 0.1315 would be too late
+    assert (a.state, a.attempt) == (PunchState.AWAIT_REPLY, 2)
+
+
+def test_an_attempt_fails_only_when_every_candidate_has_given_up() -> None:
+    pair = dialling_pair(PunchConfig(redials=0))
+    b = pair.b  # dials A's two candidates
+    b.dial_failed(1, A_CANDIDATES[0], 0.121)
+    assert b.state is PunchState.DIALING and b.get_timer() == pytest.approx(0.12 + 5.0)
+    b.dial_failed(1, ("198.51.100.9", 1), 0.122)  # not a candidate of this dial: ignored
+    assert b.state is PunchState.DIALING
+    b.dial_failed(1, A_CANDIDATES[1], 0.6)
+    assert b.state is PunchState.RELAYED and b.get_timer() is None  # the responder waits
+
+
+def test_tries_stop_when_the_link_is_up_and_a_late_timer_does_nothing() -> None:
+    pair = dialling_pair(PunchConfig(redial_pause=0.002))
+    a = pair.a
+    a.dial_failed(1, B_CANDIDATES[0], 0.121)
+    a.direct_up()  # e.g. the peer's SYN accepted on our outgoing port
+    assert a.get_timer() is None
+    a.handle_timer(0.123)
+    assert a.actions() == [] and a.state is PunchState.DIRECT
+    a.dial_failed(1, B_CANDIDATES[0], 0.124)
+    assert a.get_timer() is None and a.actions() == []
+
+
+def test_the_dial_times_out_at_dial_timeout_with_tries_pending() -> None:
+    pair = dialling_pair(PunchConfig(dial_timeout=1.0, redial_pause=0.002))
+    a = pair.a
+    pair.run_until(1.119)
+    assert a.state is PunchState.DIALING and a.get_timer() == pytest.approx(1.12)
+    pair.run_until(1.12)
+    assert (a.state, a.attempt) == (PunchState.AWAIT_REPLY, 2)
+
+
+def test_an_inbound_connection_is_accepted_only_from_the_peers_candidates() -> None:
+    b = coordinator(False)
+    assert not b.accepts(A_CANDIDATES[0])  # no punch yet: nothing is expected
+    b.receive(PunchMessage(PunchKind.CONNECT, 1, A_CANDIDATES), 0.0)
+    # Before SYNC (the initiator's SYN may come first on a fast path) and after:
+    assert b.accepts(A_CANDIDATES[0]) and b.accepts(A_CANDIDATES[1])
+    assert not b.accepts(("203.0.113.1", 40002)) and not b.accepts(("198.51.100.7", 40001))
+    b.receive(PunchMessage(PunchKind.SYNC, 1), 0.1)
+    assert b.accepts(A_CANDIDATES[0])
+    b.direct_up()
+    assert not b.accepts(A_CANDIDATES[0])  # direct already: a second link is not wanted
+
+
 def test_a_lost_reply_times_out_and_a_late_one_is_ignored() -> None:
     a = coordinator(True, PunchConfig(answer_timeout=1.0))
     a.start(0.0)
@@ -228,7 +319,8 @@ def test_any_host_text_is_an_address_or_malformed(host: str) -> None:
 
 def test_config_refuses_nonsense() -> None:
     for kwargs in ({"attempts": 0}, {"dial_timeout": 0}, {"retry_after": 10, "retry_max": 5},
-                   {"start_delay": -1}):
+                   {"start_delay": -1}, {"redials": -1}, {"redial_pause": 0},
+                   {"redial_window": 0}, {"dial_timeout": 2.0, "redial_window": 2.5}):
         with pytest.raises(LocalProtocolError):
             PunchConfig(**kwargs)
 
@@ -250,7 +342,8 @@ def test_nat_classification_and_expectation() -> None:
 
 EVENTS = st.lists(st.tuples(
     st.sampled_from(["a", "b"]),
-    st.sampled_from(["start", "connect", "reply", "sync", "ok", "fail", "up", "down", "timer"]),
+    st.sampled_from(["start", "connect", "reply", "sync", "ok", "fail", "refused", "up", "down",
+                     "timer"]),
     st.integers(1, 4),
     st.floats(0.0, 5.0),
 ), max_size=60)
@@ -276,6 +369,8 @@ def test_any_event_order_keeps_the_bounds(events: list[tuple[str, str, int, floa
             side.receive(PunchMessage(kinds[event], attempt, B_CANDIDATES), now)
         elif event in ("ok", "fail"):
             side.dial_result(attempt, event == "ok", now)
+        elif event == "refused":
+            side.dial_failed(attempt, B_CANDIDATES[0], now)
         elif event == "up":
             side.direct_up()
         elif event == "down":
@@ -295,6 +390,7 @@ def test_any_event_order_keeps_the_bounds(events: list[tuple[str, str, int, floa
         for action in side.actions():
             if isinstance(action, Dial):
                 assert action.candidates == B_CANDIDATES
+                assert 0 <= action.redial <= config.redials
             if isinstance(action, GaveUp):
                 assert action.retry_at > now
 
