@@ -366,8 +366,8 @@ class PunchService:
             return
         if message.kind is PunchKind.OBSERVE:
             return  # we observe for nobody: only supernodes answer
-        if message.kind is PunchKind.CONNECT and packet.src not in self.node.forwarder.locations:
-            return  # only edge clients punch (and we must know where to answer)
+        if message.kind is PunchKind.CONNECT and not self._may_punch_with(packet.src):
+            return
         state = self.peers.get(packet.src)
         if state is None and message.kind is PunchKind.CONNECT:
             state = self._coordinator(packet.src, now)
@@ -375,6 +375,14 @@ class PunchService:
             return
         state.coordinator.receive(message, now)
         self._act(packet.src, state)
+
+    def _may_punch_with(self, peer: NodeId) -> bool:
+        """Answer a CONNECT only from an edge client (we must know its home to answer)
+        we have a conversation with.  A packet's source is only claimed, so anyone
+        could otherwise have us dial the addresses of their choice, a round per CONNECT:
+        only the peer of one of our own channels can (and it is bounded per round)."""
+        return (peer in self.node.forwarder.locations
+                and any(channel.peer == peer for channel in self.node.channels.channels()))
 
     def _act(self, peer: NodeId, state: PeerPunch, *, wake: bool = True) -> None:
         """Carry out the coordinator's actions; ``wake``: the run loop must look at its

@@ -142,6 +142,19 @@ async def test_a_connect_from_a_peer_that_is_no_edge_client_is_not_answered(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_connect_from_a_node_we_have_no_conversation_with_is_not_answered(
+        autojump_clock: trio.testing.MockClock) -> None:
+    # A's claim to be an edge client (B knows a home for it) is not enough: without a
+    # channel of B's to A, a CONNECT could aim B's dials at anyone's addresses.
+    async with trio.open_nursery() as nursery:
+        a, b, _, service_b = await pair(nursery)
+        b.talking.clear()
+        await trio.sleep(10.0)
+        assert b.sent == [] and service_b.peers == {}
+        assert a.sent == [(0.0, "CONNECT", 1), (3.0, "CONNECT", 2), (6.0, "CONNECT", 3)]
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_direct_link_stops_punching_and_its_loss_is_noticed(
         autojump_clock: trio.testing.MockClock) -> None:
     async with trio.open_nursery() as nursery:
