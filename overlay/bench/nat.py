@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from overlay.bench.nat_report import NatReport, Pairing, SessionResult, summaris
 from overlay.bench.progress import Progress
 from overlay.lab import Lab, LabConfig, LabError, available
 from overlay.lab.nat_types import NatBehaviour, set_nat_behaviour
+from overlay.lab.pipes import LineReader
 
 __all__ = ["PAIRINGS", "NatBenchConfig", "NatReport", "Pairing", "run"]
 
@@ -133,9 +134,13 @@ class _System:
                 raise LabError(f"overlay status on {name} did not answer in time") from None
             if proc.returncode != 0:
                 raise LabError(f"overlay status on {name} failed")
-            status = json.loads(out)
-            sent += sum(link.get("bytes_sent", 0) for link in status["neighbours"])
-            forwarded += status["forwarding"]["forwarded"]
+            try:
+                status = json.loads(out)
+                sent += sum(link.get("bytes_sent", 0) for link in status["neighbours"])
+                forwarded += status["forwarding"]["forwarded"]
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise LabError(f"overlay status on {name} said something unexpected "
+                               f"({exc!r})") from None
         return sent, forwarded
 
     def session(self, pairing: Pairing, number: int) -> SessionResult:
@@ -185,7 +190,11 @@ class _System:
             for user in (sender_user, receiver_user):
                 shutil.rmtree(self.scratch / user, ignore_errors=True)
                 (self.scratch / f"{user}.err").unlink(missing_ok=True)
-        return SessionResult.from_events(pairing.name, number, result, received, windows)
+        try:
+            return SessionResult.from_events(pairing.name, number, result, received, windows)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return SessionResult(pairing.name, number,
+                                 error=f"the peers' reports lack what the bench reads ({exc!r})")
 
 
 def _last_words(scratch: Path, user: str) -> str:
@@ -198,20 +207,35 @@ def _last_words(scratch: Path, user: str) -> str:
 
 
 def _line(proc: subprocess.Popen[bytes], who: str, deadline: float) -> str:
+    """The next line ``proc`` prints (through its one :class:`LineReader`)."""
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-    if not ready:
+    reader = _READERS.get(proc)
+    if reader is None:
+        reader = _READERS[proc] = LineReader(proc.stdout)
+    line = reader.readline(max(0.0, deadline - time.monotonic()))
+    if line is None:
         raise LabError(f"{who} printed nothing in time")
-    text = proc.stdout.readline().decode(errors="replace").strip()
+    text = line.decode(errors="replace").strip()
     if not text:
         raise LabError(f"{who} exited with status {proc.wait()}")
     return text
 
 
+_READERS: weakref.WeakKeyDictionary[subprocess.Popen[bytes], LineReader] = \
+    weakref.WeakKeyDictionary()
+"""Each process's stdout reader, for as long as the process object lives."""
+
+
 def _event(proc: subprocess.Popen[bytes], who: str, deadline: float,
            wanted: str) -> dict[str, Any]:
     """The next line of ``proc``, which must be the event ``wanted``."""
-    event: dict[str, Any] = json.loads(_line(proc, who, deadline))
+    line = _line(proc, who, deadline)
+    try:
+        event = json.loads(line)
+    except ValueError:
+        event = None
+    if not isinstance(event, dict):
+        raise LabError(f"{who} printed {line[:200]!r} where the event {wanted!r} was due")
     if event.get("event") != wanted:
         raise LabError(f"{who} said {event.get('event')!r} where {wanted!r} was due")
     return event
