@@ -136,6 +136,16 @@ def _dialable_ip(host: str) -> str:
     return host
 
 
+def worth_dialling(candidate: Candidate, own: Sequence[Candidate]) -> bool:
+    """Whether to dial a peer's candidate: a loopback address only when we are on
+    loopback too (``own``: our own candidates).  The peer chose the address: from
+    anywhere else a loopback candidate reaches no peer, only this machine's own
+    services (a stranger in a conversation could have us probe them)."""
+    if not ipaddress.ip_address(candidate[0]).is_loopback:
+        return True
+    return any(ipaddress.ip_address(host).is_loopback for host, _ in own)
+
+
 @dataclass(frozen=True)
 class PunchConfig:
     attempts: int = 3

@@ -24,6 +24,7 @@ from overlay.proto.punch import (
     SendPunch,
     classify_mapping,
     direct_expected,
+    worth_dialling,
 )
 from tests.proto.test_vectors import VALID
 
@@ -306,6 +307,15 @@ def test_a_candidate_host_is_an_address_never_a_name() -> None:
             PunchMessage.from_body([0, 1, [[host, 7000]]])
     for host in ("127.0.0.1", "203.0.113.5", "::1", "2001:db8::1", "::ffff:192.0.2.1"):
         assert PunchMessage.from_body([0, 1, [[host, 7000]]]).candidates == ((host, 7000),)
+
+
+def test_a_loopback_candidate_is_dialled_only_from_loopback() -> None:
+    lab = [("203.0.113.1", 40000), ("100.64.1.10", 40000)]
+    assert worth_dialling(("203.0.113.2", 41000), lab)
+    assert not worth_dialling(("127.0.0.1", 22), lab)  # this machine's ssh, not a peer
+    assert not worth_dialling(("::1", 22), lab)
+    assert not worth_dialling(("127.0.0.1", 41000), [])  # nothing known of ourselves yet
+    assert worth_dialling(("127.0.0.1", 41000), [("127.0.0.1", 40000)])  # overlay demo
 
 
 @given(st.text(max_size=80))
