@@ -277,7 +277,7 @@ class PunchCoordinator:
             if self.state is PunchState.DIALING and message.attempt == self.attempt:
                 return  # a duplicate of the attempt being dialled
             self.attempt = message.attempt
-            self._peer_candidates = message.candidates
+            self._peer_candidates = self._dialable(message.candidates)
             self._emit(SendPunch(PunchMessage(PunchKind.CONNECT_REPLY, message.attempt,
                                               self._candidates)))
             self.state = PunchState.AWAIT_SYNC
@@ -285,7 +285,7 @@ class PunchCoordinator:
         elif message.kind is PunchKind.CONNECT_REPLY and self.initiator:
             if self.state is not PunchState.AWAIT_REPLY or message.attempt != self.attempt:
                 return
-            self._peer_candidates = message.candidates
+            self._peer_candidates = self._dialable(message.candidates)
             self.rtt = now - self._sent_connect_at
             self._emit(SendPunch(PunchMessage(PunchKind.SYNC, self.attempt)))
             self.state = PunchState.DIAL_SOON
@@ -380,6 +380,11 @@ class PunchCoordinator:
         self._emit(SendPunch(PunchMessage(PunchKind.CONNECT, attempt, self._candidates)))
         self.state = PunchState.AWAIT_REPLY
         self._timer = now + self.config.answer_timeout
+
+    def _dialable(self, candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
+        """The peer's candidates we would dial (:func:`worth_dialling`): the others are
+        neither dialled nor accepted, nor waited for."""
+        return tuple(c for c in candidates if worth_dialling(c, self._candidates))
 
     def _dial(self, now: float) -> None:
         self.state = PunchState.DIALING

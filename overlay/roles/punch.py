@@ -76,7 +76,6 @@ from overlay.proto.punch import (
     PunchState,
     SendPunch,
     classify_mapping,
-    worth_dialling,
 )
 from overlay.roles.status import PunchProgress, PunchStatus
 
@@ -412,15 +411,13 @@ class PunchService:
         goes to the coordinator (which may have it tried again), the first connection to
         :meth:`_adopt`."""
         port = self.node.outgoing_port
-        own = self.candidates()
-        candidates = [c for c in action.candidates if worth_dialling(c, own)]
-        if port is None or not candidates:
+        if port is None or not action.candidates:
             state.last_error = "no candidate to dial"
             state.coordinator.dial_result(action.attempt, False, trio.current_time())
             self._act(peer, state)
             return
         async with trio.open_nursery() as nursery:
-            for candidate in candidates:
+            for candidate in action.candidates:
                 nursery.start_soon(self._try_candidate, peer, state, action.attempt,
                                    candidate, port)
 

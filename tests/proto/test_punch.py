@@ -318,6 +318,22 @@ def test_a_loopback_candidate_is_dialled_only_from_loopback() -> None:
     assert worth_dialling(("127.0.0.1", 41000), [("127.0.0.1", 40000)])  # overlay demo
 
 
+def test_a_loopback_candidate_off_loopback_is_not_dialled_accepted_or_waited_for() -> None:
+    # B is on the lab's addresses; A's CONNECT names a loopback candidate besides a real
+    # one.  B dials only the real one, so when that fails the attempt fails at once,
+    # not after dial_timeout waiting for a dial it never made.
+    b = PunchCoordinator(initiator=False, candidates=B_CANDIDATES, random=lambda: 0.5,
+                         config=PunchConfig(redials=0))
+    b.receive(PunchMessage(PunchKind.CONNECT, 1, (("127.0.0.1", 22), *A_CANDIDATES)), 0.0)
+    b.receive(PunchMessage(PunchKind.SYNC, 1), 0.1)
+    [dial] = [a for a in b.actions() if isinstance(a, Dial)]
+    assert dial.candidates == A_CANDIDATES
+    assert not b.accepts(("127.0.0.1", 22)) and b.accepts(A_CANDIDATES[0])
+    for candidate in A_CANDIDATES:
+        b.dial_failed(1, candidate, 0.2)
+    assert b.state is PunchState.RELAYED
+
+
 @given(st.text(max_size=80))
 def test_any_host_text_is_an_address_or_malformed(host: str) -> None:
     try:
