@@ -22,9 +22,10 @@ document maps onto one module.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, overload
 
 from overlay.errors import MalformedMessage, UnsupportedVersion
 from overlay.ids import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN, NodeId
@@ -263,25 +264,85 @@ class RouteEntry(NamedTuple):
     metric: int
 
 
+class RouteEntries(Sequence[RouteEntry]):
+    """A ROUTE_UPDATE's entries held as three columns, not one tuple per entry.
+
+    A full table is thousands of entries: decoded, they stay the columns msgpack's
+    arrays were split into (destinations as the raw 16 bytes, validated), and the
+    routing core builds its own as columns; a :class:`RouteEntry` is made only for
+    whoever iterates.  Equal to any sequence of the same entries (a tuple too).
+    """
+
+    __slots__ = ("destinations", "metrics", "seqnos")
+
+    def __init__(self, destinations: Sequence[bytes], seqnos: Sequence[int],
+                 metrics: Sequence[int]) -> None:
+        if not len(destinations) == len(seqnos) == len(metrics):
+            raise ValueError("route entry columns must be of one length")
+        self.destinations = destinations
+        self.seqnos = seqnos
+        self.metrics = metrics
+
+    def __len__(self) -> int:
+        return len(self.destinations)
+
+    @overload
+    def __getitem__(self, index: int) -> RouteEntry: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> RouteEntries: ...
+
+    def __getitem__(self, index: int | slice) -> RouteEntry | RouteEntries:
+        if isinstance(index, slice):
+            return RouteEntries(self.destinations[index], self.seqnos[index],
+                                self.metrics[index])
+        return RouteEntry(NodeId.interned(self.destinations[index]), self.seqnos[index],
+                          self.metrics[index])
+
+    def __iter__(self) -> Iterator[RouteEntry]:
+        ids = NodeId.interned_many(self.destinations)
+        return map(_new_entry, zip(ids, self.seqnos, self.metrics, strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence):
+            return NotImplemented
+        return len(self) == len(other) and tuple(self) == tuple(other)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"RouteEntries({list(self)!r})"
+
+    def wire(self) -> list[list[Any]]:
+        """The entries as msgpack arrays (a NodeId or raw bytes packs as bin)."""
+        return list(map(list, zip(self.destinations, self.seqnos, self.metrics, strict=True)))
+
+
 @dataclass(frozen=True, slots=True)
 class RouteUpdate(LinkMessage):
     """Distance-vector advertisement: the sender's routes, and when it will next refresh them.
 
     ``interval_ms`` is the sender's periodic update interval; a receiver expires
-    a route that has not been refreshed for 3.5 intervals.
+    a route that has not been refreshed for 3.5 intervals.  ``entries`` is a tuple
+    of :class:`RouteEntry` or, from the decoder and the routing core, the same held
+    as :class:`RouteEntries` columns.
     """
 
     TYPE: ClassVar[MessageType] = MessageType.ROUTE_UPDATE
     interval_ms: int
-    entries: tuple[RouteEntry, ...]
+    entries: Sequence[RouteEntry]
 
     def __post_init__(self) -> None:
         _check_uint(self.interval_ms, "interval_ms", U32_MAX)
-        if not isinstance(self.entries, tuple) or len(self.entries) > MAX_UPDATE_ENTRIES:
+        if (not isinstance(self.entries, tuple | RouteEntries)
+                or len(self.entries) > MAX_UPDATE_ENTRIES):
             raise ValueError(f"entries must be a tuple of at most {MAX_UPDATE_ENTRIES}")
 
     def fields(self) -> list[Any]:
         # A NodeId is a bytes subclass: msgpack packs it as bin without a copy.
+        if isinstance(self.entries, RouteEntries):
+            return [self.interval_ms, self.entries.wire()]
         return [self.interval_ms, [[e.destination, e.seqno, e.metric] for e in self.entries]]
 
     @classmethod
@@ -290,7 +351,8 @@ class RouteUpdate(LinkMessage):
         neighbour, so each check runs once over a whole column (``map``/``min``/``max``
         in C), not once per entry in Python.  Accepts and refuses exactly what a check of
         each entry would, and proves the entries hold no nested value (the depth
-        :func:`~overlay.proto.codec.unpack` may skip for this type, :func:`decode_message`)."""
+        :func:`~overlay.proto.codec.unpack` may skip for this type, :func:`decode_message`).
+        The entries stay columns (:class:`RouteEntries`)."""
         interval_ms, entries = fields
         if type(entries) is not list:
             raise MalformedMessage("entries must be an array")
@@ -299,21 +361,22 @@ class RouteUpdate(LinkMessage):
         if set(map(type, entries)) != _LIST_ONLY or set(map(len, entries)) != _THREE_ONLY:
             raise MalformedMessage("each entry is [destination, seqno, metric]")
         destinations, seqnos, metrics = zip(*entries, strict=True)
+        if set(map(type, destinations)) != _BYTES_ONLY or set(map(len, destinations)) != {
+                NODE_ID_LEN}:
+            raise MalformedMessage(f"destination must be {NODE_ID_LEN} bytes of bin")
         if (set(map(type, seqnos)) != _INT_ONLY or min(seqnos) < 0
                 or max(seqnos) > U16_MAX):
             raise MalformedMessage(f"seqno must be an integer in 0..{U16_MAX}")
         if (set(map(type, metrics)) != _INT_ONLY or min(metrics) < 0
                 or max(metrics) > METRIC_INFINITY):
             raise MalformedMessage(f"metric must be an integer in 0..{METRIC_INFINITY}")
-        # NodeId.interned refuses (ValueError) anything but 16 bytes; tuple.__new__ skips
-        # the NamedTuple's Python-level __new__.
-        ids = NodeId.interned_many(destinations)
-        return cls(interval_ms, tuple(map(_new_entry, zip(ids, seqnos, metrics, strict=True))))
+        return cls(interval_ms, RouteEntries(destinations, seqnos, metrics))
 
 
 _LIST_ONLY = {list}
 _THREE_ONLY = {3}
 _INT_ONLY = {int}
+_BYTES_ONLY = {bytes}
 _new_entry = functools.partial(tuple.__new__, RouteEntry)
 
 

@@ -50,31 +50,55 @@ Route selection itself is exact (the strictly smallest metric wins; ties keep
 the current route), so with exact latencies every route in steady state is a
 shortest path.
 
-One module for one state machine: the route table, the feasibility state and
+Storage and speed: routes live in numpy arrays indexed by a destination's slot
+number (:mod:`overlay.proto.route_table`: 14 bytes a route, not a Python object),
+and an update of many entries is decided a column at a time
+(:meth:`Router._receive_bulk`): the cases that look no further than the
+destination's selected route (nearly all of convergence) are applied in bulk,
+and every other entry goes through the one-entry rules, in order.  Both paths
+make the same decisions; the tests run networks through each and compare.
+
+One module for one state machine: the route selection, the feasibility state and
 the update scheduling change together on every event, and splitting them would
-only spread the loop-freedom invariant over several files.
+only spread the loop-freedom invariant over several files (the arrays they
+share are apart, in :mod:`overlay.proto.route_table`).
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from overlay.ids import NodeId
 from overlay.proto.messages import (
     MAX_TTL,
     MAX_UPDATE_ENTRIES,
     METRIC_INFINITY,
-    U16_MAX,
     LinkMessage,
-    RouteEntry,
+    RouteEntries,
     RouteUpdate,
     SeqnoRequest,
 )
+from overlay.proto.route_table import (
+    ABSENT,
+    NO_SEQNO,
+    SEQNO_MODULUS,
+    Bools,
+    DestinationIndex,
+    Ints,
+    RouteTable,
+    plus_cost,
+)
+from overlay.proto.route_table import seqnos_newer as _newer
 
-SEQNO_MODULUS = U16_MAX + 1
 EXPIRY_FACTOR = 3.5
+BULK_MIN_ENTRIES = 8
+"""Updates with fewer entries go one entry at a time (numpy's fixed cost per call is
+more than the interpreter's per entry below this)."""
 
 
 def seqno_newer(a: int, b: int) -> bool:
@@ -112,18 +136,6 @@ class RoutingConfig:
             raise ValueError(f"request_hops must be in 1..{MAX_TTL}")
 
 
-@dataclass(slots=True)
-class Route:
-    """A route to ``destination`` through ``neighbour``, as last advertised by it."""
-
-    destination: NodeId
-    neighbour: NodeId
-    seqno: int
-    advertised: int
-    metric: int
-    expires_at: float
-
-
 @dataclass(frozen=True, slots=True)
 class RouteInfo:
     """One row of the routing table, for ``status`` and tests."""
@@ -157,9 +169,21 @@ class _PendingRequest:
     retries_left: int
 
 
-@dataclass(slots=True)
-class _Neighbour:
-    cost: int
+@dataclass(frozen=True, slots=True)
+class _BulkPlan:
+    """One update's entries as columns, and which case each entry is (boolean masks)."""
+
+    slots: Ints
+    seqno: Ints
+    advertised: Ints
+    metric: Ints  # advertised plus the link's cost
+    held: Bools  # this neighbour already had a route to the destination
+    feasible: Bools
+    hard: Bools  # left to the one-entry rules
+    refresh: Bools  # the same route again: only its expiry moves
+    loses: Bools  # stored beside a better selected route
+    keeps: Bools  # the route in use, as good or better: stays selected
+    moves: Bools  # the first route, or strictly the best: selected
 
 
 Outgoing = tuple[NodeId | None, LinkMessage]
@@ -177,6 +201,8 @@ class Router:
         rng: random.Random,
         config: RoutingConfig | None = None,
         seqno: int = 0,
+        index: DestinationIndex | None = None,
+        bulk_min: int = BULK_MIN_ENTRIES,
     ) -> None:
         self.node_id = node_id
         self.config = config or RoutingConfig()
@@ -185,18 +211,21 @@ class Router:
         self.last_change = now
         self.last_next_hop_change = now
         self._rng = rng
-        self._neighbours: dict[NodeId, _Neighbour] = {}
-        # Per destination, its routes (one per neighbour that advertised it): a list,
-        # not a dict by neighbour, since a destination has a handful of routes and a
-        # node holds one such container per destination (memory at scale).
-        self._routes: dict[NodeId, list[Route]] = {}
-        self._selected: dict[NodeId, Route] = {}
-        self._fd: dict[NodeId, tuple[int, int]] = {}
-        self._advertised: dict[NodeId, tuple[int, int]] = {}
-        self._retracted: dict[NodeId, float] = {}
-        self._requests: dict[NodeId, _PendingRequest] = {}
-        self._forwarded_requests: dict[tuple[NodeId, int], float] = {}
-        self._dirty: set[NodeId] = set()
+        self._index = index if index is not None else DestinationIndex()
+        self._ids = self._index.ids
+        self._own = self._index.slot(node_id)
+        self._table = RouteTable()
+        self._bulk_min = bulk_min
+        self._columns: dict[NodeId, int] = {}
+        """Each routing neighbour's column in the table."""
+        self._neighbour_of: list[NodeId | None] = []
+        self._costs: list[int] = []
+        """Per column, the link cost in use (microseconds)."""
+        # Sparse per-destination state, by slot: a few entries at a time.
+        self._retracted: dict[int, float] = {}
+        self._requests: dict[int, _PendingRequest] = {}
+        self._forwarded_requests: dict[tuple[int, int], float] = {}
+        self._dirty: set[int] = set()
         self._flush_at: float | None = None
         self._outbox: deque[Outgoing] = deque()
         self._resync: dict[NodeId, float] = {}
@@ -208,42 +237,52 @@ class Router:
     # --- queries --------------------------------------------------------------
 
     def next_hop(self, destination: NodeId) -> NodeId | None:
-        route = self._selected.get(destination)
-        return route.neighbour if route is not None else None
+        slot = self._index.find(destination)
+        if slot is None or slot >= self._table.capacity:
+            return None
+        column = int(self._table.selected[slot])
+        return self._neighbour_of[column] if column >= 0 else None
 
     def metric(self, destination: NodeId) -> int:
         if destination == self.node_id:
             return 0
-        route = self._selected.get(destination)
-        return route.metric if route is not None else METRIC_INFINITY
+        slot = self._index.find(destination)
+        if slot is None or slot >= self._table.capacity or self._table.selected[slot] < 0:
+            return METRIC_INFINITY
+        return int(self._table.selected_metric[slot])
 
     def destinations(self) -> list[NodeId]:
-        return list(self._selected)
+        return [self._ids[slot] for slot in self._selected_slots()]
 
     @property
     def route_count(self) -> int:
         """How many destinations have a selected route."""
-        return len(self._selected)
+        size = self._size()
+        return int(np.count_nonzero(self._table.selected[:size] >= 0))
 
     def table(self) -> list[RouteInfo]:
+        table = self._table
+        size = self._size()
+        held = np.flatnonzero((table.routes[:size] > 0) | (table.selected[:size] >= 0)).tolist()
         rows = []
-        for destination in sorted(self._routes.keys() | self._selected.keys()):
-            routes = self._routes.get(destination, [])
-            selected = self._selected.get(destination)
-            fd_seqno = self._fd.get(destination, (0, 0))[0]
+        for slot in sorted(held, key=self._ids.__getitem__):
+            column = int(table.selected[slot])
+            candidates = self._candidates(slot)
+            fd = table.fd(slot)
             rows.append(RouteInfo(
-                destination=destination,
-                next_hop=selected.neighbour if selected else None,
-                metric=selected.metric if selected else METRIC_INFINITY,
-                seqno=selected.seqno if selected else fd_seqno,
-                routes=len(routes),
-                feasible=sum(1 for r in routes if self._usable(r)),
+                destination=self._ids[slot],
+                next_hop=self._neighbour_of[column] if column >= 0 else None,
+                metric=int(table.selected_metric[slot]) if column >= 0 else METRIC_INFINITY,
+                seqno=(int(table.selected_seqno[slot]) if column >= 0
+                       else fd[0] if fd is not None else 0),
+                routes=len(candidates),
+                feasible=sum(1 for _, _, _, usable in candidates if usable),
             ))
         return rows
 
     def neighbour_cost(self, neighbour: NodeId) -> int | None:
-        state = self._neighbours.get(neighbour)
-        return state.cost if state is not None else None
+        column = self._columns.get(neighbour)
+        return self._costs[column] if column is not None else None
 
     # --- driver interface -------------------------------------------------------
 
@@ -265,13 +304,13 @@ class Router:
         if now >= self._next_expiry_check:
             self._expire(now)
             self._next_expiry_check = now + self.config.update_interval
-        for destination, request in list(self._requests.items()):
+        for slot, request in list(self._requests.items()):
             if now >= request.next_at:
-                self._resend_request(destination, request, now)
+                self._resend_request(slot, request, now)
         for neighbour, at in list(self._resync.items()):
             if now >= at:
                 del self._resync[neighbour]
-                if neighbour in self._neighbours:
+                if neighbour in self._columns:
                     self._send_full_table(neighbour, now, resync=True)
         if now >= self._next_periodic:
             self._send_full_table(None, now)
@@ -285,15 +324,22 @@ class Router:
         otherwise have repaired the loss.  Repeated calls before the resync is sent
         coalesce into one.
         """
-        if neighbour in self._neighbours and neighbour not in self._resync:
+        if neighbour in self._columns and neighbour not in self._resync:
             self._resync[neighbour] = now + self.config.resync_delay
 
     def add_neighbour(self, neighbour: NodeId, cost_us: int, now: float) -> None:
         """A link came up and has its first RTT sample: start routing through it."""
-        if neighbour in self._neighbours:
+        if neighbour in self._columns:
             self.update_cost(neighbour, cost_us, now)
             return
-        self._neighbours[neighbour] = _Neighbour(cost=max(1, cost_us))
+        column = self._table.add_column()
+        if column == len(self._costs):
+            self._neighbour_of.append(neighbour)
+            self._costs.append(max(1, cost_us))
+        else:
+            self._neighbour_of[column] = neighbour
+            self._costs[column] = max(1, cost_us)
+        self._columns[neighbour] = column
         self._send_full_table(neighbour, now)
 
     def update_cost(self, neighbour: NodeId, cost_us: int, now: float, *,
@@ -309,227 +355,354 @@ class Router:
         that widened the noise (a slow start) would otherwise hold a stale, high cost
         until they leave the window.
         """
-        state = self._neighbours.get(neighbour)
-        if state is None:
+        column = self._columns.get(neighbour)
+        if column is None:
             return
+        cost = self._costs[column]
         cost_us = max(1, cost_us)
-        fixed = max(state.cost * self.config.cost_hysteresis, self.config.cost_floor_us)
-        agreed_lower = (recent_high_us is not None and cost_us < state.cost
-                        and state.cost - recent_high_us > fixed)
-        if abs(cost_us - state.cost) <= max(fixed, noise_us) and not agreed_lower:
+        fixed = max(cost * self.config.cost_hysteresis, self.config.cost_floor_us)
+        agreed_lower = (recent_high_us is not None and cost_us < cost
+                        and cost - recent_high_us > fixed)
+        if abs(cost_us - cost) <= max(fixed, noise_us) and not agreed_lower:
             return
-        state.cost = cost_us
-        for destination, routes in list(self._routes.items()):
-            route = _through(routes, neighbour)
-            if route is not None:
-                route.metric = _add(route.advertised, cost_us)
-                self._reselect(destination, now)
+        self._costs[column] = cost_us
+        for slot in self._table.slots_through(column, self._size()):
+            self._reselect(slot, now)
 
     def remove_neighbour(self, neighbour: NodeId, now: float) -> None:
         """The link is gone: every route through it goes with it."""
         self._resync.pop(neighbour, None)
-        state = self._neighbours.pop(neighbour, None)
-        if state is None:
+        column = self._columns.pop(neighbour, None)
+        if column is None:
             return
-        for destination, routes in list(self._routes.items()):
-            route = _through(routes, neighbour)
-            if route is not None:
-                self._drop_route(route)
-                self._reselect(destination, now)
+        for slot in self._table.slots_through(column, self._size()):
+            self._table.drop(slot, column)
+            self._reselect(slot, now)
+        self._neighbour_of[column] = None
+        self._table.free_column(column)
 
     def receive(self, neighbour: NodeId, message: LinkMessage, now: float) -> None:
-        if neighbour not in self._neighbours:
+        column = self._columns.get(neighbour)
+        if column is None:
             return  # not (yet) a routing neighbour: its advertisements cannot be costed
         if isinstance(message, RouteUpdate):
             self.counters.updates_received += 1
             self.counters.entries_received += len(message.entries)
+            if not message.entries:
+                return
             expires_at = now + EXPIRY_FACTOR * max(message.interval_ms / 1000, 0.001)
-            for entry in message.entries:
-                self._receive_entry(neighbour, entry, expires_at, now)
+            entries = message.entries
+            destinations: Sequence[bytes]
+            seqnos: Sequence[int]
+            metrics: Sequence[int]
+            if isinstance(entries, RouteEntries):
+                destinations, seqnos, metrics = (entries.destinations, entries.seqnos,
+                                                 entries.metrics)
+            else:
+                destinations, seqnos, metrics = zip(*entries, strict=True)
+            slots = self._index.slots(destinations)
+            self._table.grow(len(self._index))
+            if len(slots) >= self._bulk_min and len(set(slots)) == len(slots):
+                self._receive_bulk(column, slots, seqnos, metrics,
+                                   expires_at=expires_at, now=now)
+            else:
+                for slot, seqno, metric in zip(slots, seqnos, metrics, strict=True):
+                    self._receive_entry(column, slot, seqno, metric,
+                                        expires_at=expires_at, now=now)
         elif isinstance(message, SeqnoRequest):
             self._receive_request(neighbour, message, now)
 
-    # --- updates ----------------------------------------------------------------
+    # --- updates, one entry at a time -------------------------------------------------
 
-    def _receive_entry(self, neighbour: NodeId, entry: RouteEntry, expires_at: float,
-                       now: float) -> None:
-        # The inner loop of convergence (every entry of every table from every
-        # neighbour): the lookups of _through, _feasible and _add are written out here.
-        destination, seqno, metric = entry
-        known = self._routes.get(destination)
-        route = None
-        if known is not None:
-            for held in known:
-                if held.neighbour == neighbour:
-                    route = held
-                    break
-        if route is not None and route.seqno == seqno and route.advertised == metric:
+    def _receive_entry(self, column: int, slot: int, seqno: int, metric: int, *,
+                       expires_at: float, now: float) -> None:
+        """One entry of an update: the rules of RFC 8966 3.5.3-3.5.4 and 3.8.2."""
+        table = self._table
+        cost = self._costs[column]
+        held = table.route(slot, column)
+        selected = int(table.selected[slot])
+        if held is not None and held == (seqno, metric):
             # A periodic refresh of what we already hold: nothing can change but the expiry,
             # except that a route that would still win but is still unfeasible asks again
             # (the last request may have run out of retries, or asked for too old a seqno).
-            route.expires_at = expires_at
-            selected = self._selected.get(destination)
-            if (selected is not None and selected is not route
-                    and route.metric < selected.metric and not self._usable(route)):
-                self._start_request(destination, now)
+            table.expiry[column][slot] = expires_at
+            if (selected >= 0 and selected != column
+                    and _add(metric, cost) < int(table.selected_metric[slot])
+                    and not self._feasible(slot, seqno, metric)):
+                self._start_request(slot, now)
             return
-        if destination == self.node_id:
+        if slot == self._own:
             if seqno_newer(seqno, self.seqno):
                 # Someone remembers a newer seqno of ours (we restarted): overtake it.
                 self.seqno = (seqno + 1) % SEQNO_MODULUS
-                self._mark_dirty(self.node_id, now)
+                self._mark_dirty(self._own, now)
             return
-        if metric == METRIC_INFINITY:
-            feasible = True
-        else:
-            fd = self._fd.get(destination)
-            feasible = fd is None or (
-                seqno_newer(seqno, fd[0]) if seqno != fd[0] else metric < fd[1])
-        selected = self._selected.get(destination)
-        if route is None:
+        feasible = self._feasible(slot, seqno, metric)
+        if held is None:
             if metric == METRIC_INFINITY:
                 return
             if not feasible:
                 self.counters.unfeasible_ignored += 1
-            route = Route(destination, neighbour, seqno, metric, 0, 0.0)
-            if known is None:
-                self._routes[destination] = [route]
-            else:
-                known.append(route)
-        elif not feasible and selected is route:
-            # RFC 8966 3.5.4: an unfeasible update for the selected route is a retraction.
-            self.counters.unfeasible_ignored += 1
-        old_metric = route.metric
-        route.seqno = seqno
-        route.advertised = metric
-        route.metric = _add(metric, self._neighbours[neighbour].cost)
-        route.expires_at = expires_at
+            old_metric = 0
+        else:
+            if not feasible and selected == column:
+                # RFC 8966 3.5.4: an unfeasible update for the selected route is a retraction.
+                self.counters.unfeasible_ignored += 1
+            old_metric = _add(held[1], cost)
+        new_metric = _add(metric, cost)
         if metric == METRIC_INFINITY:
-            self._drop_route(route)
-        elif selected is not None and selected is not route and (
-                route.metric >= selected.metric or not feasible):
-            # The fast path of a full table refresh: an alternative that cannot win.
-            # Only an unfeasible route that would win needs action (a seqno request).
-            if not feasible and route.metric < selected.metric:
-                self._start_request(destination, now)
-            return
-        elif selected is route and feasible and route.metric <= old_metric:
-            # The route in use stayed as good or got better: it still wins.
-            if self._advertised_differs(destination, route):
-                self._changed(destination, now)
-            return
-        self._reselect(destination, now)
+            table.drop(slot, column)
+        else:
+            table.store(slot, column, seqno, metric, expires_at)
+            if selected >= 0 and selected != column:
+                selected_metric = int(table.selected_metric[slot])
+                if new_metric >= selected_metric or not feasible:
+                    # The fast path of a full table refresh: an alternative that cannot
+                    # win.  Only an unfeasible route that would win needs action.
+                    if not feasible and new_metric < selected_metric:
+                        self._start_request(slot, now)
+                    return
+            elif selected == column:
+                table.selected_seqno[slot] = seqno
+                table.selected_metric[slot] = new_metric
+                if feasible and new_metric <= old_metric:
+                    # The route in use stayed as good or got better: it still wins.
+                    if self._advertised_differs(slot, seqno, new_metric):
+                        self._changed(slot, now)
+                    return
+        self._reselect(slot, now)
 
-    def _drop_route(self, route: Route) -> None:
-        routes = self._routes.get(route.destination)
-        if routes is not None:
-            for i, held in enumerate(routes):
-                if held is route:
-                    del routes[i]
-                    break
-            if not routes:
-                del self._routes[route.destination]
-
-    def _feasible(self, destination: NodeId, seqno: int, advertised: int) -> bool:
+    def _feasible(self, slot: int, seqno: int, advertised: int) -> bool:
         if advertised == METRIC_INFINITY:
             return True
-        fd = self._fd.get(destination)
+        fd = self._table.fd(slot)
         if fd is None:
             return True
         fd_seqno, fd_metric = fd
         return seqno_newer(seqno, fd_seqno) or (seqno == fd_seqno and advertised < fd_metric)
 
-    def _usable(self, route: Route) -> bool:
-        return route.metric < METRIC_INFINITY and self._feasible(
-            route.destination, route.seqno, route.advertised)
+    def _candidates(self, slot: int) -> list[tuple[int, int, int, bool]]:
+        """Every route to ``slot``: (column, seqno, metric, usable), in column order."""
+        table = self._table
+        fd = table.fd(slot)
+        found = []
+        for column in self._columns.values():
+            held = table.route(slot, column)
+            if held is None:
+                continue
+            seqno, advertised = held
+            metric = _add(advertised, self._costs[column])
+            usable = metric < METRIC_INFINITY and (
+                fd is None or (seqno_newer(seqno, fd[0]) if seqno != fd[0]
+                               else advertised < fd[1]))
+            found.append((column, seqno, metric, usable))
+        return found
 
-    def _reselect(self, destination: NodeId, now: float) -> None:
+    def _reselect(self, slot: int, now: float) -> None:
         """Choose the best feasible route; advertise any change; ask for help if starved."""
-        current = self._selected.get(destination)
-        routes = self._routes.get(destination, [])
-        best: Route | None = None
-        # _usable written out, with the destination's feasibility distance looked up once.
-        fd = self._fd.get(destination)
-        for route in routes:
-            if route.metric >= METRIC_INFINITY:
-                continue
-            if fd is not None and route.advertised != METRIC_INFINITY and not (
-                    seqno_newer(route.seqno, fd[0]) if route.seqno != fd[0]
-                    else route.advertised < fd[1]):
-                continue
-            if (best is None
-                    or route.metric < best.metric
-                    or (route.metric == best.metric and route.neighbour < best.neighbour)):
-                best = route
-        if current is not None and current is not best and best is not None:
-            current_ok = any(r is current for r in routes) and self._usable(current)
-            if current_ok and current.metric <= best.metric:
-                best = current  # ties keep the route in use: no gratuitous changes
-        if best is None:
-            if current is not None:
-                del self._selected[destination]
+        table = self._table
+        current = int(table.selected[slot])
+        candidates = self._candidates(slot)
+        best = -1
+        best_seqno = best_metric = 0
+        for column, seqno, metric, usable in candidates:
+            if usable and (best < 0 or metric < best_metric or (
+                    metric == best_metric
+                    and _id(self._neighbour_of[column]) < _id(self._neighbour_of[best]))):
+                best, best_seqno, best_metric = column, seqno, metric
+        if current >= 0 and current != best and best >= 0:
+            for column, seqno, metric, usable in candidates:
+                if column == current and usable and metric <= best_metric:
+                    # ties keep the route in use: no gratuitous changes
+                    best, best_seqno, best_metric = column, seqno, metric
+        if best < 0:
+            if current >= 0:
+                table.selected[slot] = -1
+                table.selected_metric[slot] = METRIC_INFINITY
                 self.counters.next_hop_changes += 1
                 self.last_next_hop_change = now
                 hold = self.config.retraction_hold
                 if hold is None:
                     hold = 2 * self.config.update_interval
-                self._retracted[destination] = now + hold
-                self._changed(destination, now)
-            if any(r.metric < METRIC_INFINITY for r in routes):
-                self._start_request(destination, now)
+                self._retracted[slot] = now + hold
+                self._changed(slot, now)
+            if candidates:  # finite routes, none usable: starved
+                self._start_request(slot, now)
             return
-        self._retracted.pop(destination, None)
+        self._retracted.pop(slot, None)
         # An unfeasible route that would be better stays unusable until the
         # destination issues a newer seqno (RFC 8966 3.8.2.2): ask for one.
-        chosen = best
-        if any(r.metric < chosen.metric and not self._usable(r) for r in routes):
-            self._start_request(destination, now)
+        if any(metric < best_metric and not usable for _, _, metric, usable in candidates):
+            self._start_request(slot, now)
         else:
-            self._requests.pop(destination, None)
-        if best is not current:
-            self._selected[destination] = best
-            if current is None or current.neighbour != best.neighbour:
-                self.counters.next_hop_changes += 1
-                self.last_next_hop_change = now
-            self._changed(destination, now)
-        elif self._advertised_differs(destination, best):
-            self._changed(destination, now)
+            self._requests.pop(slot, None)
+        table.selected_seqno[slot] = best_seqno
+        table.selected_metric[slot] = best_metric
+        if best != current:
+            table.selected[slot] = best
+            self.counters.next_hop_changes += 1
+            self.last_next_hop_change = now
+            self._changed(slot, now)
+        elif self._advertised_differs(slot, best_seqno, best_metric):
+            self._changed(slot, now)
 
-    def _advertised_differs(self, destination: NodeId, route: Route) -> bool:
-        return self._advertised.get(destination) != (route.seqno, route.metric)
+    def _advertised_differs(self, slot: int, seqno: int, metric: int) -> bool:
+        table = self._table
+        return (int(table.advertised_seqno[slot]) != seqno
+                or int(table.advertised_metric[slot]) != metric)
 
-    def _changed(self, destination: NodeId, now: float) -> None:
+    def _changed(self, slot: int, now: float) -> None:
         self.counters.route_changes += 1
         self.last_change = now
-        self._mark_dirty(destination, now)
+        self._mark_dirty(slot, now)
 
-    def _mark_dirty(self, destination: NodeId, now: float) -> None:
-        self._dirty.add(destination)
+    def _mark_dirty(self, slot: int, now: float) -> None:
+        self._dirty.add(slot)
         if self._flush_at is None:
             self._flush_at = now + self.config.triggered_delay
 
-    def _entry_for(self, destination: NodeId) -> RouteEntry | None:
-        """What we advertise for ``destination`` now, updating its feasibility distance."""
-        if destination == self.node_id:
-            return RouteEntry(destination, self.seqno, 0)
-        route = self._selected.get(destination)
-        if route is None:
-            fd = self._fd.get(destination)
-            if fd is None:
-                return None
-            return RouteEntry(destination, fd[0], METRIC_INFINITY)
-        fd = self._fd.get(destination)
-        advertised = (route.seqno, route.metric)  # one tuple for both tables: memory at scale
-        if (fd is None or seqno_newer(route.seqno, fd[0])
-                or (route.seqno == fd[0] and route.metric < fd[1])):
-            self._fd[destination] = advertised
-        self._advertised[destination] = advertised
-        return RouteEntry(destination, route.seqno, route.metric)
+    # --- updates, a whole table at a time ------------------------------------------------
+
+    def _receive_bulk(self, column: int, slots: list[int], seqnos: Sequence[int],
+                      metrics: Sequence[int], *, expires_at: float, now: float) -> None:
+        """The entries of one update (distinct destinations), decided column by column.
+
+        Exactly what :meth:`_receive_entry` of each entry in turn would do: the entries
+        whose outcome needs no look beyond their own destination's selected route (a
+        refresh, an alternative that cannot win, the route in use improving, a first
+        route, a strictly better route with no unfeasible one below it: nearly all of
+        convergence) are applied here a column at a time; every other entry (its own
+        destination, a retraction, a starved destination, anything that may send a
+        seqno request) goes through :meth:`_receive_entry`, in the update's order.
+        Destinations are independent of each other, so the split changes nothing.
+        """
+        plan = self._bulk_plan(column, np.array(slots, np.int64),
+                               np.array(seqnos, np.int64), np.array(metrics, np.int64))
+        self._bulk_apply(column, plan, expires_at=expires_at, now=now)
+        for i in np.flatnonzero(plan.hard).tolist():
+            self._receive_entry(column, slots[i], seqnos[i], metrics[i],
+                                expires_at=expires_at, now=now)
+
+    def _bulk_plan(self, column: int, s: Ints, seqno: Ints, advertised: Ints) -> _BulkPlan:
+        """Which entries of an update are which case; ``hard`` ones are left to the rules."""
+        table = self._table
+        cost = self._costs[column]
+        held_advertised = table.metrics[column][s].astype(np.int64)
+        held = held_advertised != ABSENT
+        refresh = held & (held_advertised == advertised) & (
+            table.seqnos[column][s].astype(np.int64) == seqno)
+        selected = table.selected[s].astype(np.int64)
+        metric = plus_cost(advertised, cost)
+        feasible = table.feasible(s, seqno, advertised)
+        finite = advertised < METRIC_INFINITY
+        other = (selected >= 0) & (selected != column)
+        wins = metric < table.selected_metric[s].astype(np.int64)
+
+        hard = (s == self._own) | (refresh & other & wins & ~feasible)
+        if self._requests or self._retracted:
+            hard |= np.isin(s, [*self._requests, *self._retracted])
+        change = ~refresh & ~hard
+        hard |= change & held & ~finite  # a retraction of a held route
+        change &= finite
+        loses = change & other & ~wins  # an alternative that cannot win
+        hard |= change & other & wins & ~feasible  # would win, unfeasible: a request
+        in_use = change & (selected == column)
+        keeps = in_use & feasible & (metric <= plus_cost(held_advertised, cost))
+        hard |= in_use & ~keeps
+        first = change & (selected < 0)
+        # With other routes held (all unusable, or one would be selected), a request may
+        # be due: only a destination's very first route is easy.
+        first_easy = first & ~held & (table.routes[s] == 0) & feasible
+        hard |= first & ~first_easy
+        better = change & other & wins & feasible
+        if better.any():
+            below = np.full(len(s), METRIC_INFINITY, np.int64)
+            for other_column in self._columns.values():
+                if other_column != column:
+                    below = np.minimum(below, plus_cost(
+                        table.metrics[other_column][s].astype(np.int64),
+                        self._costs[other_column]))
+            # Strictly below every other route: it wins outright, and no unfeasible route
+            # is better.  A tie goes through the full reselection (its tie-break), though
+            # a usable route as good as this one would already be the one selected.
+            better_easy = better & (below > metric)
+            hard |= better & ~better_easy
+        else:
+            better_easy = better
+        return _BulkPlan(s, seqno, advertised, metric, held, feasible, hard,
+                         refresh & ~hard, loses, keeps, first_easy | better_easy)
+
+    def _bulk_apply(self, column: int, plan: _BulkPlan, *, expires_at: float,
+                    now: float) -> None:
+        """Store what the plan's easy cases decided, a column at a time."""
+        table = self._table
+        s = plan.slots
+        table.expiry[column][s[plan.refresh]] = expires_at
+        store = plan.loses | plan.keeps | plan.moves
+        new = store & ~plan.held
+        self.counters.unfeasible_ignored += int(np.count_nonzero(new & ~plan.feasible))
+        table.routes[s[new]] += 1
+        stored = s[store]
+        table.metrics[column][stored] = plan.advertised[store]
+        table.seqnos[column][stored] = plan.seqno[store]
+        table.expiry[column][stored] = expires_at
+        keeps = plan.keeps
+        kept = s[keeps]
+        table.selected_seqno[kept] = plan.seqno[keeps]
+        table.selected_metric[kept] = plan.metric[keeps]
+        changed_keeps = keeps & ((table.advertised_seqno[s] != plan.seqno)
+                                 | (table.advertised_metric[s] != plan.metric))
+        moves = plan.moves
+        if moves.any():
+            moved_slots = s[moves]
+            table.selected[moved_slots] = column
+            table.selected_seqno[moved_slots] = plan.seqno[moves]
+            table.selected_metric[moved_slots] = plan.metric[moves]
+            self.counters.next_hop_changes += len(moved_slots)
+            self.last_next_hop_change = now
+        changed = s[changed_keeps | moves].tolist()
+        if changed:
+            self.counters.route_changes += len(changed)
+            self.last_change = now
+            self._dirty.update(changed)
+            if self._flush_at is None:
+                self._flush_at = now + self.config.triggered_delay
+
+    # --- sending ------------------------------------------------------------------------
+
+    def _advertise(self, slots: list[int]) -> RouteEntries:
+        """What we advertise for each of ``slots`` now, updating their feasibility distances.
+
+        Our own slot: our seqno and metric 0; a selected route: its seqno and metric;
+        no route but a feasibility distance (it was advertised): a retraction at the FD's
+        seqno; neither: nothing.
+        """
+        table = self._table
+        s = np.array(slots, np.int64)
+        own = s == self._own
+        selected = (table.selected[s] >= 0) & ~own
+        seqno = table.selected_seqno[s].astype(np.int64)
+        metric = table.selected_metric[s].astype(np.int64)
+        fd_seqno = table.fd_seqno[s].astype(np.int64)
+        fd_metric = table.fd_metric[s].astype(np.int64)
+        lowers = selected & ((fd_seqno == NO_SEQNO) | _newer(seqno, fd_seqno)
+                             | ((seqno == fd_seqno) & (metric < fd_metric)))
+        table.fd_seqno[s[lowers]] = seqno[lowers]
+        table.fd_metric[s[lowers]] = metric[lowers]
+        table.advertised_seqno[s[selected]] = seqno[selected]
+        table.advertised_metric[s[selected]] = metric[selected]
+        out_seqno = np.where(selected, seqno, fd_seqno)
+        out_metric = np.where(selected, metric, METRIC_INFINITY)
+        out_seqno[own] = self.seqno
+        out_metric[own] = 0
+        keep = selected | own | (fd_seqno != NO_SEQNO)
+        kept: list[int] = s[keep].tolist()
+        return RouteEntries(list(map(self._ids.__getitem__, kept)),
+                            out_seqno[keep].tolist(), out_metric[keep].tolist())
 
     def _flush(self, now: float) -> None:
         dirty, self._dirty, self._flush_at = self._dirty, set(), None
-        entries = [e for d in sorted(dirty) if (e := self._entry_for(d)) is not None]
-        self._emit(None, entries)
+        self._emit(None, self._advertise(sorted(dirty, key=self._ids.__getitem__)))
 
     def _send_full_table(self, target: NodeId | None, now: float, *,
                          resync: bool = False) -> None:
@@ -539,13 +712,17 @@ class Router:
         FD) that has no route now, however long ago it was lost: the neighbour may
         have missed that retraction.
         """
-        for destination, until in list(self._retracted.items()):
+        for slot, until in list(self._retracted.items()):
             if now >= until:
-                del self._retracted[destination]
-        selected = self._selected
-        lost = [d for d in self._fd if d not in selected] if resync else list(self._retracted)
-        destinations = [self.node_id, *self._selected, *lost]
-        entries = [e for d in destinations if (e := self._entry_for(d)) is not None]
+                del self._retracted[slot]
+        if resync:
+            size = self._size()
+            table = self._table
+            lost = np.flatnonzero((table.fd_seqno[:size] != NO_SEQNO)
+                                  & (table.selected[:size] < 0)).tolist()
+        else:
+            lost = list(self._retracted)
+        entries = self._advertise([self._own, *self._selected_slots(), *lost])
         if target is None:
             self._dirty.clear()
             self._flush_at = None
@@ -553,70 +730,84 @@ class Router:
                                         len(entries) / self.config.refresh_rate)
         self._emit(target, entries)
 
-    def _emit(self, target: NodeId | None, entries: list[RouteEntry]) -> None:
-        if not self._neighbours:
+    def _emit(self, target: NodeId | None, entries: RouteEntries) -> None:
+        if not self._columns:
             return
         interval_ms = round(self.refresh_interval * 1000)
         for start in range(0, len(entries), MAX_UPDATE_ENTRIES):
-            chunk = tuple(entries[start:start + MAX_UPDATE_ENTRIES])
+            chunk = entries[start:start + MAX_UPDATE_ENTRIES]
             self._outbox.append((target, RouteUpdate(interval_ms, chunk)))
             self.counters.updates_sent += 1
             self.counters.entries_sent += len(chunk)
 
     def _expire(self, now: float) -> None:
-        for destination, routes in list(self._routes.items()):
-            expired = [r for r in routes if r.expires_at <= now]
-            for route in expired:
-                self._drop_route(route)
-            if expired:
-                self._reselect(destination, now)
+        table = self._table
+        size = self._size()
+        expired: dict[int, list[int]] = {}
+        for column in self._columns.values():
+            gone = (table.metrics[column][:size] != ABSENT) & (table.expiry[column][:size] <= now)
+            for slot in np.flatnonzero(gone).tolist():
+                expired.setdefault(slot, []).append(column)
+        for slot in sorted(expired):
+            for column in expired[slot]:
+                table.drop(slot, column)
+            self._reselect(slot, now)
         for key, until in list(self._forwarded_requests.items()):
             if now >= until:
                 del self._forwarded_requests[key]
 
+    def _size(self) -> int:
+        return min(len(self._index), self._table.capacity)
+
+    def _selected_slots(self) -> list[int]:
+        selected: list[int] = np.flatnonzero(self._table.selected[:self._size()] >= 0).tolist()
+        return selected
+
     # --- seqno requests -------------------------------------------------------------
 
-    def _start_request(self, destination: NodeId, now: float) -> None:
-        fd_seqno = self._fd.get(destination, (self._newest_seqno(destination), 0))[0]
+    def _start_request(self, slot: int, now: float) -> None:
+        fd = self._table.fd(slot)
+        fd_seqno = fd[0] if fd is not None else self._newest_seqno(slot)
         wanted = (fd_seqno + 1) % SEQNO_MODULUS
-        pending = self._requests.get(destination)
+        pending = self._requests.get(slot)
         if pending is not None and not seqno_newer(wanted, pending.seqno):
             return  # already asking for that seqno: its retries are under way
         # A pending request for an older seqno is stale (the feasibility distance has
         # moved on since, so its answer would not lift it): ask for the one needed now.
-        self._requests[destination] = _PendingRequest(
+        self._requests[slot] = _PendingRequest(
             wanted, now + self.config.request_timeout, self.config.request_retries)
-        self._send_request(destination, wanted)
+        self._send_request(slot, wanted)
 
-    def _newest_seqno(self, destination: NodeId) -> int:
+    def _newest_seqno(self, slot: int) -> int:
         newest: int | None = None
-        for route in self._routes.get(destination, []):
-            if newest is None or seqno_newer(route.seqno, newest):
-                newest = route.seqno
+        for _, seqno, _, _ in self._candidates(slot):
+            if newest is None or seqno_newer(seqno, newest):
+                newest = seqno
         return 0 if newest is None else newest
 
-    def _send_request(self, destination: NodeId, seqno: int) -> None:
-        if self._neighbours:
+    def _send_request(self, slot: int, seqno: int) -> None:
+        if self._columns:
             self.counters.requests_sent += 1
             self._outbox.append(
-                (None, SeqnoRequest(destination, seqno, self.config.request_hops)))
+                (None, SeqnoRequest(self._ids[slot], seqno, self.config.request_hops)))
 
-    def _request_needed(self, destination: NodeId) -> bool:
+    def _request_needed(self, slot: int) -> bool:
         """Starved (finite routes, none usable), or an unusable route would be better."""
-        routes = self._routes.get(destination, [])
-        selected = self._selected.get(destination)
-        if selected is None:
-            return any(r.metric < METRIC_INFINITY for r in routes)
-        return any(r.metric < selected.metric and not self._usable(r) for r in routes)
+        candidates = self._candidates(slot)
+        if self._table.selected[slot] < 0:
+            return bool(candidates)
+        selected_metric = int(self._table.selected_metric[slot])
+        return any(metric < selected_metric and not usable
+                   for _, _, metric, usable in candidates)
 
-    def _resend_request(self, destination: NodeId, request: _PendingRequest, now: float) -> None:
-        if request.retries_left <= 0 or not self._request_needed(destination):
-            del self._requests[destination]
+    def _resend_request(self, slot: int, request: _PendingRequest, now: float) -> None:
+        if request.retries_left <= 0 or not self._request_needed(slot):
+            del self._requests[slot]
             return
         request.retries_left -= 1
         request.next_at = now + self.config.request_timeout * 2 ** (
             self.config.request_retries - request.retries_left)
-        self._send_request(destination, request.seqno)
+        self._send_request(slot, request.seqno)
 
     def _receive_request(self, neighbour: NodeId, request: SeqnoRequest, now: float) -> None:
         self.counters.requests_received += 1
@@ -626,22 +817,26 @@ class Router:
                 self.seqno = request.seqno
             elif request.seqno != self.seqno:
                 return
-            self._mark_dirty(self.node_id, now)
+            self._mark_dirty(self._own, now)
             return
-        route = self._selected.get(destination)
-        if route is None:
+        slot = self._index.find(destination)
+        if slot is None or slot >= self._table.capacity:
             return
-        if not seqno_newer(request.seqno, route.seqno):
-            self._mark_dirty(destination, now)  # what we have is new enough: say it
+        column = int(self._table.selected[slot])
+        if column < 0:
             return
-        key = (destination, request.seqno)
+        if not seqno_newer(request.seqno, int(self._table.selected_seqno[slot])):
+            self._mark_dirty(slot, now)  # what we have is new enough: say it
+            return
+        key = (slot, request.seqno)
         recently = self._forwarded_requests.get(key)
-        if (request.hop_count > 1 and route.neighbour != neighbour
+        next_hop = self._neighbour_of[column]
+        if (request.hop_count > 1 and next_hop is not None and next_hop != neighbour
                 and (recently is None or now >= recently)):
             # Suppress duplicates of one request, but let its retries through.
             self._forwarded_requests[key] = now + self.config.request_timeout / 2
             self.counters.requests_forwarded += 1
-            self._outbox.append((route.neighbour, SeqnoRequest(
+            self._outbox.append((next_hop, SeqnoRequest(
                 destination, request.seqno, request.hop_count - 1)))
 
     def _jittered(self, interval: float) -> float:
@@ -653,9 +848,7 @@ def _add(metric: int, cost: int) -> int:
                                                                   METRIC_INFINITY - 1)
 
 
-def _through(routes: list[Route], neighbour: NodeId) -> Route | None:
-    """The route of ``routes`` through ``neighbour``, if any (a handful to scan)."""
-    for route in routes:
-        if route.neighbour == neighbour:
-            return route
-    return None
+def _id(neighbour: NodeId | None) -> bytes:
+    """A column's neighbour id (columns in the candidates are always in use)."""
+    assert neighbour is not None
+    return neighbour

@@ -17,7 +17,7 @@ import networkx as nx
 
 from overlay.ids import NodeId
 from overlay.proto.messages import LinkMessage
-from overlay.proto.routing import Router, RoutingConfig
+from overlay.proto.routing import BULK_MIN_ENTRIES, Router, RoutingConfig
 
 
 def node_id(i: int) -> NodeId:
@@ -38,13 +38,14 @@ class RouterNet:
     """Routers on the nodes of ``graph``; edge attribute ``latency`` in seconds."""
 
     def __init__(self, graph: nx.Graph, *, seed: int = 0,
-                 config: RoutingConfig | None = None) -> None:
+                 config: RoutingConfig | None = None, bulk_min: int = BULK_MIN_ENTRIES) -> None:
         self.graph = graph
         self.now = 0.0
         self.rng = random.Random(seed)
         self.config = config or RoutingConfig()
         self.routers = {
-            n: Router(node_id(n), now=0.0, rng=random.Random(seed * 1000 + n), config=self.config)
+            n: Router(node_id(n), now=0.0, rng=random.Random(seed * 1000 + n), config=self.config,
+                      bulk_min=bulk_min)
             for n in graph.nodes
         }
         self.ids = {node_id(n): n for n in graph.nodes}
