@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -134,11 +135,11 @@ async def run_peer(spec: PeerSpec, *, start: bool = True) -> AsyncIterator[Peer]
     """Run the peer ``spec`` describes until the block exits (see the module docstring)."""
     role = spec.role
     config = replace(spec.node, edge=isinstance(role, EdgeRole))
-    extra = {} if spec.nonce_source is None else {"nonce_source": spec.nonce_source}
     history: History | None = None
     try:
         async with Node(spec.identity, config, transport=spec.transport,
-                        control_path=spec.control_path, rng=spec.rng, **extra) as node, \
+                        control_path=spec.control_path, rng=spec.rng,
+                        nonce_source=spec.nonce_source or secrets.token_bytes) as node, \
                 trio.open_nursery() as nursery:
             supernode = edge = chat = None
             if isinstance(role, SupernodeRole):

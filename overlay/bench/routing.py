@@ -50,6 +50,7 @@ from overlay.bench.progress import Progress, no_progress
 from overlay.bench.routing_failure import FailureRun, failure_phase
 from overlay.bench.routing_pairs import PairSink, example_route, stretch_cdf
 from overlay.bench.routing_quality import (
+    checked_destinations,
     expected_latencies,
     next_hop_changes,
     route_quality,
@@ -59,6 +60,7 @@ from overlay.errors import ConfigError
 from overlay.ids import Identity
 from overlay.net.node import Node, NodeConfig
 from overlay.proto.link import LinkConfig
+from overlay.proto.route_table import DestinationIndex
 from overlay.proto.routing import RoutingConfig
 from overlay.sim import topology as topologies
 from overlay.sim.determinism import deterministic_scheduling
@@ -91,6 +93,10 @@ class BenchConfig:
     bandwidth: float | None = None
     digest: bool = False
     """Hash every delivery into ``RoutingReport.trace_digest`` (costs a little CPU)."""
+    check_destinations: int | None = None
+    """Destinations whose routes from every node are checked against Dijkstra: None,
+    all up to ``routing_quality.FULL_CHECK_NODES`` nodes and a seeded sample beyond;
+    0, all of them; else a seeded sample of that many."""
     pairs: bool = False
     """Report every pair's route (a seeded sample beyond ``routing_pairs.MAX_PAIRS``)."""
     timeline: bool = False
@@ -109,6 +115,8 @@ class RoutingReport:
     convergence_s: float | None
     convergence_wall_s: float | None = None
     pairs: int = 0
+    """Pairs checked: every source to each checked destination."""
+    destinations_checked: int = 0
     optimal_share: float = 0.0
     mean_stretch: float = 0.0
     p99_stretch: float = 0.0
@@ -222,8 +230,14 @@ async def _run(graph: nx.Graph[int], topology: str, config: BenchConfig,
 
         report_progress("checking routes", 0.0)
         truth = expected_latencies(graph, config.jitter)
-        sink = PairSink.for_nodes(n, config.seed) if config.pairs else None
-        quality = route_quality(truth, nodes, index_of, sink=sink)
+        destinations = checked_destinations(n, config.check_destinations, config.seed)
+        report.destinations_checked = n if destinations is None else len(destinations)
+        sink = (PairSink.for_pairs(report.destinations_checked * (n - 1), config.seed)
+                if config.pairs else None)
+        if destinations is not None:
+            report.notes.append(f"routes checked to a seeded sample of {len(destinations):,} "
+                                f"of the {n:,} destinations, from every node")
+        quality = route_quality(truth, nodes, index_of, sink=sink, destinations=destinations)
         report.stretch_cdf = stretch_cdf(quality.stretches)
         report.example_route = example_route(truth, nodes, index_of)
         if sink is not None:
@@ -251,13 +265,14 @@ async def _start_nodes(net: EmulatedNetwork, stack: AsyncExitStack, n: int, conf
     link_config = LinkConfig(hello_interval=config.hello_interval, dead_after=config.dead_after,
                              handshake_timeout=max(5.0, 4 * config.hello_interval))
     routing = RoutingConfig(update_interval=config.update_interval)
+    index = DestinationIndex()  # every router's table over one copy of the node ids
     nodes: list[Node] = []
     for i in range(n):
         node_config = NodeConfig(listen=(f"n{i}", 1), link=link_config, routing=routing,
                                  reconnect_initial=1.0, reconnect_max=8.0)
         node_rng = random.Random(config.seed * 1_000_003 + i)
         node = Node(_identity(config.seed, i), node_config, transport=net.transport(f"n{i}"),
-                    rng=node_rng, nonce_source=node_rng.randbytes)
+                    rng=node_rng, nonce_source=node_rng.randbytes, route_index=index)
         nodes.append(await stack.enter_async_context(node))
         if i % 50 == 0:
             report_progress("starting nodes", i / n)

@@ -19,7 +19,12 @@ import networkx as nx
 import trio
 
 from overlay.bench.progress import Progress
-from overlay.bench.routing_quality import expected_latencies, route_quality, wait_converged
+from overlay.bench.routing_quality import (
+    checked_destinations,
+    expected_latencies,
+    route_quality,
+    wait_converged,
+)
 from overlay.bench.routing_timeline import delivery_series, sample_optimal
 from overlay.ids import NodeId
 from overlay.net.node import Node
@@ -199,7 +204,9 @@ async def failure_phase(run: FailureRun) -> None:
     # Renumber the survivors 0..k-1 in the order of ``live``.
     survivors = nx.relabel_nodes(remaining, {old: new for new, old in enumerate(live_index)})
     report.optimal_share_after = route_quality(
-        survivors, live, {node.node_id: i for i, node in enumerate(live)}).optimal_share
+        survivors, live, {node.node_id: i for i, node in enumerate(live)},
+        destinations=checked_destinations(len(live), config.check_destinations,
+                                          config.seed)).optimal_share
 
 
 def _traffic_outcome(tracer: _Tracer, endpoints: set[int], report: RoutingReport) -> None:
@@ -228,11 +235,15 @@ def _optimal_share(run: FailureRun, remaining: nx.Graph[int], crashed: set[int]
     after.remove_nodes_from(crashed)
     survivors = nx.relabel_nodes(after, {old: new for new, old in enumerate(live_index)})
     live_of = {node.node_id: i for i, node in enumerate(live)}
+    wanted, seed = run.config.check_destinations, run.config.seed
+    checked_before = checked_destinations(len(run.nodes), wanted, seed)
+    checked_after = checked_destinations(len(live), wanted, seed)
 
     def share(t: float) -> float:
         if t < 0:
-            return route_quality(full, run.nodes, run.index_of,
-                                  truths=before_truths).optimal_share
-        return route_quality(survivors, live, live_of, truths=after_truths).optimal_share
+            return route_quality(full, run.nodes, run.index_of, truths=before_truths,
+                                 destinations=checked_before).optimal_share
+        return route_quality(survivors, live, live_of, truths=after_truths,
+                             destinations=checked_after).optimal_share
 
     return share

@@ -37,8 +37,8 @@ class PairSink:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def for_nodes(cls, n: int, seed: int) -> PairSink:
-        pairs = n * (n - 1)
+    def for_pairs(cls, pairs: int, seed: int) -> PairSink:
+        """A sink for a check of ``pairs`` pairs: keeps about :data:`MAX_PAIRS` of them."""
         return cls(min(1.0, MAX_PAIRS / pairs) if pairs else 1.0, random.Random(f"pairs/{seed}"))
 
     @property

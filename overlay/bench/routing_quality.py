@@ -8,6 +8,7 @@ latencies), for the convergence, steady-state and failure phases alike.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,26 @@ if TYPE_CHECKING:
     from overlay.bench.routing import BenchConfig
 
 METRIC_RESOLUTION = 1e-6  # seconds: link costs are whole microseconds
+FULL_CHECK_NODES = 2_000
+"""Up to this many nodes, routes to every destination are checked by default..."""
+SAMPLED_DESTINATIONS = 250
+"""...beyond, to a seeded sample of this many (from every source: each destination
+costs one Dijkstra and one walk of every node's next hops, so checking all 10,000
+of a 10,000-node run would take longer than converging)."""
+
+
+def checked_destinations(n: int, wanted: int | None, seed: int) -> list[int] | None:
+    """The destinations whose routes a check follows: None for all of them.
+
+    ``wanted``: how many (0: all; None: all up to :data:`FULL_CHECK_NODES` nodes,
+    :data:`SAMPLED_DESTINATIONS` beyond); a seeded uniform sample when fewer than ``n``.
+    """
+    if wanted is None:
+        wanted = 0 if n <= FULL_CHECK_NODES else SAMPLED_DESTINATIONS
+    if wanted == 0 or wanted >= n:
+        return None
+    return sorted(random.Random(f"check/{seed}").sample(range(n), wanted))
+
 
 def expected_latencies(graph: nx.Graph[int], jitter: float) -> nx.Graph[int]:
     """The graph with each link's *expected* one-way delay: latency plus mean jitter.
@@ -90,13 +111,16 @@ class Quality:
 
 def route_quality(graph: nx.Graph[int], nodes: list[Node], index_of: dict[NodeId, int], *,
                    sink: PairSink | None = None,
-                   truths: dict[int, dict[int, float]] | None = None) -> Quality:
-    """Follow every node's next hops to every destination; compare with Dijkstra (or the
-    distances ``truths`` caches, by destination)."""
+                   truths: dict[int, dict[int, float]] | None = None,
+                   destinations: list[int] | None = None) -> Quality:
+    """Follow every node's next hops to every destination (or to ``destinations``, from
+    every source); compare with Dijkstra (or the distances ``truths`` caches, by
+    destination)."""
     n = len(nodes)
     stretches: list[float] = []
     optimal = unreachable = loops = 0
-    for dst in range(n):
+    checked = range(n) if destinations is None else destinations
+    for dst in checked:
         if truths is not None and dst in truths:
             truth = truths[dst]
         else:
@@ -150,7 +174,7 @@ def route_quality(graph: nx.Graph[int], nodes: list[Node], index_of: dict[NodeId
             # shortest is as short as the routers can tell.
             if got - truth[src] <= METRIC_RESOLUTION * route_hops.get(src, 1) + 1e-12:
                 optimal += 1
-    pairs = n * (n - 1)
+    pairs = len(checked) * (n - 1)
     stretches.sort()
     return Quality(
         pairs=pairs,

@@ -114,6 +114,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
                          help="keepalive interval (default 1)")
     routing.add_argument("--update-interval", type=positive_float, default=16.0, metavar="S",
                          help="periodic route update interval (default 16)")
+    routing.add_argument("--check-destinations", type=non_negative_int, default=None,
+                         metavar="K",
+                         help="check every node's route to K destinations (a seeded sample) "
+                              "against the shortest paths; 0 checks all (default: all up to "
+                              "2,000 nodes, 250 beyond: each destination costs a Dijkstra "
+                              "and a walk of every node's next hops)")
     routing.add_argument("--pairs", action="store_true",
                          help="with --json, every pair's route (source, destination, route "
                               "and shortest latency, stretch, hops); beyond 100,000 pairs "

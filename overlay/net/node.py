@@ -44,6 +44,7 @@ from overlay.proto.forwarding import Forwarder
 from overlay.proto.link import LinkState
 from overlay.proto.messages import AttachPurpose, CloseCode, MessageType, RoutedPacket
 from overlay.proto.node import NodeConfig, NodeCore, keep_new_link
+from overlay.proto.route_table import DestinationIndex
 from overlay.proto.routing import Router
 
 __all__ = ["EchoResult", "Node", "NodeConfig", "NodeStatistics", "keep_new_link"]
@@ -66,6 +67,7 @@ class Node:
         control_path: Path | None = None,
         rng: random.Random | None = None,
         nonce_source: Callable[[int], bytes] = secrets.token_bytes,
+        route_index: DestinationIndex | None = None,
     ) -> None:
         self.identity = identity
         self.node_id = identity.node_id
@@ -77,7 +79,8 @@ class Node:
         self._port_reservation: socket.socket | None = None
         self._control_path = control_path
         self._rng = rng or random.Random()
-        self.core: NodeCore[Link] = NodeCore(self.node_id, self.config, rng=self._rng)
+        self.core: NodeCore[Link] = NodeCore(self.node_id, self.config, rng=self._rng,
+                                                route_index=route_index)
         self.links = NodeLinks(identity, self.core, self.config, nonce_source=nonce_source,
                                deliver=self._deliver,
                                delivery_failed=lambda failure: self.channels.delivery_failed(

@@ -74,6 +74,7 @@ from overlay.proto.messages import (
     SeqnoRequest,
 )
 from overlay.proto.reliable import ChannelConfig
+from overlay.proto.route_table import DestinationIndex
 from overlay.proto.routing import RouteInfo, Router, RoutingConfig
 
 log = logging.getLogger("overlay.net.node")
@@ -218,12 +219,16 @@ class CoreStatistics:
 class NodeCore(Generic[L]):
     """One node's protocol state; see the module docstring."""
 
-    def __init__(self, node_id: NodeId, config: NodeConfig, *, rng: random.Random) -> None:
+    def __init__(self, node_id: NodeId, config: NodeConfig, *, rng: random.Random,
+                 route_index: DestinationIndex | None = None) -> None:
+        """``route_index``: a destination index shared with the other nodes of this
+        process (the simulator's thousands of nodes keep one copy of every id)."""
         self.node_id = node_id
         self.edge = config.edge
         """An edge client (until promoted): no routing, no relaying."""
         self._config = config
         self._rng = rng
+        self._route_index = route_index
         self._router: Router | None = None
         self._neighbours: dict[NodeId, L] = {}
         self._facts: dict[L, LinkFacts] = {}
@@ -252,7 +257,8 @@ class NodeCore(Generic[L]):
 
     def start(self, now: float) -> None:
         """The node starts running at ``now``: its routing core starts its clock."""
-        self._router = Router(self.node_id, now=now, rng=self._rng, config=self._config.routing)
+        self._router = Router(self.node_id, now=now, rng=self._rng, config=self._config.routing,
+                              index=self._route_index)
         self.timer_moved = True
 
     # --- queries ------------------------------------------------------------------

@@ -122,10 +122,14 @@ class RouteTable:
         self.grow(_FIRST_CAPACITY)
 
     def grow(self, size: int) -> None:
-        """Make room for slots below ``size`` (doubling, so growth is amortised)."""
+        """Make room for slots below ``size``, growing by at least an eighth (amortised).
+
+        Not doubling: routers sharing an index first grow straight to its whole size,
+        and doubling a table that is just short of it would leave most of a
+        10,000-destination table empty in each of thousands of routers."""
         if size <= self.capacity:
             return
-        capacity = max(size, 2 * self.capacity, _FIRST_CAPACITY)
+        capacity = max(size, self.capacity + self.capacity // 8, _FIRST_CAPACITY)
         self.selected = _grown(self.selected, capacity, -1)
         self.selected_seqno = _grown(self.selected_seqno, capacity, 0)
         self.selected_metric = _grown(self.selected_metric, capacity, METRIC_INFINITY)

@@ -215,6 +215,7 @@ class Router:
         self._ids = self._index.ids
         self._own = self._index.slot(node_id)
         self._table = RouteTable()
+        self._table.grow(len(self._index))  # a shared index may already be far past slot 0
         self._bulk_min = bulk_min
         self._columns: dict[NodeId, int] = {}
         """Each routing neighbour's column in the table."""

@@ -123,7 +123,7 @@ def test_per_pair_results_beyond_the_limit_are_a_seeded_sample() -> None:
     from overlay.bench.routing_pairs import MAX_PAIRS, PairSink
 
     def fill(n: int) -> PairSink:
-        sink = PairSink.for_nodes(n, seed=1)
+        sink = PairSink.for_pairs(n * (n - 1), seed=1)
         for src in range(n):
             for dst in range(n):
                 if src != dst:

@@ -15,6 +15,11 @@ import trio
 import trio.testing
 
 from overlay.bench.routing import BenchConfig, RoutingReport, run_on_graph
+from overlay.bench.routing_quality import (
+    FULL_CHECK_NODES,
+    SAMPLED_DESTINATIONS,
+    checked_destinations,
+)
 from overlay.sim import topology
 from tests.bench.test_transport_bench import png_size
 from tests.procs import overlay_command
@@ -83,3 +88,23 @@ def test_the_command_writes_pairs_and_pictures_and_shows_both_clocks(tmp_path: P
         assert width == 1000 and height in (450, 700)
     assert re.search(r"converging: \d+% \(virtual +[\d.]+ s, real +\d+ s\)", result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_large_runs_check_routes_to_a_seeded_sample_of_destinations() -> None:
+    assert checked_destinations(FULL_CHECK_NODES, None, seed=1) is None
+    sample = checked_destinations(FULL_CHECK_NODES + 1, None, seed=1)
+    assert sample is not None and len(sample) == SAMPLED_DESTINATIONS
+    assert sample == sorted(set(sample)) and 0 <= sample[0] and sample[-1] <= FULL_CHECK_NODES
+    assert sample == checked_destinations(FULL_CHECK_NODES + 1, None, seed=1)
+    assert sample != checked_destinations(FULL_CHECK_NODES + 1, None, seed=2)
+    assert checked_destinations(10_000, 0, seed=1) is None  # 0: every destination
+    assert checked_destinations(50, 50, seed=1) is None
+
+
+def test_a_sampled_check_follows_every_source_to_each_sampled_destination() -> None:
+    report = simulate("waxman", 60, BenchConfig(seed=3, measure=1.0, check_destinations=7,
+                                                fail_links=1))
+    assert report.destinations_checked == 7 and report.pairs == 7 * 59
+    assert report.optimal_share == 1.0 and report.unreachable_pairs == 0
+    assert report.optimal_share_after is not None and report.optimal_share_after >= 0.99
+    assert any("seeded sample of 7 of the 60 destinations" in note for note in report.notes)

@@ -226,3 +226,16 @@ def test_a_decoded_full_table_is_taken_in_bulk_like_the_same_entries_one_by_one(
     assert bulk.next_hop(node_id(77)) == node_id(1)
     assert _drain(bulk) == _drain(single)
     assert bulk.table() == single.table()
+
+
+def test_a_router_joining_a_shared_index_late_has_room_for_its_own_slot() -> None:
+    """In the simulator the 427th router's own id is slot 426 of the shared index before
+    it has received anything: its first advertisement must still say it."""
+    index = DestinationIndex()
+    for i in range(2, 500):
+        index.slot(node_id(i))
+    router = Router(node_id(1), now=0.0, rng=random.Random(1), index=index)
+    router.add_neighbour(node_id(0), 50, 0.0)
+    assert _drain(router) == [(node_id(0), RouteUpdate(16_000, (RouteEntry(node_id(1), 0, 0),)))]
+    assert router.next_hop(node_id(400)) is None
+    assert router.metric(node_id(400)) == METRIC_INFINITY
