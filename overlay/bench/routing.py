@@ -35,10 +35,12 @@ reconvergence timeline :mod:`overlay.bench.routing_timeline`.
 
 from __future__ import annotations
 
+import gc
 import random
 import resource
 import time
-from contextlib import AsyncExitStack
+from collections.abc import Iterator
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,7 @@ async def _run(graph: nx.Graph[int], topology: str, config: BenchConfig,
             net.add_link(f"n{a}", f"n{b}", graph.edges[a, b]["latency"],
                          jitter=config.jitter, bandwidth=config.bandwidth)
         nodes = await _start_nodes(net, stack, n, config, report_progress)
+        stack.enter_context(_frozen_heap())
         start = trio.current_time()
         for a, b in graph.edges:
             nodes[min(a, b)].connect((f"n{max(a, b)}", 1), expected_peer=nodes[max(a, b)].node_id)
@@ -277,6 +280,29 @@ async def _start_nodes(net: EmulatedNetwork, stack: AsyncExitStack, n: int, conf
         if i % 50 == 0:
             report_progress("starting nodes", i / n)
     return nodes
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Keep the cyclic garbage collector off what exists now (every node and task), and
+    let it run less often: as ``gc.freeze()`` advises for long-lived servers.
+
+    Convergence allocates short-lived containers by the million (decoded tables), and
+    each of Python's collections walks the objects of its generations: at 1,000 nodes
+    they took a sixth of the wall time (9.4 of 61.7 s), and full ones grow with the
+    heap.  Frozen objects are still freed by reference counting; only cycles among them
+    wait for the unfreeze.  The young generation's threshold goes from 700 net
+    allocations to 50,000 (a collection per few thousand messages, not per one).
+    """
+    gc.collect()
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 20)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 async def _measure_steady(net: EmulatedNetwork, nodes: list[Node], start: float, *,
