@@ -29,7 +29,14 @@ from typing import Any, ClassVar, NamedTuple, overload
 
 from overlay.errors import MalformedMessage, UnsupportedVersion
 from overlay.ids import NODE_ID_LEN, PUBLIC_KEY_LEN, SIGNATURE_LEN, NodeId
-from overlay.proto.codec import describe_value, encode_frame, encode_payload, unpack
+from overlay.proto.codec import (
+    check_payload_size,
+    describe_value,
+    encode_frame,
+    encode_payload,
+    pack,
+    unpack,
+)
 
 PROTOCOL_VERSION = 2
 EPHEMERAL_KEY_LEN = 32
@@ -271,6 +278,7 @@ class RouteEntries(Sequence[RouteEntry]):
     arrays were split into (destinations as the raw 16 bytes, validated), and the
     routing core builds its own as columns; a :class:`RouteEntry` is made only for
     whoever iterates.  Equal to any sequence of the same entries (a tuple too).
+    Holds ids (bytes) and ints only, so it is flat: its encoding skips the depth walk.
     """
 
     __slots__ = ("destinations", "metrics", "seqnos")
@@ -591,7 +599,10 @@ def encode_message_payload(message: Message) -> bytes:
     if type(message) is RouteUpdate:
         if message is _last_update[0]:
             return _last_update[1]
-        payload = encode_payload([PROTOCOL_VERSION, message.header_type(), *message.fields()])
+        fields = [PROTOCOL_VERSION, message.header_type(), *message.fields()]
+        # Columns of ints and ids are flat by construction: no depth walk over them.
+        payload = (check_payload_size(pack(fields)) if type(message.entries) is RouteEntries
+                   else encode_payload(fields))
         _last_update = (message, payload)
         return payload
     return encode_payload([PROTOCOL_VERSION, message.header_type(), *message.fields()])

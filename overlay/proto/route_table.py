@@ -3,7 +3,7 @@
 Why arrays: a node holds one route per (destination, neighbour), so at 10,000
 nodes of mean degree 4 it holds 40,000 routes, and a simulated network of them
 400 million.  As one Python object each (about 160 bytes with its list cell and
-ints) that is 100 GB; as cells of a few arrays it is 14 bytes a route.  And
+ints) that is 100 GB; as cells of a few arrays it is 10 bytes a route.  And
 most of convergence is whole tables (a thousand entries a message) compared
 with what is held: column by column in numpy, that is a few dozen C loops per
 message instead of a thousand trips through the interpreter.
@@ -16,10 +16,12 @@ neighbour (-1: none) and the selected route's seqno and metric, the
 feasibility distance (FD) and what was last advertised (seqno -1: none), and
 how many routes the destination has.  Per neighbour (a small column number,
 reused after the neighbour goes) it holds each route's advertised metric
-(:data:`ABSENT`: no route), seqno and expiry time.  A held route's advertised
-metric is always finite (a retraction drops the route), so the one sentinel
-marks absence.  Metrics are stored as uint32 (METRIC_INFINITY is 2**32 - 1) and
-computed in int64.
+(:data:`ABSENT`: no route), seqno and expiry time (float32 seconds since the
+table's epoch, the router's start: exact to a millisecond for two hours, to
+about a second after a hundred days, and 4 bytes a route fewer than float64).
+A held route's advertised metric is always finite (a retraction drops the
+route), so the one sentinel marks absence.  Metrics are stored as uint32
+(METRIC_INFINITY is 2**32 - 1) and computed in int64.
 
 This module does no routing: :class:`overlay.proto.routing.Router` decides, the
 table stores.  No I/O, no clock.
@@ -103,7 +105,9 @@ def plus_cost(advertised: Ints, cost: int) -> Ints:
 class RouteTable:
     """The arrays of one router (module docstring); grows with the slots it sees."""
 
-    def __init__(self) -> None:
+    def __init__(self, epoch: float = 0.0) -> None:
+        self.epoch = epoch
+        """The time expiries count from."""
         self.capacity = 0
         self.selected = np.empty(0, np.int32)
         self.selected_seqno = np.empty(0, np.int32)
@@ -114,10 +118,14 @@ class RouteTable:
         self.advertised_metric = np.empty(0, np.uint32)
         self.routes = np.empty(0, np.int16)
         """How many routes each destination has."""
+        self.dirty = np.empty(0, np.bool_)
+        """Changed since the last update sent (a mask, not a set of ints: during
+        convergence a third of a table is marked at once in every router)."""
         self.metrics: list[npt.NDArray[np.uint32]] = []
         """Per neighbour column: each destination's advertised metric, ABSENT if none."""
         self.seqnos: list[npt.NDArray[np.uint16]] = []
-        self.expiry: list[npt.NDArray[np.float64]] = []
+        self.expiry: list[npt.NDArray[np.float32]] = []
+        """Per neighbour column: when each route expires, in seconds after ``epoch``."""
         self._free: list[int] = []
         self.grow(_FIRST_CAPACITY)
 
@@ -138,6 +146,7 @@ class RouteTable:
         self.advertised_seqno = _grown(self.advertised_seqno, capacity, NO_SEQNO)
         self.advertised_metric = _grown(self.advertised_metric, capacity, 0)
         self.routes = _grown(self.routes, capacity, 0)
+        self.dirty = _grown(self.dirty, capacity, 0)
         self.metrics = [_grown(column, capacity, ABSENT) for column in self.metrics]
         self.seqnos = [_grown(column, capacity, 0) for column in self.seqnos]
         self.expiry = [_grown(column, capacity, 0.0) for column in self.expiry]
@@ -149,7 +158,7 @@ class RouteTable:
             return self._free.pop()
         self.metrics.append(np.full(self.capacity, ABSENT, np.uint32))
         self.seqnos.append(np.zeros(self.capacity, np.uint16))
-        self.expiry.append(np.zeros(self.capacity, np.float64))
+        self.expiry.append(np.zeros(self.capacity, np.float32))
         return len(self.metrics) - 1
 
     def free_column(self, column: int) -> None:
@@ -169,7 +178,17 @@ class RouteTable:
             self.routes[slot] += 1
         self.metrics[column][slot] = advertised
         self.seqnos[column][slot] = seqno
-        self.expiry[column][slot] = expires_at
+        self.expiry[column][slot] = expires_at - self.epoch
+
+    def set_expiry(self, column: int, slots: Ints | int, expires_at: float) -> None:
+        """The routes to ``slots`` through ``column`` expire at ``expires_at``."""
+        self.expiry[column][slots] = expires_at - self.epoch
+
+    def expired(self, column: int, size: int, now: float) -> Bools:
+        """Which of the first ``size`` slots have a route through ``column`` that expired."""
+        result: Bools = ((self.metrics[column][:size] != ABSENT)
+                         & (self.expiry[column][:size] <= np.float32(now - self.epoch)))
+        return result
 
     def drop(self, slot: int, column: int) -> None:
         if int(self.metrics[column][slot]) != ABSENT:

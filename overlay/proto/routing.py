@@ -214,7 +214,7 @@ class Router:
         self._index = index if index is not None else DestinationIndex()
         self._ids = self._index.ids
         self._own = self._index.slot(node_id)
-        self._table = RouteTable()
+        self._table = RouteTable(epoch=now)
         self._table.grow(len(self._index))  # a shared index may already be far past slot 0
         self._bulk_min = bulk_min
         self._columns: dict[NodeId, int] = {}
@@ -226,7 +226,8 @@ class Router:
         self._retracted: dict[int, float] = {}
         self._requests: dict[int, _PendingRequest] = {}
         self._forwarded_requests: dict[tuple[int, int], float] = {}
-        self._dirty: set[int] = set()
+        self._any_dirty = False
+        """Some slot of the table's ``dirty`` mask is set."""
         self._flush_at: float | None = None
         self._outbox: deque[Outgoing] = deque()
         self._resync: dict[NodeId, float] = {}
@@ -426,7 +427,7 @@ class Router:
             # A periodic refresh of what we already hold: nothing can change but the expiry,
             # except that a route that would still win but is still unfeasible asks again
             # (the last request may have run out of retries, or asked for too old a seqno).
-            table.expiry[column][slot] = expires_at
+            table.set_expiry(column, slot, expires_at)
             if (selected >= 0 and selected != column
                     and _add(metric, cost) < int(table.selected_metric[slot])
                     and not self._feasible(slot, seqno, metric)):
@@ -558,7 +559,8 @@ class Router:
         self._mark_dirty(slot, now)
 
     def _mark_dirty(self, slot: int, now: float) -> None:
-        self._dirty.add(slot)
+        self._table.dirty[slot] = True
+        self._any_dirty = True
         if self._flush_at is None:
             self._flush_at = now + self.config.triggered_delay
 
@@ -638,7 +640,7 @@ class Router:
         """Store what the plan's easy cases decided, a column at a time."""
         table = self._table
         s = plan.slots
-        table.expiry[column][s[plan.refresh]] = expires_at
+        table.set_expiry(column, s[plan.refresh], expires_at)
         store = plan.loses | plan.keeps | plan.moves
         new = store & ~plan.held
         self.counters.unfeasible_ignored += int(np.count_nonzero(new & ~plan.feasible))
@@ -646,7 +648,7 @@ class Router:
         stored = s[store]
         table.metrics[column][stored] = plan.advertised[store]
         table.seqnos[column][stored] = plan.seqno[store]
-        table.expiry[column][stored] = expires_at
+        table.set_expiry(column, stored, expires_at)
         keeps = plan.keeps
         kept = s[keeps]
         table.selected_seqno[kept] = plan.seqno[keeps]
@@ -661,11 +663,12 @@ class Router:
             table.selected_metric[moved_slots] = plan.metric[moves]
             self.counters.next_hop_changes += len(moved_slots)
             self.last_next_hop_change = now
-        changed = s[changed_keeps | moves].tolist()
-        if changed:
+        changed = s[changed_keeps | moves]
+        if len(changed):
             self.counters.route_changes += len(changed)
             self.last_change = now
-            self._dirty.update(changed)
+            table.dirty[changed] = True
+            self._any_dirty = True
             if self._flush_at is None:
                 self._flush_at = now + self.config.triggered_delay
 
@@ -702,8 +705,15 @@ class Router:
                             out_seqno[keep].tolist(), out_metric[keep].tolist())
 
     def _flush(self, now: float) -> None:
-        dirty, self._dirty, self._flush_at = self._dirty, set(), None
-        self._emit(None, self._advertise(sorted(dirty, key=self._ids.__getitem__)))
+        """The triggered update: every slot marked since the last, in slot order."""
+        self._flush_at = None
+        if not self._any_dirty:
+            return
+        self._any_dirty = False
+        dirty = self._table.dirty
+        slots: list[int] = np.flatnonzero(dirty[:self._size()]).tolist()
+        dirty[slots] = False
+        self._emit(None, self._advertise(slots))
 
     def _send_full_table(self, target: NodeId | None, now: float, *,
                          resync: bool = False) -> None:
@@ -725,7 +735,8 @@ class Router:
             lost = list(self._retracted)
         entries = self._advertise([self._own, *self._selected_slots(), *lost])
         if target is None:
-            self._dirty.clear()
+            self._table.dirty[:] = False
+            self._any_dirty = False
             self._flush_at = None
             self.refresh_interval = max(self.config.update_interval,
                                         len(entries) / self.config.refresh_rate)
@@ -746,7 +757,7 @@ class Router:
         size = self._size()
         expired: dict[int, list[int]] = {}
         for column in self._columns.values():
-            gone = (table.metrics[column][:size] != ABSENT) & (table.expiry[column][:size] <= now)
+            gone = table.expired(column, size, now)
             for slot in np.flatnonzero(gone).tolist():
                 expired.setdefault(slot, []).append(column)
         for slot in sorted(expired):

@@ -61,7 +61,9 @@ def test_a_growing_table_keeps_every_route_and_fills_new_slots_as_empty() -> Non
     table.grow(before + 1)
     assert table.capacity >= before + before // 8
     assert table.route(5, first) == (7, 100)
-    assert table.expiry[first][5] == 12.5
+    assert not table.expired(first, table.capacity, 12.49).any()
+    expired = table.expired(first, table.capacity, 12.5)
+    assert expired.tolist() == [i == 5 for i in range(table.capacity)]
     assert (int(table.selected[5]), table.fd(5), int(table.routes[5])) == (first, (7, 110), 1)
     new = table.capacity - 1
     assert table.route(new, first) is None

@@ -218,6 +218,7 @@ def test_a_decoded_full_table_is_taken_in_bulk_like_the_same_entries_one_by_one(
             wire = encode_message_payload(RouteUpdate(4000, entries[start:start + 1000]))
             decoded = decode_message(wire)
             assert isinstance(decoded, RouteUpdate) and isinstance(decoded.entries, RouteEntries)
+            assert encode_message_payload(decoded) == wire  # columns encode as the tuple did
             router.receive(node_id(1), decoded, 0.0)
         router.handle_timer(router.get_timer())
     bulk, single = routers
