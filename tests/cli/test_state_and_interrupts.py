@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -134,9 +135,26 @@ def test_ctrl_c_early_prints_no_traceback(root: Path, command: str) -> None:
         "chat": ["chat", "--user", "alice", "--server", f"127.0.0.1:{port}",
                  "--password-stdin"],
     }[command]
-    with silent:
+    with silent, _sigint_as_from_a_terminal():
         reached = _interrupt_early(root, command, args)
     assert reached >= len(DELAYS) - 2, "most interrupts must land in overlay's own start"
+
+
+@contextmanager
+def _sigint_as_from_a_terminal() -> Iterator[None]:
+    """Children start with SIGINT's default action, as a shell in the foreground leaves
+    it.  A suite run in the background (``bin/test &``) inherits SIGINT ignored from its
+    shell, and hands that on to every child; until overlay's own handler is in place
+    (after its imports) an ignored interrupt is simply lost, and the run would wait out
+    WAIT.  A handled signal goes back to its default at exec, an ignored one does not."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _interrupt_early(root: Path, command: str, args: list[str]) -> int:
