@@ -51,7 +51,7 @@ the current route), so with exact latencies every route in steady state is a
 shortest path.
 
 Storage and speed: routes live in numpy arrays indexed by a destination's slot
-number (:mod:`overlay.proto.route_table`: 14 bytes a route, not a Python object),
+number (:mod:`overlay.proto.route_table`: 10 bytes a route, not a Python object),
 and an update of many entries is decided a column at a time
 (:meth:`Router._receive_bulk`): the cases that look no further than the
 destination's selected route (nearly all of convergence) are applied in bulk,
