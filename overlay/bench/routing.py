@@ -89,7 +89,8 @@ class BenchConfig:
     quiet: float = 2.0
     measure: float | None = None
     """Steady-state window; default the longest full-table period any node announces (at
-    least one update interval), so the periodic safety net counts fairly."""
+    least one update interval), so the periodic safety net counts fairly; 0 skips the
+    steady state (its figures stay None)."""
     max_virtual: float = 600.0
     traffic_rate: float = 200.0
     bandwidth: float | None = None
@@ -125,8 +126,9 @@ class RoutingReport:
     max_stretch: float = 0.0
     unreachable_pairs: int = 0
     loops_in_tables: int = 0
-    control_bytes_per_node_s: float = 0.0
-    steady_next_hop_changes: int = 0
+    control_bytes_per_node_s: float | None = None
+    """None when the steady state was skipped (``measure=0``)."""
+    steady_next_hop_changes: int | None = None
     failed_links: int = 0
     crashed_nodes: int = 0
     failure_detection_s: float | None = None
@@ -183,6 +185,8 @@ async def run(config: BenchConfig, progress: Progress = no_progress) -> RoutingR
     graph, name = load_graph(config)
     if config.fail_links < 0 or config.crash_nodes < 0:
         raise ConfigError("--fail-links and --crash-nodes cannot be negative")
+    if config.measure is not None and not 0 <= config.measure < float("inf"):
+        raise ConfigError("the steady-state window (--steady) must be 0 or more seconds")
     return await run_on_graph(graph, name, config, progress)
 
 
@@ -309,6 +313,9 @@ async def _measure_steady(net: EmulatedNetwork, nodes: list[Node], start: float,
                           config: BenchConfig, report: RoutingReport,
                           report_progress: Progress) -> None:
     """Control bytes per node per second and next-hop changes with nothing failing."""
+    if config.measure == 0:
+        report.notes.append("steady state not measured (a window of 0 s)")
+        return
     report_progress("steady state", 0.0)
     window = config.measure
     if window is None:

@@ -27,7 +27,12 @@ from overlay.cli.bench_run import (
     run_storm,
     run_transport,
 )
-from overlay.cli.common import non_negative_int, positive_float, positive_int
+from overlay.cli.common import (
+    non_negative_finite_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 TOPOLOGY_KINDS = ("line", "ring", "grid", "geometric", "random-geometric", "waxman", "ba",
                   "barabasi-albert")
@@ -83,52 +88,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
         description="Benchmarks.  Each prints its figures; --json puts them on stdout.",
     )
     kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    routing = kinds.add_parser(
-        "routing", parents=[common], help="routing convergence and route quality in the simulator",
-        description=(
-            "Run N real nodes on an emulated network in virtual time: measure the time to "
-            "converge, the share of node pairs on a lowest-latency route and the stretch "
-            "(route latency / shortest latency by Dijkstra on the true link latencies), "
-            "routing loops, control traffic, and, with --fail-links, reconvergence and "
-            "delivery while links fail under traffic.  Reproducible from --seed."
-        ),
-        epilog=("topologies: " + ", ".join(TOPOLOGY_KINDS) + ", or a GraphML/GML/node-link "
-                "JSON file (per-edge latency attribute, or latitude/longitude per node)"),
-    )
-    routing.add_argument("--nodes", type=positive_int, default=100, metavar="N",
-                         help="number of nodes for a generated topology (default 100)")
-    routing.add_argument("--topology", default="waxman", metavar="KIND|FILE",
-                         help="generator name or topology file (default waxman)")
-    routing.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    routing.add_argument("--fail-links", type=int, default=0, metavar="K",
-                         help="fail K links at once under traffic and measure recovery")
-    routing.add_argument("--crash-nodes", type=int, default=0, metavar="K",
-                         help="crash K nodes (silently, as in a power cut) with the failed links")
-    routing.add_argument("--latency-attr", default="latency", metavar="NAME",
-                         help="edge attribute holding latency, for topology files")
-    routing.add_argument("--latency-unit", choices=sorted(LATENCY_UNITS), default="s",
-                         help="unit of --latency-attr (default s)")
-    routing.add_argument("--jitter", type=float, default=0.0, metavar="SECONDS",
-                         help="random extra delay per message, up to this (RTT noise)")
-    routing.add_argument("--hello-interval", type=positive_float, default=1.0, metavar="S",
-                         help="keepalive interval (default 1)")
-    routing.add_argument("--update-interval", type=positive_float, default=16.0, metavar="S",
-                         help="periodic route update interval (default 16)")
-    routing.add_argument("--check-destinations", type=non_negative_int, default=None,
-                         metavar="K",
-                         help="check every node's route to K destinations (a seeded sample) "
-                              "against the shortest paths; 0 checks all (default: all up to "
-                              "2,000 nodes, 250 beyond: each destination costs a Dijkstra "
-                              "and a walk of every node's next hops)")
-    routing.add_argument("--pairs", action="store_true",
-                         help="with --json, every pair's route (source, destination, route "
-                              "and shortest latency, stretch, hops); beyond 100,000 pairs "
-                              "(about 317 nodes) a seeded sample of that many")
-    routing.add_argument("--plot", type=Path, default=None, metavar="DIR",
-                         help="also draw DIR/routing-topology.png, routing-stretch.png and, "
-                              "with --fail-links, routing-reconvergence.png (needs matplotlib)")
-    routing.add_argument("--json", action="store_true", help="print the figures as JSON")
-    routing.set_defaults(run=run_routing, verbose_default=-2)
+    _add_routing(kinds, common)
 
     transport = kinds.add_parser(
         "transport", parents=[common],
@@ -241,6 +201,62 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 
     for add in (_add_chat, _add_hybrid, _add_nat):
         add(kinds, common)
+
+
+def _add_routing(kinds: argparse._SubParsersAction[argparse.ArgumentParser],
+                 common: argparse.ArgumentParser) -> None:
+    routing = kinds.add_parser(
+        "routing", parents=[common], help="routing convergence and route quality in the simulator",
+        description=(
+            "Run N real nodes on an emulated network in virtual time: measure the time to "
+            "converge, the share of node pairs on a lowest-latency route and the stretch "
+            "(route latency / shortest latency by Dijkstra on the true link latencies), "
+            "routing loops, control traffic, and, with --fail-links, reconvergence and "
+            "delivery while links fail under traffic.  Reproducible from --seed."
+        ),
+        epilog=("topologies: " + ", ".join(TOPOLOGY_KINDS) + ", or a GraphML/GML/node-link "
+                "JSON file (per-edge latency attribute, or latitude/longitude per node)"),
+    )
+    routing.add_argument("--nodes", type=positive_int, default=100, metavar="N",
+                         help="number of nodes for a generated topology (default 100)")
+    routing.add_argument("--topology", default="waxman", metavar="KIND|FILE",
+                         help="generator name or topology file (default waxman)")
+    routing.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    routing.add_argument("--fail-links", type=int, default=0, metavar="K",
+                         help="fail K links at once under traffic and measure recovery")
+    routing.add_argument("--crash-nodes", type=int, default=0, metavar="K",
+                         help="crash K nodes (silently, as in a power cut) with the failed links")
+    routing.add_argument("--latency-attr", default="latency", metavar="NAME",
+                         help="edge attribute holding latency, for topology files")
+    routing.add_argument("--latency-unit", choices=sorted(LATENCY_UNITS), default="s",
+                         help="unit of --latency-attr (default s)")
+    routing.add_argument("--jitter", type=float, default=0.0, metavar="SECONDS",
+                         help="random extra delay per message, up to this (RTT noise)")
+    routing.add_argument("--hello-interval", type=positive_float, default=1.0, metavar="S",
+                         help="keepalive interval (default 1)")
+    routing.add_argument("--update-interval", type=positive_float, default=16.0, metavar="S",
+                         help="periodic route update interval (default 16)")
+    routing.add_argument("--steady", type=non_negative_finite_float, default=None,
+                         metavar="S",
+                         help="steady-state window in virtual seconds, where control bytes "
+                              "and route flaps are counted (default: the longest full-table "
+                              "period any node announces, 250 s at 1,000 nodes, so the "
+                              "periodic refresh counts fairly); 0 skips the steady state")
+    routing.add_argument("--check-destinations", type=non_negative_int, default=None,
+                         metavar="K",
+                         help="check every node's route to K destinations (a seeded sample) "
+                              "against the shortest paths; 0 checks all (default: all up to "
+                              "2,000 nodes, 250 beyond: each destination costs a Dijkstra "
+                              "and a walk of every node's next hops)")
+    routing.add_argument("--pairs", action="store_true",
+                         help="with --json, every pair's route (source, destination, route "
+                              "and shortest latency, stretch, hops); beyond 100,000 pairs "
+                              "(about 317 nodes) a seeded sample of that many")
+    routing.add_argument("--plot", type=Path, default=None, metavar="DIR",
+                         help="also draw DIR/routing-topology.png, routing-stretch.png and, "
+                              "with --fail-links, routing-reconvergence.png (needs matplotlib)")
+    routing.add_argument("--json", action="store_true", help="print the figures as JSON")
+    routing.set_defaults(run=run_routing, verbose_default=-2)
 
 
 def _add_chat(kinds: argparse._SubParsersAction[argparse.ArgumentParser],

@@ -34,8 +34,10 @@ def render_routing(r: RoutingReport) -> str:
         f"stretch         mean {r.mean_stretch:.4f}, p99 {r.p99_stretch:.4f}, "
         f"max {r.max_stretch:.4f}",
         f"loops           {r.loops_in_tables} in tables",
-        f"control traffic {r.control_bytes_per_node_s:.0f} bytes/node/s (steady state)",
-        f"route flaps     {r.steady_next_hop_changes} next-hop changes in steady state",
+        "control traffic not measured (no steady state)" if r.control_bytes_per_node_s is None
+        else f"control traffic {r.control_bytes_per_node_s:.0f} bytes/node/s (steady state)",
+        "route flaps     not measured (no steady state)" if r.steady_next_hop_changes is None
+        else f"route flaps     {r.steady_next_hop_changes} next-hop changes in steady state",
     ]
     if r.failed_links or r.crashed_nodes:
         lines += [

@@ -65,7 +65,7 @@ def run_routing(args: argparse.Namespace) -> int:
         latency_unit=args.latency_unit, seed=args.seed, fail_links=args.fail_links,
         crash_nodes=args.crash_nodes, jitter=args.jitter, hello_interval=args.hello_interval,
         update_interval=args.update_interval, pairs=args.pairs,
-        check_destinations=args.check_destinations,
+        check_destinations=args.check_destinations, measure=args.steady,
         timeline=args.plot is not None)
     report = _run(routing.run, config, virtual_time=True)
     if args.plot is not None:

@@ -57,6 +57,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more (and finite), got {text}")
+    return value
+
+
 def _whole_number(text: str, minimum: int, rule: str) -> int:
     try:
         value = int(text)

@@ -15,12 +15,14 @@ import pytest
 import trio
 import trio.testing
 
-from overlay.bench.routing import BenchConfig, RoutingReport, run_on_graph
+from overlay.bench.routing import BenchConfig, RoutingReport, run, run_on_graph
 from overlay.bench.routing_quality import (
     FULL_CHECK_NODES,
     SAMPLED_DESTINATIONS,
     checked_destinations,
 )
+from overlay.cli.bench_render import render_routing
+from overlay.errors import ConfigError
 from overlay.sim import topology
 from tests.bench.test_transport_bench import png_size
 from tests.procs import overlay_command
@@ -127,3 +129,15 @@ def test_a_run_gives_the_garbage_collector_back_as_it_found_it() -> None:
              clock=trio.testing.MockClock(autojump_threshold=0))
     assert any(count > frozen and limits != thresholds for count, limits in seen)
     assert (gc.get_freeze_count(), gc.get_threshold()) == (frozen, thresholds)
+
+
+def test_a_run_without_a_steady_state_says_so_instead_of_reporting_zero() -> None:
+    report = simulate("waxman", 30, BenchConfig(seed=2, measure=0.0))
+    assert report.converged and report.optimal_share == 1.0
+    assert report.control_bytes_per_node_s is None and report.steady_next_hop_changes is None
+    assert "steady state not measured (a window of 0 s)" in report.notes
+    shown = render_routing(report)
+    assert "control traffic not measured" in shown and "route flaps     not measured" in shown
+    with pytest.raises(ConfigError, match="--steady"):
+        trio.run(run, BenchConfig(nodes=10, measure=-1.0),
+                 clock=trio.testing.MockClock(autojump_threshold=0))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from overlay.bench import chat, hybrid
 from overlay.cli import bench
 from overlay.sim import topology
@@ -39,3 +41,15 @@ def test_the_nat_pairings_and_defaults_are_the_benchs() -> None:
             float(args.session_timeout), float(args.time_limit), args.prefix) == (
         config.repeat, config.messages, config.start_delay, config.session_timeout,
         config.time_limit, config.prefix)
+
+
+def test_the_route_check_help_states_the_benchs_sample(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from overlay.bench.routing_quality import FULL_CHECK_NODES, SAMPLED_DESTINATIONS
+    from overlay.cli.main import build_parser
+
+    argv = ["bench", "routing", "--help"]
+    with pytest.raises(SystemExit):
+        build_parser(argv).parse_args(argv)
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"all up to {FULL_CHECK_NODES:,} nodes, {SAMPLED_DESTINATIONS} beyond" in text
