@@ -289,7 +289,7 @@ async def _start_nodes(net: EmulatedNetwork, stack: AsyncExitStack, n: int, conf
 @contextmanager
 def _frozen_heap() -> Iterator[None]:
     """Keep the cyclic garbage collector off what exists now (every node and task), and
-    let it run less often: as ``gc.freeze()`` advises for long-lived servers.
+    let it run less often.
 
     Convergence allocates short-lived containers by the million (decoded tables), and
     each of Python's collections walks the objects of its generations: at 1,000 nodes
