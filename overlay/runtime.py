@@ -78,7 +78,8 @@ class PeerSpec:
     """Shared by the node and its role (the simulator's emulated network)."""
     rng: random.Random | None = None
     """Shared by the node and its role, so that a simulated run replays from its seed."""
-    nonce_source: Callable[[int], bytes] | None = None
+    nonce_source: Callable[[int], bytes] = secrets.token_bytes
+    """Link nonces (the simulator seeds them, for replay)."""
 
 
 @dataclass(eq=False)
@@ -139,7 +140,7 @@ async def run_peer(spec: PeerSpec, *, start: bool = True) -> AsyncIterator[Peer]
     try:
         async with Node(spec.identity, config, transport=spec.transport,
                         control_path=spec.control_path, rng=spec.rng,
-                        nonce_source=spec.nonce_source or secrets.token_bytes) as node, \
+                        nonce_source=spec.nonce_source) as node, \
                 trio.open_nursery() as nursery:
             supernode = edge = chat = None
             if isinstance(role, SupernodeRole):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -47,24 +48,23 @@ def add_state_argument(parser: argparse.ArgumentParser) -> None:
                         help=f"state directory of the local node (default {default_state_dir()})")
 
 
-def positive_float(text: str) -> float:
+def _real_number(text: str, accept: Callable[[float], bool], rule: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    if not accept(value):  # NaN fails every rule
+        raise argparse.ArgumentTypeError(f"{rule}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return _real_number(text, lambda value: value > 0, "must be greater than 0")
 
 
 def non_negative_finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more (and finite), got {text}")
-    return value
+    return _real_number(text, lambda value: 0 <= value < math.inf,
+                        "must be 0 or more (and finite)")
 
 
 def _whole_number(text: str, minimum: int, rule: str) -> int:

@@ -93,7 +93,6 @@ from overlay.proto.route_table import (
     RouteTable,
     plus_cost,
 )
-from overlay.proto.route_table import seqnos_newer as _newer
 
 EXPIRY_FACTOR = 3.5
 BULK_MIN_ENTRIES = 8
@@ -226,8 +225,6 @@ class Router:
         self._retracted: dict[int, float] = {}
         self._requests: dict[int, _PendingRequest] = {}
         self._forwarded_requests: dict[tuple[int, int], float] = {}
-        self._any_dirty = False
-        """Some slot of the table's ``dirty`` mask is set."""
         self._flush_at: float | None = None
         self._outbox: deque[Outgoing] = deque()
         self._resync: dict[NodeId, float] = {}
@@ -475,13 +472,7 @@ class Router:
         self._reselect(slot, now)
 
     def _feasible(self, slot: int, seqno: int, advertised: int) -> bool:
-        if advertised == METRIC_INFINITY:
-            return True
-        fd = self._table.fd(slot)
-        if fd is None:
-            return True
-        fd_seqno, fd_metric = fd
-        return seqno_newer(seqno, fd_seqno) or (seqno == fd_seqno and advertised < fd_metric)
+        return advertised == METRIC_INFINITY or _beats_fd(self._table.fd(slot), seqno, advertised)
 
     def _candidates(self, slot: int) -> list[tuple[int, int, int, bool]]:
         """Every route to ``slot``: (column, seqno, metric, usable), in column order."""
@@ -494,9 +485,7 @@ class Router:
                 continue
             seqno, advertised = held
             metric = _add(advertised, self._costs[column])
-            usable = metric < METRIC_INFINITY and (
-                fd is None or (seqno_newer(seqno, fd[0]) if seqno != fd[0]
-                               else advertised < fd[1]))
+            usable = metric < METRIC_INFINITY and _beats_fd(fd, seqno, advertised)
             found.append((column, seqno, metric, usable))
         return found
 
@@ -560,7 +549,6 @@ class Router:
 
     def _mark_dirty(self, slot: int, now: float) -> None:
         self._table.dirty[slot] = True
-        self._any_dirty = True
         if self._flush_at is None:
             self._flush_at = now + self.config.triggered_delay
 
@@ -668,7 +656,6 @@ class Router:
             self.counters.route_changes += len(changed)
             self.last_change = now
             table.dirty[changed] = True
-            self._any_dirty = True
             if self._flush_at is None:
                 self._flush_at = now + self.config.triggered_delay
 
@@ -688,9 +675,8 @@ class Router:
         seqno = table.selected_seqno[s].astype(np.int64)
         metric = table.selected_metric[s].astype(np.int64)
         fd_seqno = table.fd_seqno[s].astype(np.int64)
-        fd_metric = table.fd_metric[s].astype(np.int64)
-        lowers = selected & ((fd_seqno == NO_SEQNO) | _newer(seqno, fd_seqno)
-                             | ((seqno == fd_seqno) & (metric < fd_metric)))
+        # RFC 8966 3.7.3: advertising a (seqno, metric) the FD admits lowers the FD to it.
+        lowers = selected & table.feasible(s, seqno, metric)
         table.fd_seqno[s[lowers]] = seqno[lowers]
         table.fd_metric[s[lowers]] = metric[lowers]
         table.advertised_seqno[s[selected]] = seqno[selected]
@@ -705,11 +691,9 @@ class Router:
                             out_seqno[keep].tolist(), out_metric[keep].tolist())
 
     def _flush(self, now: float) -> None:
-        """The triggered update: every slot marked since the last, in slot order."""
+        """The triggered update: every slot marked since the last, in slot order (a flush
+        is due only when something was marked: ``_flush_at`` is set with every mark)."""
         self._flush_at = None
-        if not self._any_dirty:
-            return
-        self._any_dirty = False
         dirty = self._table.dirty
         slots: list[int] = np.flatnonzero(dirty[:self._size()]).tolist()
         dirty[slots] = False
@@ -736,7 +720,6 @@ class Router:
         entries = self._advertise([self._own, *self._selected_slots(), *lost])
         if target is None:
             self._table.dirty[:] = False
-            self._any_dirty = False
             self._flush_at = None
             self.refresh_interval = max(self.config.update_interval,
                                         len(entries) / self.config.refresh_rate)
@@ -853,6 +836,15 @@ class Router:
 
     def _jittered(self, interval: float) -> float:
         return interval * self._rng.uniform(0.75, 1.0)
+
+
+def _beats_fd(fd: tuple[int, int] | None, seqno: int, advertised: int) -> bool:
+    """RFC 8966 3.5.1: (seqno, advertised) is feasible against the FD ``fd`` (none: yes).
+    :meth:`RouteTable.feasible` is the same rule over arrays."""
+    if fd is None:
+        return True
+    fd_seqno, fd_metric = fd
+    return seqno_newer(seqno, fd_seqno) if seqno != fd_seqno else advertised < fd_metric
 
 
 def _add(metric: int, cost: int) -> int:
