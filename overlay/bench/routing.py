@@ -268,22 +268,42 @@ async def _run(graph: nx.Graph[int], topology: str, config: BenchConfig,
 
 async def _start_nodes(net: EmulatedNetwork, stack: AsyncExitStack, n: int, config: BenchConfig,
                        report_progress: Progress) -> list[Node]:
-    """One real Node per graph vertex, each with its own seeded generator and nonces."""
+    """One real Node per graph vertex, each with its own seeded generator and nonces, each
+    running in a task of its own (:func:`_run_node`) until ``stack`` closes."""
     link_config = LinkConfig(hello_interval=config.hello_interval, dead_after=config.dead_after,
                              handshake_timeout=max(5.0, 4 * config.hello_interval))
     routing = RoutingConfig(update_interval=config.update_interval)
     index = DestinationIndex()  # every router's table over one copy of the node ids
     nodes: list[Node] = []
+    nursery = await stack.enter_async_context(trio.open_nursery())
+    stop = trio.Event()
+    stack.callback(stop.set)  # on the way out, before the nursery waits for the nodes
     for i in range(n):
         node_config = NodeConfig(listen=(f"n{i}", 1), link=link_config, routing=routing,
                                  reconnect_initial=1.0, reconnect_max=8.0)
         node_rng = random.Random(config.seed * 1_000_003 + i)
         node = Node(_identity(config.seed, i), node_config, transport=net.transport(f"n{i}"),
                     rng=node_rng, nonce_source=node_rng.randbytes, route_index=index)
-        nodes.append(await stack.enter_async_context(node))
+        await nursery.start(_run_node, node, stop)
+        nodes.append(node)
         if i % 50 == 0:
             report_progress("starting nodes", i / n)
     return nodes
+
+
+async def _run_node(node: Node, stop: trio.Event, *,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    """``node`` runs from its start until ``stop``.
+
+    A task per node, not one exit stack of every node: unwinding thousands of nodes
+    from one stack hands each node's exit the exceptions of all the exits before it,
+    and on Ctrl-C (each exit adding its cancelled tasks) those groups nested past
+    Python's recursion limit at 400 nodes, corrupting trio's nursery stack.  Here each
+    node unwinds on its own, and their exceptions are siblings in one group.
+    """
+    async with node:
+        task_status.started()
+        await stop.wait()
 
 
 @contextmanager

@@ -195,3 +195,31 @@ def _interrupt_early(root: Path, command: str, args: list[str]) -> int:
             assert err.endswith((f"overlay {command}: interrupted\n",
                                  "overlay: interrupted\n")), err
     return reached
+
+
+def test_ctrl_c_while_hundreds_of_simulated_nodes_converge_stops_them_cleanly() -> None:
+    """`overlay bench routing` at 400 nodes, interrupted while converging: every node
+    unwinds (once, the bench's one exit stack of nodes nested their exceptions past the
+    recursion limit, and trio reported its nursery stack corrupted), status 130."""
+    with _sigint_as_from_a_terminal():
+        proc = subprocess.Popen(overlay_command("bench", "routing", "--nodes", "400"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        deadline = time.monotonic() + 4 * WAIT
+        for line in proc.stderr:  # progress lines, one per step with stderr not a terminal
+            seen.append(line)
+            if line.startswith("converging") or time.monotonic() > deadline:
+                break
+        assert seen and seen[-1].startswith("converging"), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        _out, rest = proc.communicate(timeout=4 * WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    err = "".join(seen) + rest
+    assert "Traceback" not in err, err[-3000:]
+    assert proc.returncode == 130, err[-3000:]
+    assert err.endswith("overlay bench: interrupted\n"), err[-300:]
