@@ -281,7 +281,7 @@ class RouteEntries(Sequence[RouteEntry]):
     Holds ids (bytes) and ints only, so it is flat: its encoding skips the depth walk.
     """
 
-    __slots__ = ("destinations", "metrics", "seqnos")
+    __slots__ = ("_body", "_parts", "destinations", "metrics", "seqnos")
 
     def __init__(self, destinations: Sequence[bytes], seqnos: Sequence[int],
                  metrics: Sequence[int]) -> None:
@@ -290,6 +290,35 @@ class RouteEntries(Sequence[RouteEntry]):
         self.destinations = destinations
         self.seqnos = seqnos
         self.metrics = metrics
+        self._parts: tuple[RouteEntries, ...] = ()
+        self._body: bytes | None = None
+
+    @classmethod
+    def joined(cls, parts: Sequence[RouteEntries]) -> RouteEntries:
+        """The entries of ``parts``, one part after another.
+
+        Encoded by joining the parts' own encodings, each made once and kept: the
+        routing core sends each neighbour the same update minus the routes through
+        that neighbour (split horizon), so the parts are shared and packing them once
+        is what keeps a triggered update's cost per neighbour a join, not a pack.
+        """
+        if len(parts) == 1:
+            return parts[0]
+        joined = cls([d for part in parts for d in part.destinations],
+                     [s for part in parts for s in part.seqnos],
+                     [m for part in parts for m in part.metrics])
+        joined._parts = tuple(parts)
+        return joined
+
+    def packed_body(self) -> bytes:
+        """The msgpack array of :meth:`wire` without its header (made once, then kept:
+        entries are immutable)."""
+        if self._body is None:
+            if self._parts:
+                self._body = b"".join(part.packed_body() for part in self._parts)
+            else:
+                self._body = pack(self.wire())[len(array_header(len(self))):]
+        return self._body
 
     def __len__(self) -> int:
         return len(self.destinations)
@@ -590,25 +619,25 @@ def encode_message(message: Message) -> bytes:
 def encode_message_payload(message: Message) -> bytes:
     """The payload (no length prefix) of the frame carrying ``message``.
 
-    The last ROUTE_UPDATE encoded is remembered by identity: the routing core sends
-    one update object to every neighbour, and encoding (the depth walk included) is
-    the bulk of the cost of a full table.  A message is immutable, and the one held
-    cannot be freed and its id reused while it is held.
+    A ROUTE_UPDATE's entries held as columns are flat by construction (no depth walk)
+    and encode once however many links carry them (:meth:`RouteEntries.packed_body`);
+    the payload is the same bytes msgpack makes of the whole message.
     """
-    global _last_update  # noqa: PLW0603 (a one-entry cache, see above)
-    if type(message) is RouteUpdate:
-        if message is _last_update[0]:
-            return _last_update[1]
-        fields = [PROTOCOL_VERSION, message.header_type(), *message.fields()]
-        # Columns of ints and ids are flat by construction: no depth walk over them.
-        payload = (check_payload_size(pack(fields)) if type(message.entries) is RouteEntries
-                   else encode_payload(fields))
-        _last_update = (message, payload)
-        return payload
+    if type(message) is RouteUpdate and type(message.entries) is RouteEntries:
+        entries = message.entries
+        return check_payload_size(b"".join((
+            _ROUTE_UPDATE_HEAD, pack(message.interval_ms), array_header(len(entries)),
+            entries.packed_body())))
     return encode_payload([PROTOCOL_VERSION, message.header_type(), *message.fields()])
 
 
-_last_update: tuple[RouteUpdate | None, bytes] = (None, b"")
+def array_header(length: int) -> bytes:
+    """The msgpack header of an array of ``length`` items (fixarray, array 16, array 32)."""
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length <= 0xFFFF:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
 
 
 def encode_close(close: Close, version: int = PROTOCOL_VERSION) -> bytes:

@@ -27,7 +27,9 @@ is what makes routes optimal again after a failure, not merely loop-free.
 Lost routes are retracted (metric = infinity) at once, so bad news travels as
 fast as good news and never counts to infinity.
 
-Updates are triggered after a change (coalesced for ``triggered_delay``); links
+Updates are triggered after a change (coalesced for ``triggered_delay``), and no
+neighbour is told of the routes that go through it (split horizon, RFC 8966
+3.7.4: that echo would be unfeasible for it, so it only cost bytes); links
 are reliable streams, so a triggered update that was queued arrives unless the
 link dies, and then every route through it goes anyway.  The periodic full
 table is therefore only a safety net, and its cost is kept independent of the
@@ -183,6 +185,39 @@ class _BulkPlan:
     loses: Bools  # stored beside a better selected route
     keeps: Bools  # the route in use, as good or better: stays selected
     moves: Bools  # the first route, or strictly the best: selected
+
+
+class _Advertisement:
+    """The entries of one update as :meth:`Router._advertise` made them (columns), and
+    the column each entry's route goes through (-1: our own entry, a retraction)."""
+
+    __slots__ = ("_ids", "metrics", "seqnos", "slots", "via")
+
+    def __init__(self, ids: list[NodeId], slots: Ints, seqnos: Ints, metrics: Ints,
+                 via: Ints) -> None:
+        self._ids = ids
+        self.slots = slots
+        self.seqnos = seqnos
+        self.metrics = metrics
+        self.via = via
+
+    def __len__(self) -> int:
+        return len(self.slots)
+
+    def __getitem__(self, index: slice) -> _Advertisement:
+        return _Advertisement(self._ids, self.slots[index], self.seqnos[index],
+                              self.metrics[index], self.via[index])
+
+    def by_next_hop(self) -> dict[int, RouteEntries]:
+        """The entries grouped by the column their route goes through (-1 first, then
+        the columns in order), each group in the advertisement's order."""
+        groups: dict[int, RouteEntries] = {}
+        for column in np.unique(self.via).tolist():
+            mine = self.via == column
+            groups[column] = RouteEntries(
+                list(map(self._ids.__getitem__, self.slots[mine].tolist())),
+                self.seqnos[mine].tolist(), self.metrics[mine].tolist())
+        return groups
 
 
 Outgoing = tuple[NodeId | None, LinkMessage]
@@ -661,12 +696,13 @@ class Router:
 
     # --- sending ------------------------------------------------------------------------
 
-    def _advertise(self, slots: list[int]) -> RouteEntries:
+    def _advertise(self, slots: list[int]) -> _Advertisement:
         """What we advertise for each of ``slots`` now, updating their feasibility distances.
 
         Our own slot: our seqno and metric 0; a selected route: its seqno and metric;
         no route but a feasibility distance (it was advertised): a retraction at the FD's
-        seqno; neither: nothing.
+        seqno; neither: nothing.  Each entry keeps the column its route goes through
+        (-1 for our own entry and a retraction), for split horizon (:meth:`_emit`).
         """
         table = self._table
         s = np.array(slots, np.int64)
@@ -685,10 +721,9 @@ class Router:
         out_metric = np.where(selected, metric, METRIC_INFINITY)
         out_seqno[own] = self.seqno
         out_metric[own] = 0
+        via = np.where(selected, table.selected[s], -1)
         keep = selected | own | (fd_seqno != NO_SEQNO)
-        kept: list[int] = s[keep].tolist()
-        return RouteEntries(list(map(self._ids.__getitem__, kept)),
-                            out_seqno[keep].tolist(), out_metric[keep].tolist())
+        return _Advertisement(self._ids, s[keep], out_seqno[keep], out_metric[keep], via[keep])
 
     def _flush(self, now: float) -> None:
         """The triggered update: every slot marked since the last, in slot order (a flush
@@ -717,23 +752,41 @@ class Router:
                                   & (table.selected[:size] < 0)).tolist()
         else:
             lost = list(self._retracted)
-        entries = self._advertise([self._own, *self._selected_slots(), *lost])
+        advert = self._advertise([self._own, *self._selected_slots(), *lost])
         if target is None:
             self._table.dirty[:] = False
             self._flush_at = None
             self.refresh_interval = max(self.config.update_interval,
-                                        len(entries) / self.config.refresh_rate)
-        self._emit(target, entries)
+                                        len(advert) / self.config.refresh_rate)
+        self._emit(target, advert)
 
-    def _emit(self, target: NodeId | None, entries: RouteEntries) -> None:
-        if not self._columns:
+    def _emit(self, target: NodeId | None, advert: _Advertisement) -> None:
+        """Queue ``advert`` for ``target`` (None: every routing neighbour), with split
+        horizon (RFC 8966 3.7.4): a neighbour is not told the routes that go through it.
+
+        Such an echo could never serve it (its metric is the neighbour's own plus a
+        link, so it fails the neighbour's feasibility condition), and during
+        convergence it is one entry in every few received.  The neighbour keeps the
+        last route it heard from us, which is harmless for the same reason, until it
+        expires.  An update left empty is not sent.
+        """
+        if target is None:
+            targets = list(self._columns.items())
+        elif (column := self._columns.get(target)) is not None:
+            targets = [(target, column)]
+        else:
             return
         interval_ms = round(self.refresh_interval * 1000)
-        for start in range(0, len(entries), MAX_UPDATE_ENTRIES):
-            chunk = entries[start:start + MAX_UPDATE_ENTRIES]
-            self._outbox.append((target, RouteUpdate(interval_ms, chunk)))
-            self.counters.updates_sent += 1
-            self.counters.entries_sent += len(chunk)
+        for start in range(0, len(advert), MAX_UPDATE_ENTRIES):
+            groups = advert[start:start + MAX_UPDATE_ENTRIES].by_next_hop()
+            for neighbour, column in targets:
+                entries = RouteEntries.joined(
+                    [group for via, group in groups.items() if via != column])
+                if not entries:
+                    continue
+                self._outbox.append((neighbour, RouteUpdate(interval_ms, entries)))
+                self.counters.updates_sent += 1
+                self.counters.entries_sent += len(entries)
 
     def _expire(self, now: float) -> None:
         table = self._table

@@ -20,11 +20,16 @@ from overlay.proto.messages import (
     Hello,
     HelloAck,
     Message,
+    MessageType,
     Ping,
     Pong,
     RoutedPacket,
+    RouteEntries,
+    RouteUpdate,
+    array_header,
     decode_message,
     encode_message,
+    encode_message_payload,
 )
 
 V = PROTOCOL_VERSION
@@ -191,3 +196,34 @@ def test_mutated_frames_raise_only_protocol_errors(data: st.DataObject) -> None:
             # Make the length prefix agree with the mutated body, so the body is decoded.
             frame[:4] = struct.pack(">I", max(len(frame) - 4, 0))
     _feed_hostile(bytes(frame))
+
+
+route_columns = st.lists(
+    st.tuples(node_ids, st.integers(0, 2**16 - 1), st.integers(0, 2**32 - 1)), max_size=70)
+
+
+@given(st.lists(route_columns, max_size=5), st.integers(0, 2**32 - 1))
+def test_joined_route_entries_encode_as_msgpack_encodes_the_whole_update(
+        parts: list[list[tuple[NodeId, int, int]]], interval_ms: int) -> None:
+    """Split horizon sends each neighbour a join of shared parts, each packed once: the
+    bytes must be exactly msgpack's of the whole message (array headers of every size)."""
+    columns = [RouteEntries([d for d, _, _ in part], [s for _, s, _ in part],
+                            [m for _, _, m in part]) for part in parts]
+    joined = RouteEntries.joined(columns)
+    flat = [entry for part in parts for entry in part]
+    expected = msgpack.packb(
+        [V, MessageType.ROUTE_UPDATE, interval_ms, [list(entry) for entry in flat]],
+        use_bin_type=True)
+    assert encode_message_payload(RouteUpdate(interval_ms, joined)) == expected
+    assert list(joined) == [tuple(entry) for entry in flat]
+    for column in columns:  # each part's cached encoding serves the next join too
+        assert encode_message_payload(RouteUpdate(interval_ms, column)) == msgpack.packb(
+            [V, MessageType.ROUTE_UPDATE, interval_ms, [list(entry) for entry in zip(
+                column.destinations, column.seqnos, column.metrics, strict=True)]],
+            use_bin_type=True)
+
+
+@pytest.mark.parametrize("length", [0, 1, 15, 16, 1000, 65535, 65536])
+def test_array_headers_are_msgpacks_own(length: int) -> None:
+    packed = msgpack.packb([0] * length)
+    assert packed == array_header(length) + b"\x00" * length

@@ -236,6 +236,7 @@ def test_a_large_table_is_refreshed_less_often_so_the_safety_net_costs_the_same(
     config = RoutingConfig(update_interval=16.0, refresh_rate=4.0)
     router = Router(node_id(0), now=0.0, rng=random.Random(1), config=config)
     router.add_neighbour(node_id(1), 1000, 0.0)
+    router.add_neighbour(node_id(2), 1000, 0.0)
     _learn(router, 1, 1999)
     router.handle_timer(router.get_timer())  # the triggered update
     _drain(router)
@@ -243,7 +244,11 @@ def test_a_large_table_is_refreshed_less_often_so_the_safety_net_costs_the_same(
     assert first <= 16.0
     router.handle_timer(first)
     periodic = _drain(router)
-    assert sum(len(u.entries) for _, u in periodic) == 2000  # 1,999 learned + ourselves
+    to_two = [u for target, u in periodic if target == node_id(2)]
+    assert sum(len(u.entries) for u in to_two) == 2000  # 1,999 learned + ourselves
+    # Split horizon: neighbour 1 is not told the routes through it, only of us.
+    assert [list(u.entries) for target, u in periodic if target == node_id(1)] == [
+        [RouteEntry(node_id(0), 0, 0)]]
     assert router.refresh_interval == 500.0  # 2,000 entries at 4 per second
     assert {u.interval_ms for _, u in periodic} == {500_000}  # the period is announced
     router.receive(node_id(1), RouteUpdate(10_000_000, (RouteEntry(node_id(100), 2, 10),)), first)
@@ -252,7 +257,7 @@ def test_a_large_table_is_refreshed_less_often_so_the_safety_net_costs_the_same(
     full_tables = []
     while (now := router.get_timer()) < first + 600.0:
         router.handle_timer(now)
-        if sum(len(u.entries) for _, u in _drain(router)) == 2000:
+        if sum(len(u.entries) for target, u in _drain(router) if target == node_id(2)) == 2000:
             full_tables.append(now)
     assert len(full_tables) == 1
     assert first + 375.0 <= full_tables[0] <= first + 500.0  # jittered to 75-100 %
@@ -266,6 +271,44 @@ def test_a_small_table_keeps_the_update_interval() -> None:
     router.handle_timer(16.0)
     assert router.refresh_interval == 16.0
     assert {u.interval_ms for _, u in _drain(router)} == {16_000}
+
+
+def test_split_horizon_tells_no_neighbour_of_the_routes_through_it() -> None:
+    """RFC 8966 3.7.4: an update for D is not sent to D's next hop; everyone else hears it,
+    and when the next hop moves the old one hears it again."""
+    router = Router(node_id(0), now=0.0, rng=random.Random(1))
+    for neighbour in (1, 2, 3):
+        router.add_neighbour(node_id(neighbour), 1000, 0.0)
+    _drain(router)
+
+    def triggered() -> dict[int, list[RouteEntry]]:
+        router.handle_timer(router.get_timer())
+        return {next(i for i in (1, 2, 3) if node_id(i) == target): list(u.entries)
+                for target, u in _drain(router)}
+
+    router.receive(node_id(1), RouteUpdate(16_000, (RouteEntry(node_id(100), 1, 5000),
+                                                    RouteEntry(node_id(101), 1, 5000))), 0.0)
+    router.receive(node_id(2), RouteUpdate(16_000, (RouteEntry(node_id(101), 1, 7000),)), 0.0)
+    sent = triggered()
+    both = [RouteEntry(node_id(100), 1, 6000), RouteEntry(node_id(101), 1, 6000)]
+    assert sent == {2: both, 3: both}  # both routes go through 1: it hears nothing
+    # 101 moves to 2: 1 hears of it again (it is no longer the next hop), 2 does not.
+    router.receive(node_id(2), RouteUpdate(16_000, (RouteEntry(node_id(101), 1, 1000),)), 1.0)
+    assert triggered() == {1: [RouteEntry(node_id(101), 1, 2000)],
+                              3: [RouteEntry(node_id(101), 1, 2000)]}
+    # A full table: ourselves to all, each route to all but its next hop.
+    router._send_full_table(None, 2.0)
+    full = {next(i for i in (1, 2, 3) if node_id(i) == target): sorted(u.entries)
+            for target, u in _drain(router)}
+    us = RouteEntry(node_id(0), 0, 0)
+    assert full == {1: sorted([us, RouteEntry(node_id(101), 1, 2000)]),
+                    2: sorted([us, RouteEntry(node_id(100), 1, 6000)]),
+                    3: sorted([us, RouteEntry(node_id(100), 1, 6000),
+                               RouteEntry(node_id(101), 1, 2000)])}
+    # A lost route's retraction goes to every neighbour left (it has no next hop).
+    router.remove_neighbour(node_id(1), 3.0)
+    assert triggered() == {2: [RouteEntry(node_id(100), 1, METRIC_INFINITY)],
+                              3: [RouteEntry(node_id(100), 1, METRIC_INFINITY)]}
 
 
 def test_a_lost_update_is_repaired_by_a_resync_with_old_retractions() -> None:
@@ -283,7 +326,10 @@ def test_a_lost_update_is_repaired_by_a_resync_with_old_retractions() -> None:
     router.resync(node_id(2), 400.5)  # coalesced
     while (now := router.get_timer()) <= 401.0:
         router.handle_timer(now)
-    sent = [(target, u) for target, u in _drain(router) if target is not None]
+    # Every update now has a target (split horizon); the resync is the one with the
+    # retractions, beside any periodic table that fell due in the same second.
+    sent = [(target, u) for target, u in _drain(router)
+            if any(e.metric == METRIC_INFINITY for e in u.entries)]
     assert [target for target, _ in sent] == [node_id(2)]
     assert sorted(sent[0][1].entries) == sorted([
         RouteEntry(node_id(0), 0, 0),
