@@ -27,7 +27,12 @@ is what makes routes optimal again after a failure, not merely loop-free.
 Lost routes are retracted (metric = infinity) at once, so bad news travels as
 fast as good news and never counts to infinity.
 
-Updates are triggered after a change (coalesced for ``triggered_delay``), and no
+Updates are triggered after a change (coalesced for ``triggered_delay``), except
+that a newer seqno alone (same next hop, same metric) is news only to a node
+waiting for it: it goes out at once only to answer a seqno request this node
+relayed, and otherwise with the next full table (as babeld does; every entry a
+neighbour holds stays feasible and as good, so nothing else needs it, and after
+a failure these seqno floods were most of the traffic).  No
 neighbour is told of the routes that go through it (split horizon, RFC 8966
 3.7.4: that echo would be unfeasible for it, so it only cost bytes); links
 are reliable streams, so a triggered update that was queued arrives unless the
@@ -161,6 +166,9 @@ class RoutingCounters:
     unfeasible_ignored: int = 0
     route_changes: int = 0
     next_hop_changes: int = 0
+    seqno_changes_held: int = 0
+    """Seqno-only changes of a selected route not sent as a triggered update (nobody
+    asked for them through us); also counted in ``route_changes``."""
 
 
 @dataclass(slots=True)
@@ -168,6 +176,17 @@ class _PendingRequest:
     seqno: int
     next_at: float
     retries_left: int
+
+
+@dataclass(slots=True)
+class _Relayed:
+    """The requests for one destination that went through us, still owed an answer."""
+
+    oldest: int  # the oldest seqno asked for: any seqno from it on answers someone
+    newest: int
+    until: float
+    next_hop: NodeId | None  # where we relayed them (None: nowhere yet)
+    hop_count: int  # what is left of the last one's hop count
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +279,9 @@ class Router:
         self._retracted: dict[int, float] = {}
         self._requests: dict[int, _PendingRequest] = {}
         self._forwarded_requests: dict[tuple[int, int], float] = {}
+        self._relayed: dict[int, _Relayed] = {}
+        """Per slot, the requests we relayed: their answer is passed on at once
+        (:meth:`_route_updated`), and they follow our route if it moves first."""
         self._flush_at: float | None = None
         self._outbox: deque[Outgoing] = deque()
         self._resync: dict[NodeId, float] = {}
@@ -501,8 +523,7 @@ class Router:
                 table.selected_metric[slot] = new_metric
                 if feasible and new_metric <= old_metric:
                     # The route in use stayed as good or got better: it still wins.
-                    if self._advertised_differs(slot, seqno, new_metric):
-                        self._changed(slot, now)
+                    self._route_updated(slot, seqno, new_metric, now)
                     return
         self._reselect(slot, now)
 
@@ -569,13 +590,38 @@ class Router:
             self.counters.next_hop_changes += 1
             self.last_next_hop_change = now
             self._changed(slot, now)
-        elif self._advertised_differs(slot, best_seqno, best_metric):
-            self._changed(slot, now)
+        else:
+            self._route_updated(slot, best_seqno, best_metric, now)
 
-    def _advertised_differs(self, slot: int, seqno: int, metric: int) -> bool:
+    def _route_updated(self, slot: int, seqno: int, metric: int, now: float) -> None:
+        """The selected route, next hop unchanged, is now (seqno, metric): news or not.
+
+        A new metric always goes out.  A newer seqno alone is news only to the nodes
+        whose request for it we relayed; to every other neighbour the entry it holds
+        from us stays feasible and just as good, and the next full table brings the
+        new seqno.  Our FD keeps the seqno last advertised, as RFC 8966 3.7.3 has it.
+        """
         table = self._table
-        return (int(table.advertised_seqno[slot]) != seqno
-                or int(table.advertised_metric[slot]) != metric)
+        if int(table.advertised_metric[slot]) != metric:
+            self._changed(slot, now)
+        elif int(table.advertised_seqno[slot]) != seqno:
+            if self._answers_relayed(slot, seqno):
+                self._changed(slot, now)
+            else:
+                self.counters.route_changes += 1
+                self.counters.seqno_changes_held += 1
+                self.last_change = now
+
+    def _answers_relayed(self, slot: int, seqno: int) -> bool:
+        """Whether ``seqno`` answers a request we relayed for ``slot`` (forgets it if so)."""
+        relayed = self._relayed.get(slot)
+        if relayed is None or seqno_newer(relayed.oldest, seqno):
+            return False
+        if seqno_newer(relayed.newest, seqno):
+            relayed.oldest = relayed.newest
+        else:
+            del self._relayed[slot]
+        return True
 
     def _changed(self, slot: int, now: float) -> None:
         self.counters.route_changes += 1
@@ -676,8 +722,25 @@ class Router:
         kept = s[keeps]
         table.selected_seqno[kept] = plan.seqno[keeps]
         table.selected_metric[kept] = plan.metric[keeps]
-        changed_keeps = keeps & ((table.advertised_seqno[s] != plan.seqno)
-                                 | (table.advertised_metric[s] != plan.metric))
+        # A changed metric is news; a newer seqno alone only if it answers a relayed
+        # request (:meth:`_route_updated`).
+        new_metric = keeps & (table.advertised_metric[s] != plan.metric)
+        new_seqno = keeps & ~new_metric & (table.advertised_seqno[s] != plan.seqno)
+        news = new_metric
+        if new_seqno.any():
+            held = new_seqno
+            if self._relayed:
+                held = held.copy()
+                candidates = new_seqno & np.isin(s, list(self._relayed))
+                for i in np.flatnonzero(candidates).tolist():
+                    if self._answers_relayed(int(s[i]), int(plan.seqno[i])):
+                        held[i] = False
+                news = new_metric | (new_seqno & ~held)
+            held_count = int(np.count_nonzero(held))
+            self.counters.route_changes += held_count
+            self.counters.seqno_changes_held += held_count
+            if held_count:
+                self.last_change = now
         moves = plan.moves
         if moves.any():
             moved_slots = s[moves]
@@ -686,7 +749,7 @@ class Router:
             table.selected_metric[moved_slots] = plan.metric[moves]
             self.counters.next_hop_changes += len(moved_slots)
             self.last_next_hop_change = now
-        changed = s[changed_keeps | moves]
+        changed = s[news | moves]
         if len(changed):
             self.counters.route_changes += len(changed)
             self.last_change = now
@@ -732,6 +795,8 @@ class Router:
         dirty = self._table.dirty
         slots: list[int] = np.flatnonzero(dirty[:self._size()]).tolist()
         dirty[slots] = False
+        if self._relayed:
+            self._follow_moved_routes(slots, now)
         self._emit(None, self._advertise(slots))
 
     def _send_full_table(self, target: NodeId | None, now: float, *,
@@ -754,6 +819,8 @@ class Router:
             lost = list(self._retracted)
         advert = self._advertise([self._own, *self._selected_slots(), *lost])
         if target is None:
+            if self._relayed:
+                self._follow_moved_routes(np.flatnonzero(self._table.dirty).tolist(), now)
             self._table.dirty[:] = False
             self._flush_at = None
             self.refresh_interval = max(self.config.update_interval,
@@ -803,6 +870,9 @@ class Router:
         for key, until in list(self._forwarded_requests.items()):
             if now >= until:
                 del self._forwarded_requests[key]
+        for slot, relayed in list(self._relayed.items()):
+            if now >= relayed.until:
+                del self._relayed[slot]
 
     def _size(self) -> int:
         return min(len(self._index), self._table.capacity)
@@ -863,29 +933,79 @@ class Router:
         if destination == self.node_id:
             if seqno_newer(request.seqno, self.seqno):
                 self.seqno = request.seqno
-            elif request.seqno != self.seqno:
-                return
+            # Ours is now new enough: say it.  An older request too: a newer seqno of ours
+            # need not have reached the requester (seqno-only news is not flooded).
             self._mark_dirty(self._own, now)
             return
         slot = self._index.find(destination)
         if slot is None or slot >= self._table.capacity:
             return
         column = int(self._table.selected[slot])
-        if column < 0:
-            return
-        if not seqno_newer(request.seqno, int(self._table.selected_seqno[slot])):
+        if column >= 0 and not seqno_newer(request.seqno, int(self._table.selected_seqno[slot])):
             self._mark_dirty(slot, now)  # what we have is new enough: say it
+            return
+        if request.hop_count <= 1:
+            return
+        next_hop = self._neighbour_of[column] if column >= 0 else None
+        if next_hop is None or next_hop == neighbour:
+            # Nowhere to relay it now (no route, or the route goes back to the asker);
+            # held, it follows the route we find next (:meth:`_follow_moved_routes`).
+            self._await_answer(slot, request.seqno, None, request.hop_count - 1, now)
             return
         key = (slot, request.seqno)
         recently = self._forwarded_requests.get(key)
-        next_hop = self._neighbour_of[column]
-        if (request.hop_count > 1 and next_hop is not None and next_hop != neighbour
-                and (recently is None or now >= recently)):
-            # Suppress duplicates of one request, but let its retries through.
-            self._forwarded_requests[key] = now + self.config.request_timeout / 2
+        if recently is not None and now < recently:
+            # A duplicate of one just relayed (another asker's): it goes once, but a
+            # retry comes after the window and goes again.
+            self._await_answer(slot, request.seqno, None, request.hop_count - 1, now)
+            return
+        self._forwarded_requests[key] = now + self.config.request_timeout / 2
+        self._await_answer(slot, request.seqno, next_hop, request.hop_count - 1, now)
+        self.counters.requests_forwarded += 1
+        self._outbox.append((next_hop, SeqnoRequest(
+            destination, request.seqno, request.hop_count - 1)))
+
+    def _await_answer(self, slot: int, seqno: int, next_hop: NodeId | None, hop_count: int,
+                      now: float) -> None:
+        """Remember that a request for ``seqno`` came to us (and went on to ``next_hop``;
+        None: not yet), so that its answer, a seqno-only change here, is passed on at
+        once.  Kept for the longest gap between a requester's retries, which come
+        through again and renew this."""
+        until = now + self.config.request_timeout * 2 ** self.config.request_retries
+        relayed = self._relayed.get(slot)
+        if relayed is None:
+            self._relayed[slot] = _Relayed(seqno, seqno, until, next_hop, hop_count)
+            return
+        if seqno_newer(relayed.oldest, seqno):
+            relayed.oldest = seqno
+        if seqno_newer(seqno, relayed.newest):
+            relayed.newest = seqno
+        relayed.until, relayed.hop_count = until, hop_count
+        if next_hop is not None:
+            relayed.next_hop = next_hop
+
+    def _follow_moved_routes(self, slots: list[int], now: float) -> None:
+        """Relay again the requests still owed an answer whose route here has moved.
+
+        The answer comes back the way the request went; if our next hop changed in
+        between, it arrives on a route we no longer use and goes no further, while the
+        new next hop, which nobody asked, keeps its newer seqno to itself.  Asking it
+        too gets the answer at once if it has one (called for the slots of an update
+        being sent, which include every slot whose next hop changed)."""
+        for slot in slots:
+            relayed = self._relayed.get(slot)
+            if relayed is None:
+                continue
+            column = int(self._table.selected[slot])
+            next_hop = self._neighbour_of[column] if column >= 0 else None
+            if next_hop is None or next_hop == relayed.next_hop or now >= relayed.until:
+                continue
+            relayed.next_hop = next_hop
+            self._forwarded_requests[(slot, relayed.newest)] = (
+                now + self.config.request_timeout / 2)
             self.counters.requests_forwarded += 1
             self._outbox.append((next_hop, SeqnoRequest(
-                destination, request.seqno, request.hop_count - 1)))
+                self._ids[slot], relayed.newest, relayed.hop_count)))
 
     def _jittered(self, interval: float) -> float:
         return interval * self._rng.uniform(0.75, 1.0)

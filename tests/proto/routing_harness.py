@@ -55,6 +55,8 @@ class RouterNet:
         self.up: set[frozenset[int]] = set()
         self.checks: list[Callable[[RouterNet], None]] = []
         self.advertised: list[tuple[float, int, LinkMessage]] = []
+        self.sent: list[tuple[float, int, int, LinkMessage]] = []
+        """Every message put on a link that is up: (time, sender, receiver, message)."""
         self.checked_changes = -1
         for a, b in graph.edges:
             self.link_up(a, b)
@@ -98,6 +100,7 @@ class RouterNet:
                 key = frozenset((n, m))
                 if key not in self.up:
                     continue
+                self.sent.append((self.now, n, m, message))
                 delay = self.graph.edges[n, m]["latency"]
                 heapq.heappush(self._queue, _Delivery(
                     self.now + delay, next(self._seq), m, n, message, self._epoch[key]))

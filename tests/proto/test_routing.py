@@ -125,6 +125,137 @@ def test_starved_node_gets_a_route_through_a_seqno_request() -> None:
     assert seqno_newer(net.routers[d].seqno, seqno_before)
 
 
+def _seqno_at(router: Router, destination: NodeId) -> int:
+    return next(row.seqno for row in router.table() if row.destination == destination)
+
+
+def test_a_seqno_bump_reaches_only_the_nodes_a_request_went_through() -> None:
+    """After the failure, B's request travels B-C-D; D's newer seqno comes back along that
+    path and is taken up there, but E, whose route to D is as good as before, keeps it to
+    itself: F still holds the old seqno, and every route is still a shortest path."""
+    g = nx.Graph()
+    d, a, b, c, e, f = 0, 1, 2, 3, 4, 5
+    g.add_edge(a, d, latency=0.001)
+    g.add_edge(a, b, latency=0.001)
+    g.add_edge(b, c, latency=0.001)
+    g.add_edge(c, d, latency=0.010)
+    g.add_edge(d, e, latency=0.002)
+    g.add_edge(e, f, latency=0.002)
+    net = RouterNet(g, config=RoutingConfig(update_interval=60.0))  # no full table meanwhile
+    net.checks.append(assert_loop_free)
+    net.run_until(10.0)
+    before = net.routers[d].seqno
+    held_before = net.routers[e].counters.seqno_changes_held
+    net.link_down(a, d)
+    net.run_until(net.now + 3.0)
+    assert net.path(b, d) == [b, c, d]
+    assert net.path(a, d) == [a, b, c, d]
+    assert net.routers[c].counters.requests_forwarded >= 1
+    bumped = net.routers[d].seqno
+    assert seqno_newer(bumped, before)
+    for on_path in (a, b, c, e):
+        assert _seqno_at(net.routers[on_path], node_id(d)) == bumped
+    assert net.routers[e].counters.seqno_changes_held == held_before + 1
+    assert _seqno_at(net.routers[f], node_id(d)) == before
+    net.graph.remove_edge(a, d)
+    assert_optimal(net)
+
+
+def test_a_newer_seqno_alone_goes_out_at_once_only_to_answer_a_relayed_request() -> None:
+    router = Router(node_id(0), now=0.0, rng=random.Random(1))
+    for neighbour in (1, 2):
+        router.add_neighbour(node_id(neighbour), 1000, 0.0)
+    _drain(router)
+    far = node_id(100)
+
+    def hear(seqno: int, metric: int, now: float) -> list[tuple[NodeId | None, RouteUpdate]]:
+        router.receive(node_id(1), RouteUpdate(16_000, (RouteEntry(far, seqno, metric),)), now)
+        while router.get_timer() <= now + 0.1:
+            router.handle_timer(router.get_timer())
+        return _drain(router)
+
+    assert hear(1, 5000, 0.0) == [(node_id(2), RouteUpdate(16_000, (RouteEntry(far, 1, 6000),)))]
+    # Seqno 2 over the same route at the same metric: news to nobody.
+    assert hear(2, 5000, 1.0) == []
+    assert router.counters.seqno_changes_held == 1
+    assert _seqno_at(router, far) == 2
+    # A new metric goes out, with the seqno it came with.
+    assert hear(3, 4000, 2.0) == [(node_id(2), RouteUpdate(16_000, (RouteEntry(far, 3, 5000),)))]
+    # Neighbour 2 asks for seqno 5: relayed to the next hop, and the answer, a seqno-only
+    # change here, is passed on at once (an older seqno 4 does not answer it).
+    router.receive(node_id(2), SeqnoRequest(far, 5, 8), 3.0)
+    assert router.next_outgoing() == (node_id(1), SeqnoRequest(far, 5, 7))
+    assert hear(4, 4000, 3.1) == []
+    assert hear(5, 4000, 3.2) == [(node_id(2), RouteUpdate(16_000, (RouteEntry(far, 5, 5000),)))]
+    # Answered: the next seqno-only change waits again, for the full table, which has it.
+    assert hear(6, 4000, 4.0) == []
+    assert router.counters.seqno_changes_held == 3
+    router._send_full_table(None, 5.0)
+    assert (node_id(2), RouteUpdate(16_000, (RouteEntry(node_id(0), 0, 0),
+                                              RouteEntry(far, 6, 5000)))) in _drain(router)
+
+
+def test_a_request_that_could_not_be_relayed_follows_the_route_found_next() -> None:
+    """Asked by our own next hop, we cannot relay; when our route moves to 2, the request
+    goes there, and 2's answer (a seqno-only change here) is passed on at once."""
+    router = Router(node_id(0), now=0.0, rng=random.Random(1))
+    for neighbour in (1, 2, 3):
+        router.add_neighbour(node_id(neighbour), 1000, 0.0)
+    far = node_id(100)
+    router.receive(node_id(1), RouteUpdate(16_000, (RouteEntry(far, 1, 5000),)), 0.0)
+    router.handle_timer(router.get_timer())
+    _drain(router)
+    router.receive(node_id(1), SeqnoRequest(far, 2, 8), 1.0)
+    assert router.next_outgoing() is None  # its route goes back to the asker
+    router.receive(node_id(2), RouteUpdate(16_000, (RouteEntry(far, 1, 3000),)), 1.1)
+    router.handle_timer(router.get_timer())
+    out = []
+    while (item := router.next_outgoing()) is not None:
+        out.append(item)
+    assert (node_id(2), SeqnoRequest(far, 2, 7)) in out
+    assert router.next_hop(far) == node_id(2)
+    router.receive(node_id(2), RouteUpdate(16_000, (RouteEntry(far, 2, 3000),)), 1.2)
+    router.handle_timer(router.get_timer())
+    sent = {target: list(u.entries) for target, u in _drain(router)}
+    assert sent == {node_id(1): [RouteEntry(far, 2, 4000)], node_id(3): [RouteEntry(far, 2, 4000)]}
+    assert router.counters.seqno_changes_held == 0
+
+
+def test_the_line_of_the_protocol_docs_sends_exactly_the_updates_it_shows() -> None:
+    """docs/protocol.md, "Worked example: a line A - B - C", message for message."""
+    a, b, c = 0, 1, 2
+    g = nx.Graph()
+    g.add_edge(a, b, latency=0.005)
+    g.add_edge(b, c, latency=0.012)
+    net = RouterNet(g)
+    name = {a: "A", b: "B", c: "C"}
+
+    def updates(since: float, until: float) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
+        return [(name[frm], name[to], [(name[net.ids[e.destination]], e.seqno, e.metric)
+                                       for e in m.entries])
+                for t, frm, to, m in net.sent
+                if since <= t < until and isinstance(m, RouteUpdate)]
+
+    net.run_until(5.0)
+    assert updates(0.0, 0.001) == [("A", "B", [("A", 0, 0)]), ("B", "A", [("B", 0, 0)]),
+                                   ("B", "C", [("B", 0, 0)]), ("C", "B", [("C", 0, 0)])]
+    assert updates(0.001, 5.0) == [("B", "A", [("C", 0, 12000)]),
+                                   ("B", "C", [("A", 0, 5000)])]
+    assert all(isinstance(m, RouteUpdate) for *_, m in net.sent)
+    assert net.path(a, c) == [a, b, c] and net.routers[a].metric(node_id(c)) == 17000
+    net.run_until(20.0)
+    assert sorted(updates(5.0, 20.0)) == [
+        ("A", "B", [("A", 0, 0)]), ("B", "A", [("B", 0, 0), ("C", 0, 12000)]),
+        ("B", "C", [("B", 0, 0), ("A", 0, 5000)]), ("C", "B", [("C", 0, 0)])]
+    cut = net.now
+    net.link_down(b, c)
+    net.run_until(cut + 10.0)
+    retraction = [("C", 0, METRIC_INFINITY)]
+    assert updates(cut, cut + 0.1) == [("B", "A", retraction), ("A", "B", retraction)]
+    assert not any(isinstance(m, SeqnoRequest) for *_, m in net.sent)
+    assert net.routers[a].next_hop(node_id(c)) is None
+
+
 def test_cost_noise_inside_the_hysteresis_band_changes_nothing() -> None:
     g = nx.Graph()
     g.add_edge(0, 1, latency=0.010)
@@ -251,7 +382,7 @@ def test_a_large_table_is_refreshed_less_often_so_the_safety_net_costs_the_same(
         [RouteEntry(node_id(0), 0, 0)]]
     assert router.refresh_interval == 500.0  # 2,000 entries at 4 per second
     assert {u.interval_ms for _, u in periodic} == {500_000}  # the period is announced
-    router.receive(node_id(1), RouteUpdate(10_000_000, (RouteEntry(node_id(100), 2, 10),)), first)
+    router.receive(node_id(1), RouteUpdate(10_000_000, (RouteEntry(node_id(100), 2, 9),)), first)
     router.handle_timer(router.get_timer())  # the triggered update announces the period too
     assert [u.interval_ms for _, u in _drain(router)] == [500_000]
     full_tables = []

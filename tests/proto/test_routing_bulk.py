@@ -204,6 +204,22 @@ def test_a_first_feasible_route_beside_a_better_unfeasible_one_asks_for_a_newer_
                for _, m in sent)
 
 
+def test_a_newer_seqno_alone_is_sent_in_bulk_only_where_it_answers_a_relayed_request() -> None:
+    """Two seqno-only changes in one update: D's answers the request N2 made through us and
+    goes out at once; FILLER's was asked for by nobody and waits for the full table."""
+    sent = _run_both([
+        ("update", N1, [RouteEntry(D, 5, 100), RouteEntry(FILLER, 1, 1)], LONG),
+        ("time", 1.0),
+        ("request", N2, D, 6),
+        ("update", N1, [RouteEntry(D, 6, 100), RouteEntry(FILLER, 2, 1)], LONG),
+        ("time", 1.0),
+    ])
+    assert (N1, SeqnoRequest(D, 6, 7)) in sent
+    entries = [entry for _, m in sent if isinstance(m, RouteUpdate) for entry in m.entries]
+    assert RouteEntry(D, 6, 110) in entries
+    assert RouteEntry(FILLER, 2, 11) not in entries
+
+
 def test_a_decoded_full_table_is_taken_in_bulk_like_the_same_entries_one_by_one() -> None:
     """The wire's columns (raw destination bytes, RouteEntries) into routers that share one
     destination index, the simulator's set-up."""
