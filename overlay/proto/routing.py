@@ -30,9 +30,10 @@ fast as good news and never counts to infinity.
 Updates are triggered after a change (coalesced for ``triggered_delay``), except
 that a newer seqno alone (same next hop, same metric) is news only to a node
 waiting for it: it goes out at once only to answer a seqno request this node
-relayed, and otherwise with the next full table (as babeld does; every entry a
-neighbour holds stays feasible and as good, so nothing else needs it, and after
-a failure these seqno floods were most of the traffic).  No
+relayed, and otherwise with the next update that carries the destination (as
+babeld does; every entry a neighbour holds stays feasible and as good, so
+nothing else needs it, and after a failure these seqno floods were most of the
+traffic).  No
 neighbour is told of the routes that go through it (split horizon, RFC 8966
 3.7.4: that echo would be unfeasible for it, so it only cost bytes); links
 are reliable streams, so a triggered update that was queued arrives unless the
