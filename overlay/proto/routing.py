@@ -181,7 +181,7 @@ class _PendingRequest:
 
 @dataclass(slots=True)
 class _Relayed:
-    """The requests for one destination that went through us, still owed an answer."""
+    """The requests for one destination that came to us, still owed an answer."""
 
     oldest: int  # the oldest seqno asked for: any seqno from it on answers someone
     newest: int
@@ -609,9 +609,13 @@ class Router:
             if self._answers_relayed(slot, seqno):
                 self._changed(slot, now)
             else:
-                self.counters.route_changes += 1
-                self.counters.seqno_changes_held += 1
-                self.last_change = now
+                self._held(1, now)
+
+    def _held(self, count: int, now: float) -> None:
+        """``count`` seqno-only changes kept for the next update that carries them."""
+        self.counters.route_changes += count
+        self.counters.seqno_changes_held += count
+        self.last_change = now
 
     def _answers_relayed(self, slot: int, seqno: int) -> bool:
         """Whether ``seqno`` answers a request we relayed for ``slot`` (forgets it if so)."""
@@ -729,19 +733,13 @@ class Router:
         new_seqno = keeps & ~new_metric & (table.advertised_seqno[s] != plan.seqno)
         news = new_metric
         if new_seqno.any():
-            held = new_seqno
+            answers = np.zeros(len(s), np.bool_)
             if self._relayed:
-                held = held.copy()
-                candidates = new_seqno & np.isin(s, list(self._relayed))
-                for i in np.flatnonzero(candidates).tolist():
-                    if self._answers_relayed(int(s[i]), int(plan.seqno[i])):
-                        held[i] = False
-                news = new_metric | (new_seqno & ~held)
-            held_count = int(np.count_nonzero(held))
-            self.counters.route_changes += held_count
-            self.counters.seqno_changes_held += held_count
-            if held_count:
-                self.last_change = now
+                for i in np.flatnonzero(new_seqno & np.isin(s, list(self._relayed))).tolist():
+                    answers[i] = self._answers_relayed(int(s[i]), int(plan.seqno[i]))
+            news = new_metric | answers
+            if held := int(np.count_nonzero(new_seqno & ~answers)):
+                self._held(held, now)
         moves = plan.moves
         if moves.any():
             moved_slots = s[moves]
@@ -960,11 +958,15 @@ class Router:
             # retry comes after the window and goes again.
             self._await_answer(slot, request.seqno, None, request.hop_count - 1, now)
             return
-        self._forwarded_requests[key] = now + self.config.request_timeout / 2
         self._await_answer(slot, request.seqno, next_hop, request.hop_count - 1, now)
+        self._relay(slot, next_hop, request.seqno, request.hop_count - 1, now)
+
+    def _relay(self, slot: int, next_hop: NodeId, seqno: int, hop_count: int,
+               now: float) -> None:
+        """Send the request on, remembering (slot, seqno) to suppress its duplicates."""
+        self._forwarded_requests[(slot, seqno)] = now + self.config.request_timeout / 2
         self.counters.requests_forwarded += 1
-        self._outbox.append((next_hop, SeqnoRequest(
-            destination, request.seqno, request.hop_count - 1)))
+        self._outbox.append((next_hop, SeqnoRequest(self._ids[slot], seqno, hop_count)))
 
     def _await_answer(self, slot: int, seqno: int, next_hop: NodeId | None, hop_count: int,
                       now: float) -> None:
@@ -1002,11 +1004,7 @@ class Router:
             if next_hop is None or next_hop == relayed.next_hop or now >= relayed.until:
                 continue
             relayed.next_hop = next_hop
-            self._forwarded_requests[(slot, relayed.newest)] = (
-                now + self.config.request_timeout / 2)
-            self.counters.requests_forwarded += 1
-            self._outbox.append((next_hop, SeqnoRequest(
-                self._ids[slot], relayed.newest, relayed.hop_count)))
+            self._relay(slot, next_hop, relayed.newest, relayed.hop_count, now)
 
     def _jittered(self, interval: float) -> float:
         return interval * self._rng.uniform(0.75, 1.0)
