@@ -28,7 +28,8 @@ PURE_MODULES = [
     "proto/__init__.py", "proto/backoff.py", "proto/codec.py", "proto/echo.py",
     "proto/fastpath.py", "proto/forwarding.py", "proto/handshake.py", "proto/link.py",
     "proto/messages.py", "proto/node.py", "proto/punch.py", "proto/reliable.py",
-    "proto/route_table.py", "proto/routing.py", "proto/rtt.py", "proto/sealing.py",
+    "proto/route_columns.py", "proto/route_table.py", "proto/routing.py", "proto/rtt.py",
+    "proto/sealing.py",
     # shared vocabulary
     "errors.py", "ids.py", "addresses.py", "stats.py",
     # the pure cores of the upper layers

@@ -11,6 +11,9 @@ packet (:attr:`RoutedPacket.wire_body`).  :func:`encode_payload` then writes
 a relayed packet as a fresh header (the TTL one lower) followed by those same
 bytes, without encoding the body again or walking it a second time.
 
+A ROUTE_UPDATE of many entries is read the same way, its entries as arrays
+(:mod:`overlay.proto.route_columns`).
+
 Anything that is not the shortest-form layout (a TTL sent as u16, say, which
 receivers must accept) and every other message type goes the general way,
 :func:`~overlay.proto.messages.decode_message`, which also words the errors:
@@ -27,11 +30,13 @@ from overlay.ids import NODE_ID_LEN, NodeId
 from overlay.proto.codec import MAX_DEPTH, check_payload_size, pack, unpack
 from overlay.proto.messages import (
     PROTOCOL_VERSION,
+    ROUTE_UPDATE_HEAD,
     Message,
     RoutedPacket,
     decode_message,
     encode_message_payload,
 )
+from overlay.proto.route_columns import decode_route_update
 
 _ROUTED_ARRAY = 0x97
 """msgpack fixarray of 7: a routed packet's header fields and its body."""
@@ -48,7 +53,8 @@ _SHORTEST_ROUTED = 3 + 1 + 2 * (2 + NODE_ID_LEN) + 1 + 1
 
 def decode_payload(payload: bytes) -> Message:
     """Parse one frame payload, as :func:`~overlay.proto.messages.decode_message` does."""
-    fast = _decode_routed(payload)
+    fast: Message | None = (decode_route_update(payload)
+                            if payload.startswith(ROUTE_UPDATE_HEAD) else _decode_routed(payload))
     return fast if fast is not None else decode_message(payload)
 
 

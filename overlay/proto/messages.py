@@ -281,7 +281,7 @@ class RouteEntries(Sequence[RouteEntry]):
     Holds ids (bytes) and ints only, so it is flat: its encoding skips the depth walk.
     """
 
-    __slots__ = ("_body", "_parts", "destinations", "metrics", "seqnos")
+    __slots__ = ("_body", "destinations", "metrics", "seqnos")
 
     def __init__(self, destinations: Sequence[bytes], seqnos: Sequence[int],
                  metrics: Sequence[int]) -> None:
@@ -290,34 +290,13 @@ class RouteEntries(Sequence[RouteEntry]):
         self.destinations = destinations
         self.seqnos = seqnos
         self.metrics = metrics
-        self._parts: tuple[RouteEntries, ...] = ()
         self._body: bytes | None = None
-
-    @classmethod
-    def joined(cls, parts: Sequence[RouteEntries]) -> RouteEntries:
-        """The entries of ``parts``, one part after another.
-
-        Encoded by joining the parts' own encodings, each made once and kept: the
-        routing core sends each neighbour the same update minus the routes through
-        that neighbour (split horizon), so the parts are shared and packing them once
-        is what keeps a triggered update's cost per neighbour a join, not a pack.
-        """
-        if len(parts) == 1:
-            return parts[0]
-        joined = cls([d for part in parts for d in part.destinations],
-                     [s for part in parts for s in part.seqnos],
-                     [m for part in parts for m in part.metrics])
-        joined._parts = tuple(parts)
-        return joined
 
     def packed_body(self) -> bytes:
         """The msgpack array of :meth:`wire` without its header (made once, then kept:
         entries are immutable)."""
         if self._body is None:
-            if self._parts:
-                self._body = b"".join(part.packed_body() for part in self._parts)
-            else:
-                self._body = pack(self.wire())[len(array_header(len(self))):]
+            self._body = pack(self.wire())[len(array_header(len(self))):]
         return self._body
 
     def __len__(self) -> int:
@@ -607,7 +586,7 @@ LINK_MESSAGES: dict[int, type[LinkMessage]] = {
                 DirectoryRequest, DirectoryResponse, DirectoryNotice)
 }
 ROUTED_FIELD_COUNT = 5
-_ROUTE_UPDATE_HEAD = bytes((0x94, PROTOCOL_VERSION, MessageType.ROUTE_UPDATE))
+ROUTE_UPDATE_HEAD = bytes((0x94, PROTOCOL_VERSION, MessageType.ROUTE_UPDATE))
 """A ROUTE_UPDATE frame's payload begins so: fixarray of 4, the version, the type."""
 
 
@@ -623,10 +602,10 @@ def encode_message_payload(message: Message) -> bytes:
     and encode once however many links carry them (:meth:`RouteEntries.packed_body`);
     the payload is the same bytes msgpack makes of the whole message.
     """
-    if type(message) is RouteUpdate and type(message.entries) is RouteEntries:
+    if type(message) is RouteUpdate and isinstance(message.entries, RouteEntries):
         entries = message.entries
         return check_payload_size(b"".join((
-            _ROUTE_UPDATE_HEAD, pack(message.interval_ms), array_header(len(entries)),
+            ROUTE_UPDATE_HEAD, pack(message.interval_ms), array_header(len(entries)),
             entries.packed_body())))
     return encode_payload([PROTOCOL_VERSION, message.header_type(), *message.fields()])
 
@@ -655,7 +634,7 @@ def decode_message(payload: bytes) -> Message:
     ``from_fields`` refuses anything but flat entries without walking into any
     value (a full table is thousands of entries, received by every neighbour).
     """
-    obj = unpack(payload, check_depth=not payload.startswith(_ROUTE_UPDATE_HEAD))
+    obj = unpack(payload, check_depth=not payload.startswith(ROUTE_UPDATE_HEAD))
     if not isinstance(obj, list) or len(obj) < 2:
         raise MalformedMessage("a message is an array starting with version and type")
     version, message_type, *fields = obj

@@ -91,6 +91,7 @@ from overlay.proto.messages import (
     RouteUpdate,
     SeqnoRequest,
 )
+from overlay.proto.route_columns import MIN_COLUMN_ENTRIES, EntryColumns, encode_entries
 from overlay.proto.route_table import (
     ABSENT,
     NO_SEQNO,
@@ -106,6 +107,12 @@ EXPIRY_FACTOR = 3.5
 BULK_MIN_ENTRIES = 8
 """Updates with fewer entries go one entry at a time (numpy's fixed cost per call is
 more than the interpreter's per entry below this)."""
+
+
+def _distinct(slots: Ints) -> bool:
+    """No slot twice (a sort, not ``np.unique``: that also builds what it found)."""
+    ordered = np.sort(slots)
+    return bool((ordered[1:] != ordered[:-1]).all())
 
 
 def seqno_newer(a: int, b: int) -> bool:
@@ -211,11 +218,11 @@ class _Advertisement:
     """The entries of one update as :meth:`Router._advertise` made them (columns), and
     the column each entry's route goes through (-1: our own entry, a retraction)."""
 
-    __slots__ = ("_ids", "metrics", "seqnos", "slots", "via")
+    __slots__ = ("_index", "metrics", "seqnos", "slots", "via")
 
-    def __init__(self, ids: list[NodeId], slots: Ints, seqnos: Ints, metrics: Ints,
+    def __init__(self, index: DestinationIndex, slots: Ints, seqnos: Ints, metrics: Ints,
                  via: Ints) -> None:
-        self._ids = ids
+        self._index = index
         self.slots = slots
         self.seqnos = seqnos
         self.metrics = metrics
@@ -225,19 +232,38 @@ class _Advertisement:
         return len(self.slots)
 
     def __getitem__(self, index: slice) -> _Advertisement:
-        return _Advertisement(self._ids, self.slots[index], self.seqnos[index],
+        return _Advertisement(self._index, self.slots[index], self.seqnos[index],
                               self.metrics[index], self.via[index])
 
-    def by_next_hop(self) -> dict[int, RouteEntries]:
-        """The entries grouped by the column their route goes through (-1 first, then
-        the columns in order), each group in the advertisement's order."""
-        groups: dict[int, RouteEntries] = {}
-        for column in np.unique(self.via).tolist():
-            mine = self.via == column
-            groups[column] = RouteEntries(
-                list(map(self._ids.__getitem__, self.slots[mine].tolist())),
-                self.seqnos[mine].tolist(), self.metrics[mine].tolist())
-        return groups
+    def split_horizon(self, columns: list[int]) -> list[RouteEntries]:
+        """For each of ``columns``, the entries whose route does not go through it, in
+        the advertisement's order.
+
+        Many entries are encoded once, as arrays (:func:`encode_entries`), and each
+        neighbour's update is a mask over those bytes; a few go as lists (numpy's fixed
+        cost per call is more than the interpreter's per entry below
+        :data:`MIN_COLUMN_ENTRIES`)."""
+        if len(self) < MIN_COLUMN_ENTRIES:
+            ids = list(map(self._index.ids.__getitem__, self.slots.tolist()))
+            seqnos, metrics, via = self.seqnos.tolist(), self.metrics.tolist(), self.via.tolist()
+            kept = [[i for i, through in enumerate(via) if through != column]
+                    for column in columns]
+            return [RouteEntries([ids[i] for i in keep], [seqnos[i] for i in keep],
+                                 [metrics[i] for i in keep]) for keep in kept]
+        words = self._index.words[self.slots]
+        encoded = encode_entries(words, self.seqnos, self.metrics)
+        whole: EntryColumns | None = None
+        split: list[RouteEntries] = []
+        for column in columns:
+            keep = self.via != column
+            if keep.all():
+                if whole is None:
+                    whole = EntryColumns(words, self.seqnos, self.metrics, encoded.joined())
+                split.append(whole)
+            else:
+                split.append(EntryColumns(words[keep], self.seqnos[keep], self.metrics[keep],
+                                          encoded.joined(keep)))
+        return split
 
 
 Outgoing = tuple[NodeId | None, LinkMessage]
@@ -449,16 +475,26 @@ class Router:
                 return
             expires_at = now + EXPIRY_FACTOR * max(message.interval_ms / 1000, 0.001)
             entries = message.entries
-            destinations: Sequence[bytes]
+            slots: Sequence[int]
             seqnos: Sequence[int]
             metrics: Sequence[int]
-            if isinstance(entries, RouteEntries):
-                destinations, seqnos, metrics = (entries.destinations, entries.seqnos,
-                                                 entries.metrics)
+            if type(entries) is EntryColumns:  # decoded as arrays: kept so
+                found = self._index.slots_of(entries.words)
+                self._table.grow(len(self._index))
+                if len(found) >= self._bulk_min and _distinct(found):
+                    self._receive_bulk(column, found, entries.seqno_array,
+                                       entries.metric_array, expires_at=expires_at, now=now)
+                    return
+                slots, seqnos, metrics = found.tolist(), entries.seqnos, entries.metrics
             else:
-                destinations, seqnos, metrics = zip(*entries, strict=True)
-            slots = self._index.slots(destinations)
-            self._table.grow(len(self._index))
+                destinations: Sequence[bytes]
+                if isinstance(entries, RouteEntries):
+                    destinations, seqnos, metrics = (entries.destinations, entries.seqnos,
+                                                     entries.metrics)
+                else:
+                    destinations, seqnos, metrics = zip(*entries, strict=True)
+                slots = self._index.slots(destinations)
+                self._table.grow(len(self._index))
             if len(slots) >= self._bulk_min and len(set(slots)) == len(slots):
                 self._receive_bulk(column, slots, seqnos, metrics,
                                    expires_at=expires_at, now=now)
@@ -640,8 +676,9 @@ class Router:
 
     # --- updates, a whole table at a time ------------------------------------------------
 
-    def _receive_bulk(self, column: int, slots: list[int], seqnos: Sequence[int],
-                      metrics: Sequence[int], *, expires_at: float, now: float) -> None:
+    def _receive_bulk(self, column: int, slots: Sequence[int] | Ints,
+                      seqnos: Sequence[int] | Ints, metrics: Sequence[int] | Ints, *,
+                      expires_at: float, now: float) -> None:
         """The entries of one update (distinct destinations), decided column by column.
 
         Exactly what :meth:`_receive_entry` of each entry in turn would do: the entries
@@ -653,12 +690,13 @@ class Router:
         seqno request) goes through :meth:`_receive_entry`, in the update's order.
         Destinations are independent of each other, so the split changes nothing.
         """
-        plan = self._bulk_plan(column, np.array(slots, np.int64),
-                               np.array(seqnos, np.int64), np.array(metrics, np.int64))
+        plan = self._bulk_plan(column, np.asarray(slots, np.int64),
+                               np.asarray(seqnos, np.int64), np.asarray(metrics, np.int64))
         self._bulk_apply(column, plan, expires_at=expires_at, now=now)
-        for i in np.flatnonzero(plan.hard).tolist():
-            self._receive_entry(column, slots[i], seqnos[i], metrics[i],
-                                expires_at=expires_at, now=now)
+        hard = np.flatnonzero(plan.hard)
+        for slot, seqno, metric in zip(plan.slots[hard].tolist(), plan.seqno[hard].tolist(),
+                                       plan.advertised[hard].tolist(), strict=True):
+            self._receive_entry(column, slot, seqno, metric, expires_at=expires_at, now=now)
 
     def _bulk_plan(self, column: int, s: Ints, seqno: Ints, advertised: Ints) -> _BulkPlan:
         """Which entries of an update are which case; ``hard`` ones are left to the rules."""
@@ -785,7 +823,7 @@ class Router:
         out_metric[own] = 0
         via = np.where(selected, table.selected[s], -1)
         keep = selected | own | (fd_seqno != NO_SEQNO)
-        return _Advertisement(self._ids, s[keep], out_seqno[keep], out_metric[keep], via[keep])
+        return _Advertisement(self._index, s[keep], out_seqno[keep], out_metric[keep], via[keep])
 
     def _flush(self, now: float) -> None:
         """The triggered update: every slot marked since the last, in slot order (a flush
@@ -843,11 +881,10 @@ class Router:
         else:
             return
         interval_ms = round(self.refresh_interval * 1000)
+        columns = [column for _, column in targets]
         for start in range(0, len(advert), MAX_UPDATE_ENTRIES):
-            groups = advert[start:start + MAX_UPDATE_ENTRIES].by_next_hop()
-            for neighbour, column in targets:
-                entries = RouteEntries.joined(
-                    [group for via, group in groups.items() if via != column])
+            split = advert[start:start + MAX_UPDATE_ENTRIES].split_horizon(columns)
+            for (neighbour, _), entries in zip(targets, split, strict=True):
                 if not entries:
                     continue
                 self._outbox.append((neighbour, RouteUpdate(interval_ms, entries)))

@@ -105,19 +105,27 @@ def test_hostile_payloads_get_the_same_verdict(payload: bytes) -> None:
 @given(routed_packets, st.data())
 def test_mutated_routed_frames_get_the_same_verdict(packet: RoutedPacket,
                                                     data: st.DataObject) -> None:
-    payload = bytearray(encode_message_payload(packet))
+    payload = mutated(encode_message_payload(packet), data)
+    assert _outcome(decode_payload, payload) == _outcome(decode_message, payload)
+
+
+def mutated(payload: bytes, data: st.DataObject) -> bytes:
+    """``payload`` with one to three bytes flipped, replaced or inserted, or cut short."""
+    changed = bytearray(payload)
     for _ in range(data.draw(st.integers(1, 3))):
-        at = data.draw(st.integers(0, len(payload) - 1))
-        how = data.draw(st.sampled_from(["flip", "cut", "byte"]))
+        at = data.draw(st.integers(0, len(changed) - 1))
+        how = data.draw(st.sampled_from(["flip", "cut", "byte", "insert"]))
         if how == "flip":
-            payload[at] ^= 1 << data.draw(st.integers(0, 7))
+            changed[at] ^= 1 << data.draw(st.integers(0, 7))
         elif how == "cut":
-            del payload[at:]
-            if not payload:
+            del changed[at:]
+            if not changed:
                 break
+        elif how == "insert":
+            changed[at:at] = bytes([data.draw(st.integers(0, 255))])
         else:
-            payload[at] = data.draw(st.integers(0, 255))
-    assert _outcome(decode_payload, bytes(payload)) == _outcome(decode_message, bytes(payload))
+            changed[at] = data.draw(st.integers(0, 255))
+    return bytes(changed)
 
 
 def _routed_payload(body: Any) -> bytes:

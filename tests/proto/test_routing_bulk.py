@@ -10,15 +10,19 @@ everything either sends and every row of their tables.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import networkx as nx
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from overlay.ids import NodeId
+from overlay.proto.fastpath import decode_payload
 from overlay.proto.messages import (
     METRIC_INFINITY,
     LinkMessage,
+    Message,
     RouteEntries,
     RouteEntry,
     RouteUpdate,
@@ -26,6 +30,7 @@ from overlay.proto.messages import (
     decode_message,
     encode_message_payload,
 )
+from overlay.proto.route_columns import EntryColumns
 from overlay.proto.route_table import DestinationIndex
 from overlay.proto.routing import Router, RoutingConfig
 from tests.proto.routing_harness import RouterNet, assert_loop_free, node_id
@@ -220,9 +225,12 @@ def test_a_newer_seqno_alone_is_sent_in_bulk_only_where_it_answers_a_relayed_req
     assert RouteEntry(FILLER, 2, 11) not in entries
 
 
-def test_a_decoded_full_table_is_taken_in_bulk_like_the_same_entries_one_by_one() -> None:
-    """The wire's columns (raw destination bytes, RouteEntries) into routers that share one
-    destination index, the simulator's set-up."""
+@pytest.mark.parametrize("decode", [decode_message, decode_payload])
+def test_a_decoded_full_table_is_taken_in_bulk_like_the_same_entries_one_by_one(
+        decode: Callable[[bytes], Message]) -> None:
+    """The wire's columns (raw destination bytes as RouteEntries from the general decoder,
+    arrays as EntryColumns from the link's) into routers that share one destination
+    index, the simulator's set-up."""
     index = DestinationIndex()
     routers = [Router(node_id(0), now=0.0, rng=random.Random(1), index=index, bulk_min=b)
                for b in (1, NEVER)]
@@ -232,8 +240,9 @@ def test_a_decoded_full_table_is_taken_in_bulk_like_the_same_entries_one_by_one(
         _drain(router)
         for start in range(0, len(entries), 1000):
             wire = encode_message_payload(RouteUpdate(4000, entries[start:start + 1000]))
-            decoded = decode_message(wire)
+            decoded = decode(wire)
             assert isinstance(decoded, RouteUpdate) and isinstance(decoded.entries, RouteEntries)
+            assert (type(decoded.entries) is EntryColumns) == (decode is decode_payload)
             assert encode_message_payload(decoded) == wire  # columns encode as the tuple did
             router.receive(node_id(1), decoded, 0.0)
         router.handle_timer(router.get_timer())
@@ -243,6 +252,27 @@ def test_a_decoded_full_table_is_taken_in_bulk_like_the_same_entries_one_by_one(
     assert bulk.next_hop(node_id(77)) == node_id(1)
     assert _drain(bulk) == _drain(single)
     assert bulk.table() == single.table()
+
+
+def test_an_update_of_arrays_naming_a_destination_twice_goes_one_entry_at_a_time() -> None:
+    """Only distinct destinations are decided in bulk; the arrays' path checks it too."""
+    entries = [RouteEntry(node_id(i), 1, 1000 + i) for i in range(2, 60)]
+    entries += [RouteEntry(node_id(5), 2, 10), RouteEntry(node_id(7), 1, 5000)]
+    wire = encode_message_payload(RouteUpdate(4000, tuple(entries)))
+    routers = [Router(node_id(0), now=0.0, rng=random.Random(1), bulk_min=b)
+               for b in (1, NEVER)]
+    for router, message in zip(routers, (decode_payload(wire), decode_message(wire)),
+                               strict=True):
+        assert isinstance(message, RouteUpdate)
+        router.add_neighbour(node_id(1), 50, 0.0)
+        _drain(router)
+        router.receive(node_id(1), message, 0.0)
+        router.handle_timer(router.get_timer())
+    arrays, single = routers
+    assert arrays.metric(node_id(5)) == 10 + 50  # the later entry, a newer seqno
+    assert arrays.metric(node_id(7)) == 5000 + 50
+    assert _drain(arrays) == _drain(single)
+    assert arrays.table() == single.table()
 
 
 def test_a_router_joining_a_shared_index_late_has_room_for_its_own_slot() -> None:
