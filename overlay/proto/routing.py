@@ -730,20 +730,25 @@ class Router:
         first_easy = first & ~held & (table.routes[s] == 0) & feasible
         hard |= first & ~first_easy
         better = change & other & wins & feasible
+        better_easy = better
         if better.any():
-            below = np.full(len(s), METRIC_INFINITY, np.int64)
-            for other_column in self._columns.values():
-                if other_column != column:
-                    below = np.minimum(below, plus_cost(
-                        table.metrics[other_column][s].astype(np.int64),
-                        self._costs[other_column]))
             # Strictly below every other route: it wins outright, and no unfeasible route
             # is better.  A tie goes through the full reselection (its tie-break), though
             # a usable route as good as this one would already be the one selected.
-            better_easy = better & (below > metric)
-            hard |= better & ~better_easy
-        else:
-            better_easy = better
+            # Only these entries' other routes are read.
+            candidates = np.flatnonzero(better)
+            their_slots = s[candidates]
+            below = np.full(len(candidates), METRIC_INFINITY, np.int64)
+            for other_column in self._columns.values():
+                if other_column != column:
+                    below = np.minimum(below, plus_cost(
+                        table.metrics[other_column][their_slots].astype(np.int64),
+                        self._costs[other_column]))
+            beaten = candidates[below <= metric[candidates]]
+            if len(beaten):
+                hard[beaten] = True
+                better_easy = better.copy()
+                better_easy[beaten] = False
         return _BulkPlan(s, seqno, advertised, metric, held, feasible, hard,
                          refresh & ~hard, loses, keeps, first_easy | better_easy)
 
