@@ -60,8 +60,10 @@ _FIXINT_END = 0x80
 _ID_AT = 3  # after 93 c4 10
 _SEQNO_AT = _ID_AT + NODE_ID_LEN
 _SHORTEST_ENTRY = _SEQNO_AT + 2  # two fixints
-_ID_OFFSETS = np.arange(NODE_ID_LEN)
-_PADDING = bytes(_SEQNO_AT + 3 + 5)
+_METRIC_AT = _SEQNO_AT + 3  # in encode_entries' rows: after a cd seqno's room
+_ENTRY_COLUMNS = _METRIC_AT + 5
+"""Bytes of the widest entry: header, id, a ``cd`` seqno and a ``ce`` metric."""
+_PADDING = bytes(_ENTRY_COLUMNS)
 """Zeros after the entries, so that reading one entry past a truncated end stays in bounds."""
 
 
@@ -77,7 +79,6 @@ def _widths(*types: int) -> Ints:
 
 _SEQNO_WIDTH = _widths(_UINT8, _UINT16)
 _METRIC_WIDTH = _widths(_UINT8, _UINT16, _UINT32)
-_TYPE_OF_WIDTH = np.array([0, 0, _UINT8, _UINT16, 0, _UINT32], np.int64)
 
 
 class EntryColumns(RouteEntries):
@@ -203,15 +204,13 @@ def _uints(data: Bytes, u32: npt.NDArray[np.uint32], at: Ints, widths: Ints) -> 
 
 _UNUSED_BITS = np.array([0, 0, 24, 16, 0, 0], np.int64)
 """Per width, the bits of the 4 bytes after the type byte that are not the integer's."""
-_ENTRY_COLUMNS = _SEQNO_AT + 3 + 5
-"""Bytes of the widest entry: header, id, a ``cd`` seqno and a ``ce`` metric."""
-_METRIC_AT = _SEQNO_AT + 3
 
 
 class _UintForm:
-    """How :func:`encode_entries` writes one integer field in shortest form: a type byte,
-    then the value big-endian in ``size`` bytes, of which a value of width class ``c``
-    uses the last ``payload[c]`` (class by ``bounds``: fixint, ``cc``, ``cd``, ``ce``)."""
+    """How :func:`encode_entries` writes one integer field in shortest form: a type byte
+    (``types[c]``, or the value itself for a fixint), then the value big-endian in
+    ``size`` bytes, of which the first ``unused[c]`` are not sent; ``c`` is the value's
+    width class by ``bounds`` (0 fixint, 1 ``cc``, 2 ``cd``, 3 ``ce``)."""
 
     def __init__(self, dtype: str, bounds: tuple[int, ...]) -> None:
         self.dtype = np.dtype(dtype)
